@@ -1,0 +1,5 @@
+import sys
+
+from falsify.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""The ``falsify`` command line."""
+
+from falsify.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,222 @@
+"""The ``falsify`` command line: run, check and list hypothesis files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from falsify.errors import FalsifyError
+from falsify.hypothesis.loader import HypothesisFile, discover, load
+from falsify.runner.device import DEVICES
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+Turn interpretability claims into experiments that can come out against the claim.
+
+A hypothesis file (YAML) names a population of trained models, an intervention, a measure, a
+statistical test whose replicate is the trained model, and a prediction with a smallest effect
+size of interest. `falsify run` trains or loads the models, runs the test and writes a Markdown
+report with the verdict: SUPPORTED, FALSIFIED or INCONCLUSIVE.
+"""
+
+_EPILOG = """\
+examples:
+  falsify run hypotheses/                       run every bundled hypothesis, write reports/
+  falsify run hypotheses/x.yaml --seeds 3       a quick look with 3 replicates
+  falsify run x.yaml --set population.training.epochs=5
+  falsify check hypotheses/                     validate without running
+  falsify list hypotheses/                      id, shape and claim of each file
+"""
+
+
+def _add_file_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="hypothesis files or folders")
+    p.add_argument(
+        "--only",
+        metavar="ID",
+        action="append",
+        help="only the hypothesis with this id (repeatable)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="override the number of replicates (seeds 0..N-1); marked in the report",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field, e.g. population.training.epochs=5 (repeatable; marked in "
+        "the report)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(".falsify"),
+        help="model cache folder (default: .falsify)",
+    )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where to train and evaluate (default: auto)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="falsify",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"falsify {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="train or load the models, test each hypothesis, write reports",
+        description="Train or load each population (cached), run its test, and write "
+        "reports/<id>.md, a PNG figure, a tidy CSV and reports/index.md. Exits 1 if any file "
+        "failed; the others still run and an earlier report is never overwritten by a failed run.",
+    )
+    _add_file_options(run)
+    run.add_argument(
+        "--out", type=Path, default=Path("reports"), help="report folder (default: reports)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    check = sub.add_parser(
+        "check",
+        help="validate hypothesis files without running them",
+        description="Validate each file (schema, layer names against the real model) and say "
+        "what a run would do: replicates to train and how many are cached.",
+    )
+    _add_file_options(check)
+
+    lst = sub.add_parser(
+        "list",
+        help="list hypotheses: id, shape, claim",
+        description="List each hypothesis file's id, test shape and claim.",
+    )
+    lst.add_argument("paths", nargs="+", metavar="PATH", help="hypothesis files or folders")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("falsify")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]]:
+    """Load every file; return the valid ones and one error message per invalid one."""
+    overrides = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "seeds", None) is not None:
+        overrides.append(f"population.seeds={args.seeds}")
+    files, errors = [], []
+    for path in discover(args.paths):
+        try:
+            hf = load(path, overrides)
+        except FalsifyError as exc:
+            errors.append(str(exc))
+            continue
+        if getattr(args, "only", None) and hf.hypothesis.id not in args.only:
+            continue
+        files.append(hf)
+    if getattr(args, "only", None):
+        found = {hf.hypothesis.id for hf in files}
+        for missing in sorted(set(args.only) - found):
+            errors.append(f"--only {missing!r}: no hypothesis with that id in {args.paths}.")
+    return files, errors
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    files, errors = _load_all(args)
+    for hf in files:
+        h = hf.hypothesis
+        print(f"{h.id}\t{h.test.kind}\t{h.claim}")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from falsify.runner import ModelCache, plan, resolve_device
+
+    device = resolve_device(args.device)
+    cache = ModelCache(args.cache)
+    files, errors = _load_all(args)
+    for hf in files:
+        try:
+            p = plan(hf, cache, device)
+        except FalsifyError as exc:
+            errors.append(str(exc))
+            continue
+        h = hf.hypothesis
+        print(
+            f"ok  {hf.path}: {h.id} ({h.test.kind}); {p.n_replicates} replicates, "
+            f"{p.n_cached} cached, {p.n_replicates - p.n_cached} to train on {device}"
+        )
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from falsify.report import write_outcome
+    from falsify.runner import ModelCache, resolve_device, run_hypothesis
+
+    device = resolve_device(args.device)
+    cache = ModelCache(args.cache)
+    files, errors = _load_all(args)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    failed = len(errors)
+    for hf in files:
+        start = time.perf_counter()
+        try:
+            outcome = run_hypothesis(hf, cache, device, progress=not args.quiet)
+            report = write_outcome(outcome, args.out)
+        except FalsifyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        best = outcome.parts.iloc[0]
+        parts = f" ({len(outcome.parts)} parts)" if len(outcome.parts) > 1 else ""
+        print(
+            f"{outcome.verdict.value:<12} {hf.hypothesis.id}: estimate {best.estimate:.3f} "
+            f"[{best.ci_low:.3f}, {best.ci_high:.3f}]{parts}, "
+            f"{outcome.provenance['replicates']} replicates "
+            f"({outcome.provenance['cache_hits']} cached), {time.perf_counter() - start:.1f} s "
+            f"-> {report}"
+        )
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"run": _cmd_run, "check": _cmd_check, "list": _cmd_list}
+    try:
+        return commands[args.command](args)
+    except FalsifyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished replicates are cached; rerun to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Datasets, looked up by ``kind``. Nothing is downloaded: ``digits`` ships with scikit-learn."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from falsify.data.base import Dataset
+from falsify.data.digits import load_digits_dataset
+from falsify.data.synthetic import load_synthetic, planted_model
+
+__all__ = ["DATASETS", "Dataset", "load_dataset", "planted_model"]
+
+DATASETS: dict[str, Callable[[Any], Dataset]] = {
+    "digits": load_digits_dataset,
+    "synthetic": load_synthetic,
+}
+
+
+@functools.lru_cache(maxsize=8)
+def load_dataset(spec: Any) -> Dataset:
+    """Load the dataset a validated spec names (memoized: specs are frozen and hashable)."""
+    return DATASETS[spec.kind](spec)

@@ -1,0 +1,45 @@
+"""User-facing errors.
+
+Every mistake a user can make (a malformed hypothesis file, an unknown layer, an impossible
+request) is raised as a :class:`FalsifyError`. The CLI prints ``str(error)`` on one line and
+exits non-zero, without a traceback. The message template follows scikit-learn's parameter
+validation: "The 'FIELD' of FILE (line N) must be EXPECTED. Got FOUND instead."
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["FalsifyError", "HypothesisError", "did_you_mean", "field_error"]
+
+
+class FalsifyError(Exception):
+    """Base class of every error caused by user input rather than by a bug."""
+
+
+class HypothesisError(FalsifyError):
+    """A hypothesis file that cannot be read or validated."""
+
+
+def did_you_mean(found: object, choices: Iterable[str]) -> str:
+    """' Did you mean 'x'?' when ``found`` is a near miss of one of ``choices``, else ''."""
+    close = difflib.get_close_matches(str(found), list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def field_error(
+    path: str | Path | None,
+    field: str,
+    expected: str,
+    found: object,
+    line: int | None = None,
+    choices: Iterable[str] | None = None,
+) -> str:
+    """Format the one error template used everywhere."""
+    where = f" of {path}" if path is not None else ""
+    if line is not None:
+        where += f" (line {line})"
+    hint = did_you_mean(found, choices) if choices is not None else ""
+    return f"The {field!r}{where} must be {expected}. Got {found!r} instead.{hint}"

@@ -1,0 +1,278 @@
+"""Read hypothesis files: YAML (safe loader) → validated :class:`Hypothesis`.
+
+Validation errors are mapped back to the YAML line of the offending field and always name the
+file, so a user sees e.g. "The 'prediction.alpah' of hypotheses/x.yaml (line 14) is not a known
+field: expected one of ['adjust', 'alpha', ...]. Got 'alpah' instead. Did you mean 'alpha'?".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import types
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from falsify.errors import HypothesisError, did_you_mean, field_error
+from falsify.hypothesis.schema import Hypothesis
+
+__all__ = ["HypothesisFile", "apply_overrides", "discover", "load", "parse_override"]
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class HypothesisFile:
+    """A validated hypothesis with what is needed to point back into its file."""
+
+    hypothesis: Hypothesis
+    path: Path
+    sha256: str  # of the file's bytes, before overrides
+    overrides: tuple[str, ...] = ()
+    _raw: Any = field(default=None, repr=False, compare=False)
+    _node: yaml.Node | None = field(default=None, repr=False, compare=False)
+
+    def line_of(self, loc: Loc) -> int | None:
+        """1-based line of the YAML node at ``loc`` (or of its nearest present parent)."""
+        return _locate(self._raw, self._node, loc)[1]
+
+    def error(self, loc: Loc, expected: str, found: object, choices: Iterable[str] | None = None):
+        """A :class:`HypothesisError` about the field at ``loc`` in the one template."""
+        name, line = _locate(self._raw, self._node, loc)
+        return HypothesisError(field_error(self.path, name, expected, found, line, choices))
+
+
+def discover(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders into the sorted list of hypothesis files they name."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not files:
+                raise HypothesisError(f"{p} is a folder with no hypothesis files (*.yaml, *.yml).")
+            found.extend(files)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise HypothesisError(f"{p} does not exist (expected a hypothesis file or a folder).")
+    return found
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """Parse ``a.b.c=value`` (value read as YAML) into a key path and a value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise HypothesisError(
+            f"The override {text!r} must be KEY=VALUE, e.g. population.training.epochs=5."
+        )
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise HypothesisError(f"The value of override {text!r} is not valid YAML: {exc}") from None
+    return tuple(key.strip().split(".")), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b=value`` override set (parents are created)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for k in keys[:-1]:
+            child = node.get(k)
+            if not isinstance(child, dict):
+                child = {}
+                node[k] = child
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> HypothesisFile:
+    """Read and validate one hypothesis file; raise :class:`HypothesisError` on any problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HypothesisError(f"{path} cannot be read: {exc.strerror}.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HypothesisError(f"{path} is not UTF-8 text (a hypothesis file is YAML).") from None
+    try:
+        raw = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise HypothesisError(f"{path}{where} is not valid YAML: {problem}.") from None
+    if not isinstance(raw, dict):
+        raise HypothesisError(
+            f"{path} must hold a YAML mapping (id:, claim:, population:, test:, prediction:). "
+            f"Got {type(raw).__name__ if raw is not None else 'an empty file'} instead."
+        )
+    raw = apply_overrides(raw, overrides)
+    try:
+        hyp = Hypothesis.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_format(path, raw, node, err) for err in exc.errors()]
+        raise HypothesisError("\n".join(dict.fromkeys(lines))) from None
+    return HypothesisFile(
+        hypothesis=hyp,
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        overrides=tuple(overrides),
+        _raw=raw,
+        _node=node,
+    )
+
+
+# --- mapping pydantic errors back to the file --------------------------------------------------
+
+
+def _has(raw: Any, key: str | int) -> bool:
+    if isinstance(raw, dict):
+        return key in raw
+    return isinstance(raw, list) and isinstance(key, int) and 0 <= key < len(raw)
+
+
+def _steps(raw: Any, loc: Loc) -> Iterator[tuple[str | int, Any]]:
+    """The elements of ``loc`` that are real keys or indexes of the data, with their values.
+
+    Other elements (pydantic's union tags, validator names) are skipped.
+    """
+    for key in loc:
+        if _has(raw, key):
+            raw = raw[key]
+            yield key, raw
+
+
+def _locate(raw: Any, node: yaml.Node | None, loc: Loc) -> tuple[str, int | None]:
+    """Follow ``loc`` through the data and the YAML nodes; return (dotted name, line)."""
+    name = ""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key, _ in _steps(raw, loc):
+        if isinstance(key, int):
+            node = node.value[key] if isinstance(node, yaml.SequenceNode) else None
+            name = f"{name}[{key}]"
+        else:
+            node = _child(node, key)
+            name = f"{name}.{key}" if name else key
+        if node is not None:
+            line = node.start_mark.line + 1
+    return name or "file", line
+
+
+def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for k, v in node.value:
+        if k.value == str(key):
+            return v
+    return None
+
+
+def _key_line(node: yaml.Node | None, loc: Loc) -> int | None:
+    """Line of the *key* at the end of ``loc`` (for unknown fields, whose value may be a block)."""
+    *parent, last = loc
+    for key in parent:
+        if isinstance(node, yaml.MappingNode):
+            node = _child(node, key) or node
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+    if isinstance(node, yaml.MappingNode):
+        for k, _ in node.value:
+            if k.value == str(last):
+                return k.start_mark.line + 1
+    return None
+
+
+def _format(path: Path, raw: Any, node: yaml.Node, err: Any) -> str:
+    loc: Loc = tuple(err["loc"])
+    kind = err["type"]
+    name, line = _locate(raw, node, loc)
+    found = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(raw, loc[:-1])
+        key_line = _key_line(node, loc) or line
+        expected = f"one of the known fields {allowed}" if allowed else "a known field"
+        return (
+            f"The {name!r} of {path} (line {key_line}) is not a known field: expected "
+            f"{expected}. Got {loc[-1]!r} instead.{did_you_mean(loc[-1], allowed)}"
+        )
+    if kind == "missing":
+        name = f"{name}.{loc[-1]}" if name != "file" else str(loc[-1])
+        return f"The {name!r} of {path} (line {line}) is required but missing."
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        tag = ctx.get("tag", found if kind == "union_tag_invalid" else None)
+        kind_name = f"{name}.kind" if not name.endswith("kind") else name
+        kind_line = _locate(raw, node, (*_data_path(raw, loc), "kind"))[1] or line
+        return field_error(path, kind_name, f"one of {tags}", tag, kind_line, tags)
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return field_error(path, name, f"one of {choices}", found, line, choices)
+    msg = str(err.get("msg", ""))
+    msg = re.sub(r"^(Value error, |Input should be |Assertion failed, )", "", msg)
+    return field_error(path, name, msg, found, line)
+
+
+def _data_path(raw: Any, loc: Loc) -> Loc:
+    return tuple(k for k, _ in _steps(raw, loc))
+
+
+def _allowed_fields(raw: Any, loc: Loc) -> list[str]:
+    """The field names of the pydantic model that validates the mapping at ``loc``."""
+    cls: Any = Hypothesis
+    for key, value in _steps(raw, loc):
+        cls = _item_type(cls, value) if isinstance(key, int) else _field_type(cls, key, value)
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return sorted(cls.model_fields)
+    return []
+
+
+def _candidates(tp: Any) -> list[Any]:
+    """Flatten Annotated/Optional/Union annotations into their member types."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _candidates(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [c for arg in typing.get_args(tp) for c in _candidates(arg)]
+    return [tp]
+
+
+def _pick(members: list[Any], data: Any) -> Any:
+    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    if len(models) > 1 and isinstance(data, dict) and "kind" in data:
+        for m in models:
+            ann = m.model_fields.get("kind")
+            if ann is not None and data["kind"] in typing.get_args(ann.annotation):
+                return m
+    return models[0] if models else None
+
+
+def _field_type(cls: Any, key: str, data: Any) -> Any:
+    if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or key not in cls.model_fields:
+        return None
+    return (
+        _pick(_candidates(cls.model_fields[key].annotation), data)
+        or cls.model_fields[key].annotation
+    )
+
+
+def _item_type(tp: Any, data: Any) -> Any:
+    for member in _candidates(tp):
+        args = typing.get_args(member)
+        if args:
+            return _pick(_candidates(args[0]), data)
+    return None

@@ -1,0 +1,216 @@
+"""The hypothesis file model: frozen pydantic models, validated once at the door.
+
+A hypothesis file (YAML) names a *population* of trained models, a *test* (one of the shapes of
+PRODUCT.md §3) and a *prediction* (direction, smallest effect size of interest, α). Every model
+here is frozen and forbids unknown keys, so a typo such as ``alpah:`` is an error, and every
+choice between kinds is a discriminated union on ``kind`` so an unknown kind lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "AssociationTest",
+    "ClassSelectivity",
+    "DataSpec",
+    "DigitsData",
+    "Hypothesis",
+    "MLPSpec",
+    "ModelSpec",
+    "Population",
+    "Prediction",
+    "Source",
+    "SyntheticData",
+    "TestSpec",
+    "TrainingSpec",
+    "UnitAblationEffect",
+]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+class DigitsData(Frozen):
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes)."""
+
+    kind: Literal["digits"]
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = 0
+
+
+class SyntheticData(Frozen):
+    """A generated task with planted ground truth (see :mod:`falsify.data.synthetic`)."""
+
+    kind: Literal["synthetic"]
+    n_samples: int = Field(2000, ge=20)
+    n_classes: int = Field(4, ge=2)
+    n_features: int = Field(16, ge=2)
+    noise: float = Field(0.3, ge=0.0)
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _enough_features(self) -> SyntheticData:
+        if self.n_features < self.n_classes:
+            raise ValueError(
+                f"n_features at least n_classes ({self.n_classes}) so that each class has a feature"
+            )
+        return self
+
+
+DataSpec = Annotated[DigitsData | SyntheticData, Field(discriminator="kind")]
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+class MLPSpec(Frozen):
+    """A multilayer perceptron; hidden block ``i`` is named ``hidden{i}`` (post-ReLU output)."""
+
+    kind: Literal["mlp"]
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field((64, 64), min_length=1)
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+# One member today; a union discriminated on ``kind`` as architectures are added.
+ModelSpec = MLPSpec
+
+
+class TrainingSpec(Frozen):
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+
+
+class Population(Frozen):
+    """Architecture × dataset × recipe × seeds. Each seed is one replicate (one trained model)."""
+
+    data: DataSpec
+    model: ModelSpec
+    training: TrainingSpec = TrainingSpec()
+    seeds: tuple[int, ...]
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _expand_seeds(cls, v: object) -> object:
+        if isinstance(v, bool):
+            return v  # let pydantic reject it as not an int
+        if isinstance(v, int):
+            if v < 2:
+                raise ValueError(
+                    "at least 2 seeds: the replicate is the trained model, and one model gives "
+                    "no confidence interval"
+                )
+            return tuple(range(v))
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) < 2:
+            raise ValueError(
+                "a list of at least 2 seeds: the replicate is the trained model, and one model "
+                "gives no confidence interval"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("a list of distinct seeds (a repeated seed is the same model twice)")
+        return v
+
+
+# --- measures and interventions ----------------------------------------------------------------
+
+
+class ClassSelectivity(Frozen):
+    """Class selectivity index of each unit (Morcos et al. 2018), PRODUCT.md §6."""
+
+    kind: Literal["class_selectivity"]
+    epsilon: float = Field(1e-7, ge=0.0)
+
+
+UnitMeasure = ClassSelectivity
+
+
+class UnitAblationEffect(Frozen):
+    """Damage done by ablating each unit on its own (Morcos et al. 2018)."""
+
+    kind: Literal["unit_ablation"]
+    value: Literal["zero", "mean"] = "zero"
+    metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
+
+
+UnitEffect = UnitAblationEffect
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+class AssociationTest(Frozen):
+    """Per-unit x vs per-unit y within each model, pooled over models (PRODUCT.md §3)."""
+
+    kind: Literal["association"]
+    layers: tuple[str, ...] = Field(min_length=1)
+    x: UnitMeasure
+    y: UnitEffect
+    correlation: Literal["spearman", "pearson", "kendall"] = "spearman"
+    pooling: Literal["t", "random_effects"] = "t"
+    split: Literal["test", "train"] = "test"
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("a list of distinct layer names")
+        return v
+
+
+TestSpec = AssociationTest
+
+
+# --- the claim ----------------------------------------------------------------------------------
+
+
+class Prediction(Frozen):
+    """What the claim predicts, and how the verdict is decided (PRODUCT.md §4)."""
+
+    direction: Literal["positive", "negative", "none"]
+    sesoi: float = Field(ge=0.0)
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    combine: Literal["all", "any"] = "all"
+    adjust: Literal["holm", "bonferroni", "none"] = "holm"
+
+
+class Source(Frozen):
+    citation: str
+    finding: str | None = None
+    url: str | None = None
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+class Hypothesis(Frozen):
+    id: str
+    claim: str = Field(min_length=1)
+    source: Source | None = None
+    population: Population
+    test: TestSpec
+    prediction: Prediction
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError("letters, digits, '_' and '-' only (it names the report file)")
+        return v

@@ -1,0 +1,20 @@
+"""Architectures (looked up by ``kind``) and the deterministic training loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from falsify.models.mlp import MLP, build_mlp
+
+__all__ = ["ARCHITECTURES", "MLP", "build_model"]
+
+# kind -> builder(spec, input_shape, n_classes)
+ARCHITECTURES: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {"mlp": build_mlp}
+
+
+def build_model(spec: Any, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Build an untrained model from its validated spec (weights from the global RNG)."""
+    return ARCHITECTURES[spec.kind](spec, input_shape, n_classes)

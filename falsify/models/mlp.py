@@ -1,0 +1,60 @@
+"""Multilayer perceptron with named hidden blocks.
+
+Hidden block ``i`` (1-based) is the module ``hidden{i}``; its output is the post-ReLU activation
+(after dropout, which is the identity at evaluation). Measures and interventions name layers by
+these ``named_modules()`` paths: ``hidden1``, ``hidden2``, …; ``head`` is the output layer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+from falsify.hypothesis.schema import MLPSpec
+
+__all__ = ["MLP", "DenseBlock", "build_mlp"]
+
+
+class DenseBlock(nn.Module):
+    """Linear → (BatchNorm) → ReLU → (Dropout)."""
+
+    def __init__(self, d_in: int, d_out: int, batch_norm: bool, dropout: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+        self.norm: nn.Module = nn.BatchNorm1d(d_out) if batch_norm else nn.Identity()
+        self.act = nn.ReLU()
+        self.drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, d_in] -> [batch, d_out]
+        return self.drop(self.act(self.norm(self.linear(x))))
+
+
+class MLP(nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: tuple[int, ...],
+        n_classes: int,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        widths = (in_features, *hidden)
+        for i, (a, b) in enumerate(itertools.pairwise(widths), start=1):
+            self.add_module(f"hidden{i}", DenseBlock(a, b, batch_norm, dropout))
+        self.n_hidden = len(hidden)
+        self.head = nn.Linear(widths[-1], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, *input] -> [batch, classes]
+        h = self.flatten(x)
+        for i in range(1, self.n_hidden + 1):
+            h = getattr(self, f"hidden{i}")(h)
+        return self.head(h)
+
+
+def build_mlp(spec: MLPSpec, input_shape: tuple[int, ...], n_classes: int) -> MLP:
+    return MLP(math.prod(input_shape), spec.hidden, n_classes, spec.batch_norm, spec.dropout)

@@ -1,0 +1,227 @@
+"""The Markdown report of one hypothesis (PRODUCT.md §9): verdict and plain reading first."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from falsify.runner.outcome import Outcome
+from falsify.stats.verdict import Verdict
+
+__all__ = ["fmt", "fmt_p", "render_report", "summary"]
+
+_DIRECTION = {
+    "positive": "positive (θ > 0)",
+    "negative": "negative (θ < 0)",
+    "none": "no meaningful effect (|θ| < δ)",
+}
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _ci(row: Any) -> str:
+    return f"[{fmt(row.ci_low)}, {fmt(row.ci_high)}]"
+
+
+def _rule(direction: str, sesoi: float, alpha: float) -> str:
+    level = f"{100 * (1 - 2 * alpha):g}%"
+    if direction == "none":
+        return (
+            f"SUPPORTED when the {level} CI lies inside (−{sesoi:g}, {sesoi:g}) (equivalence, "
+            f"TOST at α = {alpha:g}); FALSIFIED when it lies wholly above {sesoi:g} or below "
+            f"−{sesoi:g}; INCONCLUSIVE otherwise."
+        )
+    if direction == "positive":
+        return (
+            f"SUPPORTED when the {level} CI lies above 0 and its upper end reaches δ = {sesoi:g}; "
+            f"FALSIFIED when its upper end is below δ = {sesoi:g} (an effect as large as the "
+            "smallest one of interest is ruled out); INCONCLUSIVE otherwise."
+        )
+    return (
+        f"SUPPORTED when the {level} CI lies below 0 and its lower end reaches −δ = −{sesoi:g}; "
+        f"FALSIFIED when its lower end is above −{sesoi:g}; INCONCLUSIVE otherwise."
+    )
+
+
+def _reading(o: Outcome) -> str:
+    """One plain sentence: what the verdict means for the claim, with the deciding numbers."""
+    pred = o.file.hypothesis.prediction
+    stat = o.labels.get("statistic", "estimate")
+    level = f"{100 * (1 - 2 * pred.alpha):g}%"
+    deciding = o.parts[o.parts["verdict"] == o.verdict.value]
+    if deciding.empty:
+        deciding = o.parts
+    nums = "; ".join(
+        f"{r.part}: {stat} = {fmt(r.estimate)}, {level} CI {_ci(r)}" for r in deciding.itertuples()
+    )
+    n = int(o.parts["n_replicates"].max())
+    if o.verdict is Verdict.SUPPORTED:
+        if pred.direction == "none":
+            return f"Across {n} trained models the effect is negligible, as claimed ({nums})."
+        return (
+            f"Across {n} trained models the effect goes the predicted way and an effect of at "
+            f"least δ = {pred.sesoi:g} is not ruled out ({nums})."
+        )
+    if o.verdict is Verdict.FALSIFIED:
+        if pred.direction == "none":
+            return f"Across {n} trained models there is a meaningful effect, against the claim ({nums})."
+        return (
+            f"Across {n} trained models an effect as large as δ = {pred.sesoi:g} in the "
+            f"predicted direction is ruled out ({nums})."
+        )
+    return f"The {n} trained models cannot decide the claim: the CI is too wide ({nums})."
+
+
+def _table(df: pd.DataFrame, columns: dict[str, str], digits: int = 3) -> str:
+    head = "| " + " | ".join(columns.values()) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    rows = []
+    for rec in df.to_dict("records"):
+        cells = []
+        for col in columns:
+            v = rec[col]
+            cells.append(fmt_p(v) if col.startswith("p_") else fmt(v, digits))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *rows])
+
+
+def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
+    hyp = o.file.hypothesis
+    pred = hyp.prediction
+    prov = o.provenance
+    level = f"{100 * (1 - 2 * pred.alpha):g}%"
+    out: list[str] = [f"# {hyp.id}: {o.verdict.value}", ""]
+    out += [f"**{o.verdict.value}.** {_reading(o)}", ""]
+    if prov.get("overrides"):
+        out += [
+            f"> Run with overrides {', '.join(f'`{s}`' for s in prov['overrides'])}: "
+            "not the file as written.",
+            "",
+        ]
+    out += ["## Claim", "", hyp.claim, ""]
+    if hyp.source is not None:
+        out.append(f"Source: {hyp.source.citation}")
+        if hyp.source.finding:
+            out.append(f"(what the source found, as context only: {hyp.source.finding})")
+        out.append("")
+    out += ["## Decision rule", ""]
+    out.append(
+        f"Predicted direction: {_DIRECTION[pred.direction]} of the {o.labels.get('statistic')}; "
+        f"smallest effect size of interest δ = {pred.sesoi:g}; α = {pred.alpha:g}. "
+        + _rule(pred.direction, pred.sesoi, pred.alpha)
+    )
+    if len(o.parts) > 1:
+        combine = (
+            "every part must be SUPPORTED, and one FALSIFIED part falsifies the claim"
+            if pred.combine == "all"
+            else "one SUPPORTED part supports the claim; every part must be FALSIFIED to falsify"
+        )
+        out.append("")
+        out.append(
+            f"{len(o.parts)} parts, combined by `{pred.combine}` ({combine}). Each part's "
+            f"verdict is read from p-values adjusted within the hypothesis ({pred.adjust}); "
+            f"the CIs shown are the unadjusted {level} intervals."
+        )
+    out += ["", "## Result", ""]
+    out.append(
+        _table(
+            o.parts,
+            {
+                "part": "part",
+                "estimate": "estimate",
+                "ci_low": f"{level} CI low",
+                "ci_high": f"{level} CI high",
+                "p_support": "p (support)",
+                "p_support_adj": "p adj (support)",
+                "p_falsify": "p (falsify)",
+                "p_falsify_adj": "p adj (falsify)",
+                "n_replicates": "replicates",
+                "n_units": "units",
+                "verdict": "verdict",
+            },
+        )
+    )
+    out.append("")
+    kinds = ", ".join(dict.fromkeys(o.parts["effect_size_kind"]))
+    methods = "; ".join(dict.fromkeys(o.parts["method"]))
+    out.append(f"Standardized effect size: {kinds}. Method: {methods}.")
+    out.append(
+        "p (support) tests the null that the claim's effect is absent; p (falsify) tests the "
+        "null that an effect of at least δ is present."
+    )
+    if "replicates_needed" in o.parts:
+        for r in o.parts.itertuples():
+            if r.verdict == Verdict.INCONCLUSIVE.value:
+                need = r.replicates_needed
+                out.append("")
+                if need is None or (isinstance(need, float) and math.isnan(need)):
+                    out.append(
+                        f"Power note ({r.part}): the observed estimate sits on a decision "
+                        "boundary; no feasible number of replicates is likely to decide it."
+                    )
+                else:
+                    out.append(
+                        f"Power note ({r.part}): with the observed estimate and spread, about "
+                        f"{int(need)} replicates would give a conclusive verdict with 80% power "
+                        f"(`falsify run --seeds {int(need)}` reuses the cached ones)."
+                    )
+    out += ["", "## Per replicate", ""]
+    rep_cols = {"part": "part", "seed": "seed", "statistic": o.labels.get("statistic", "statistic")}
+    rep_cols |= {c: c.replace("_", " ") for c in o.replicates.columns if c not in rep_cols}
+    out.append(_table(o.replicates, rep_cols))
+    out += ["", "## Figures", ""]
+    out += [f"![{name}]({name})" for name in figures]
+    out += ["", f"Tidy data: [`{csv_name}`]({csv_name}) (one row per replicate × unit).", ""]
+    if o.notes:
+        out += ["## Notes", ""]
+        out += [f"- {n}" for n in o.notes]
+        out.append("")
+    out += ["## Provenance", ""]
+    versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())
+    out += [
+        f"- Hypothesis file: `{prov.get('file')}` (sha256 `{prov.get('file_sha256', '')[:16]}…`)",
+        f"- Seeds: {prov.get('seeds')}",
+        f"- Device: {prov.get('device')} ({prov.get('torch_threads')} CPU threads)",
+        f"- Replicates: {prov.get('replicates')}, of which {prov.get('cache_hits')} loaded "
+        "from the cache",
+        f"- Wall time: {prov.get('wall_seconds', 0.0):.1f} s",
+        f"- Versions: {versions}",
+        f"- Platform: {prov.get('platform')}",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def summary(o: Outcome) -> dict[str, Any]:
+    """The JSON record ``index.md`` is built from."""
+    hyp = o.file.hypothesis
+    return {
+        "id": hyp.id,
+        "claim": hyp.claim,
+        "shape": hyp.test.kind,
+        "verdict": o.verdict.value,
+        "direction": hyp.prediction.direction,
+        "sesoi": hyp.prediction.sesoi,
+        "alpha": hyp.prediction.alpha,
+        "parts": o.parts[
+            ["part", "estimate", "ci_low", "ci_high", "p_support", "p_support_adj", "verdict"]
+        ].to_dict("records"),
+        "n_replicates": int(o.parts["n_replicates"].max()),
+        "overrides": o.provenance.get("overrides", []),
+        "file": o.provenance.get("file"),
+        "wall_seconds": o.provenance.get("wall_seconds"),
+    }

@@ -1,0 +1,55 @@
+"""The association shape (PRODUCT.md §3): per-unit x vs per-unit y within each model.
+
+Each replicate (trained model) contributes one correlation across its units. The units of one
+model are not independent samples, so no p-value is computed across units; the replicates are
+the sample, and their correlations are pooled on the Fisher-z scale by one of:
+
+- ``t`` (default): a one-sample t interval of the per-replicate z values, df = k − 1. Its only
+  assumption is that the k per-replicate z values are exchangeable and roughly normal; the
+  between-model spread is measured, not modelled, and coverage is exact at any k ≥ 2 under
+  normality. This is why it is the default for the 3–10 seeds users run.
+- ``random_effects``: inverse-variance random-effects meta-analysis (DerSimonian–Laird τ²) with
+  the Hartung–Knapp–Sidik–Jonkman variance and t(k − 1) reference (statsmodels
+  ``combine_effects``, "random effect wls" row). Plain DerSimonian–Laird with a normal reference
+  is anti-conservative for small k (IntHout et al. 2014, BMC Med Res Methodol 14:25), so it is
+  not offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.meta_analysis import combine_effects
+
+from falsify.stats.estimate import TEstimate
+
+__all__ = ["correlation", "pool_correlations"]
+
+_R_MAX = 1 - 1e-9  # keeps arctanh finite for a perfect correlation
+
+
+def correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
+    """Correlation of ``x`` and ``y`` across units; NaN when either is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    if method == "spearman":
+        return float(stats.spearmanr(x, y).statistic)
+    if method == "pearson":
+        return float(stats.pearsonr(x, y).statistic)
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def pool_correlations(r: Sequence[float], n_units: Sequence[int], pooling: str) -> TEstimate:
+    """Pool per-replicate correlations ``r`` (each over ``n_units`` units) into one estimate."""
+    z = np.arctanh(np.clip(np.asarray(r, dtype=float), -_R_MAX, _R_MAX))
+    k = len(z)
+    if k < 2:
+        raise ValueError("pooling needs at least two replicates")
+    if pooling == "t":
+        return TEstimate(float(z.mean()), float(z.std(ddof=1) / np.sqrt(k)), k - 1, "fisher_z")
+    variance = 1.0 / (np.asarray(n_units, dtype=float) - 3.0)
+    res = combine_effects(z, variance, method_re="dl", use_t=True)
+    return TEstimate(float(res.mean_effect_re), float(res.sd_eff_w_re_hksj), k - 1, "fisher_z")

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from falsify.cli.main import main
+
+
+def _run(*args: str) -> int:
+    return main(list(args))
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "reports", tmp_path / "cache"
+
+
+def test_run_end_to_end_then_cached(write, tiny_yaml, dirs, capsys) -> None:
+    out, cache = dirs
+    path = write(tiny_yaml)
+    assert _run("run", str(path), "--out", str(out), "--cache", str(cache), "--quiet") == 0
+    first = capsys.readouterr().out
+    assert "tiny:" in first and "(0 cached)" in first
+    report = (out / "tiny.md").read_text()
+    verdict = json.loads((out / "tiny.json").read_text())["verdict"]
+    assert report.startswith(f"# tiny: {verdict}")
+    for section in ("## Decision rule", "## Result", "## Per replicate", "## Provenance"):
+        assert section in report
+    assert (out / "tiny.png").stat().st_size > 1000
+    tidy = pd.read_csv(out / "tiny.csv")
+    assert list(tidy.columns) == ["seed", "layer", "unit", "x", "y"]
+    assert len(tidy) == 3 * 16 and set(tidy["seed"]) == {0, 1, 2}
+    assert "[tiny](tiny.md)" in (out / "index.md").read_text()
+
+    estimate = json.loads((out / "tiny.json").read_text())["parts"][0]["estimate"]
+    assert _run("run", str(path), "--out", str(out), "--cache", str(cache), "--quiet") == 0
+    assert "(3 cached)" in capsys.readouterr().out
+    # Same file, same seeds: the same numbers.
+    assert json.loads((out / "tiny.json").read_text())["parts"][0]["estimate"] == estimate
+    assert pd.read_csv(out / "tiny.csv").equals(tidy)
+
+
+def test_seeds_override_reuses_cache_and_is_marked(write, tiny_yaml, dirs, capsys) -> None:
+    out, cache = dirs
+    path = write(tiny_yaml)
+    assert _run("run", str(path), "--out", str(out), "--cache", str(cache), "--quiet") == 0
+    capsys.readouterr()
+    assert (
+        _run("run", str(path), "--seeds", "4", "--out", str(out), "--cache", str(cache), "--quiet")
+        == 0
+    )
+    assert "4 replicates (3 cached)" in capsys.readouterr().out
+    assert "population.seeds=4" in (out / "tiny.md").read_text()
+    assert "(overridden)" in (out / "index.md").read_text()
+
+
+def test_failed_run_keeps_the_earlier_report(write, tiny_yaml, dirs, capsys) -> None:
+    out, cache = dirs
+    path = write(tiny_yaml)
+    assert _run("run", str(path), "--out", str(out), "--cache", str(cache), "--quiet") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    path.write_text(tiny_yaml.replace("layers: [hidden1]", "layers: [hidden3]"))
+    assert _run("run", str(path), "--out", str(out), "--cache", str(cache), "--quiet") == 1
+    err = capsys.readouterr().err
+    assert "'test.layers[0]'" in err and "(line 10)" in err and "['flatten', 'hidden1'" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_check_and_list(write, tiny_yaml, dirs, capsys) -> None:
+    _, cache = dirs
+    path = write(tiny_yaml)
+    assert _run("check", str(path), "--cache", str(cache)) == 0
+    assert "3 replicates, 0 cached, 3 to train" in capsys.readouterr().out
+    assert _run("list", str(path.parent)) == 0
+    assert capsys.readouterr().out.startswith("tiny\tassociation\tSelective units")
+
+
+def test_one_bad_file_does_not_stop_the_others(write, tiny_yaml, dirs, capsys) -> None:
+    out, cache = dirs
+    write(tiny_yaml, "good.yaml")
+    write(tiny_yaml.replace("id: tiny", "id: bad").replace("seeds: 3", "seeds: 1"), "bad.yaml")
+    assert _run("run", str(out.parent), "--out", str(out), "--cache", str(cache), "--quiet") == 1
+    captured = capsys.readouterr()
+    assert "bad.yaml" in captured.err and "at least 2 seeds" in captured.err
+    assert (out / "tiny.md").exists() and not (out / "bad.md").exists()
+
+
+def test_sesoi_must_fit_a_correlation(write, tiny_yaml, dirs, capsys) -> None:
+    _, cache = dirs
+    path = write(tiny_yaml.replace("sesoi: 0.1", "sesoi: 1.5"))
+    assert _run("check", str(path), "--cache", str(cache)) == 1
+    assert "'prediction.sesoi'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        (lambda t: "id: [x\n", "not valid YAML"),
+        (lambda t: t + "extra: 1\n", "is not a known field"),
+        (lambda t: t.replace("epochs: 3", "epochs: -1"), "greater than or equal to 1"),
+        (lambda t: t.replace("layers: [hidden1]", "layers: [hiden1]"), "Did you mean 'hidden1'"),
+        (lambda t: t.replace("kind: digits", "kind: mnist2"), "must be one of ['digits'"),
+        (lambda t: t.replace("seeds: 3", "seeds: 1"), "at least 2 seeds"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(write, tiny_yaml, tmp_path, edit, needle) -> None:
+    path = write(edit(tiny_yaml))
+    proc = subprocess.run(
+        [sys.executable, "-m", "falsify", "check", str(path), "--cache", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert str(path) in proc.stderr
+
+
+def test_empty_folder_is_an_error(tmp_path, capsys) -> None:
+    assert _run("check", str(tmp_path)) != 0
+    assert "no hypothesis files" in capsys.readouterr().err
