@@ -185,7 +185,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     out.append(_table(o.replicates, rep_cols))
     out += ["", "## Figures", ""]
     out += [f"![{name}]({name})" for name in figures]
-    out += ["", f"Tidy data: [`{csv_name}`]({csv_name}) (one row per replicate × unit).", ""]
+    out += ["", f"Tidy data: [`{csv_name}`]({csv_name}) (one row per {o.tidy_grain}).", ""]
     if o.notes:
         out += ["## Notes", ""]
         out += [f"- {n}" for n in o.notes]

@@ -8,7 +8,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from falsify.report.figures import association_scatter
 from falsify.report.index import render_index
 from falsify.report.markdown import render_report, summary
 from falsify.runner.outcome import Outcome
@@ -17,7 +16,7 @@ __all__ = ["write_index", "write_outcome"]
 
 
 def write_outcome(o: Outcome, out_dir: Path) -> Path:
-    """Write ``<id>.md``, ``<id>.png``, ``<id>.csv`` and ``<id>.json``; return the report path.
+    """Write ``<id>.md``, its figures, ``<id>.csv`` and ``<id>.json``; return the report path.
 
     Everything is rendered into a temporary folder first and only then renamed into
     ``out_dir``, so an error while rendering leaves the previous report untouched.
@@ -26,11 +25,13 @@ def write_outcome(o: Outcome, out_dir: Path) -> Path:
     hid = o.file.hypothesis.id
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{hid}."))
     try:
-        figure = f"{hid}.png"
-        association_scatter(o.tidy, o.parts, o.labels, staging / figure)
+        figures = []
+        for suffix, draw in o.figures.items():
+            figures.append(f"{hid}{suffix}.png")
+            draw(staging / figures[-1])
         csv = f"{hid}.csv"
         o.tidy.to_csv(staging / csv, index=False)
-        (staging / f"{hid}.md").write_text(render_report(o, [figure], csv))
+        (staging / f"{hid}.md").write_text(render_report(o, figures, csv))
         (staging / f"{hid}.json").write_text(json.dumps(summary(o), indent=2, default=str))
         for f in staging.iterdir():
             os.replace(f, out_dir / f.name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,8 +21,10 @@ class Outcome:
 
     ``parts``: one row per tested part (estimate, CI, raw/adjusted p, verdict).
     ``replicates``: one row per replicate × part (the per-model statistic).
-    ``tidy``: the finest-grained data (one row per replicate × unit for association tests),
+    ``tidy``: the finest-grained data (one row per ``tidy_grain``, e.g. replicate × unit),
     written to CSV so any analysis can be redone in pandas.
+    ``figures``: name suffix -> function drawing that figure into the PNG path it is given
+    (the report shows ``<id><suffix>.png`` for each).
     """
 
     file: HypothesisFile
@@ -28,6 +32,8 @@ class Outcome:
     parts: pd.DataFrame
     replicates: pd.DataFrame
     tidy: pd.DataFrame
+    tidy_grain: str  # what one row of ``tidy`` is, e.g. "replicate × unit"
     labels: dict[str, str]  # column -> human label, for tables and figures
+    figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
