@@ -10,6 +10,7 @@ from pathlib import Path
 
 from falsify.errors import FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
+from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files, preregistration
 from falsify.runner.device import DEVICES
 
 __all__ = ["main"]
@@ -30,6 +31,7 @@ examples:
   falsify run x.yaml --set population.training.epochs=5
   falsify check hypotheses/                     validate without running
   falsify list hypotheses/                      id, shape and claim of each file
+  falsify lock hypotheses/                      pre-register: record what each verdict depends on
 """
 
 
@@ -92,6 +94,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("reports"), help="report folder (default: reports)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--lock",
+        type=Path,
+        default=DEFAULT_LOCK,
+        help=f"lock file the reports check pre-registration against (default: {DEFAULT_LOCK})",
+    )
+
+    lock = sub.add_parser(
+        "lock",
+        help="pre-register hypotheses: record what their verdicts depend on",
+        description="Record, for each hypothesis, a hash of everything its verdict depends on "
+        "(population, test, decision rule, SESOI, α) in a lock file, before any result exists. "
+        "Reports then say PRE-REGISTERED, CHANGED AFTER LOCK (listing each changed field), "
+        "LOCKED AFTER RESULTS or NOT LOCKED. Editing comments or the claim's wording does not "
+        "change the lock.",
+    )
+    lock.add_argument("paths", nargs="+", metavar="PATH", help="hypothesis files or folders")
+    lock.add_argument(
+        "--lock", type=Path, default=DEFAULT_LOCK, help=f"lock file (default: {DEFAULT_LOCK})"
+    )
+    lock.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports"),
+        help="report folder, to detect results that already exist (default: reports)",
+    )
 
     check = sub.add_parser(
         "check",
@@ -173,8 +201,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _cmd_lock(args: argparse.Namespace) -> int:
+    from falsify.report import first_result_at
+
+    files, errors = _load_all(args)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if errors:
+        return 1
+    firsts = {hf.hypothesis.id: first_result_at(args.out, hf.hypothesis.id) for hf in files}
+    for line in lock_files(files, args.lock, firsts):
+        print(line)
+    print(f"wrote {args.lock}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from falsify.report import write_outcome
+    from falsify.report import first_result_at, write_outcome
     from falsify.runner import ModelCache, resolve_device, run_hypothesis
 
     device = resolve_device(args.device)
@@ -187,6 +230,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             outcome = run_hypothesis(hf, cache, device, progress=not args.quiet)
+            outcome.preregistration = preregistration(
+                hf, args.lock, first_result_at(args.out, hf.hypothesis.id)
+            )
             report = write_outcome(outcome, args.out)
         except FalsifyError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -207,7 +253,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"run": _cmd_run, "check": _cmd_check, "list": _cmd_list}
+    commands = {"run": _cmd_run, "check": _cmd_check, "list": _cmd_list, "lock": _cmd_lock}
     try:
         return commands[args.command](args)
     except FalsifyError as exc:

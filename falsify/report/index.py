@@ -1,48 +1,66 @@
-"""``reports/index.md``: the suite at a glance, one row per hypothesis."""
+"""``reports/index.md``: the suite at a glance, one row per hypothesis part."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
 
+import numpy as np
+from statsmodels.stats.multitest import multipletests
+
 from falsify.report.markdown import fmt, fmt_p
 
-__all__ = ["render_index"]
+__all__ = ["render_index", "suite_adjusted"]
+
+_VERDICTS = ("SUPPORTED", "FALSIFIED", "INCONCLUSIVE")
+
+
+def suite_adjusted(summaries: list[dict[str, Any]]) -> list[float]:
+    """Benjamini–Hochberg adjustment of each hypothesis' p (support) across the suite."""
+    p = np.array([s.get("p_support_hypothesis", np.nan) for s in summaries], dtype=float)
+    out = np.full(len(p), np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="fdr_bh")[1]
+    return out.tolist()
 
 
 def render_index(summaries: list[dict[str, Any]]) -> str:
+    summaries = sorted(summaries, key=lambda s: s["id"])
     counts = Counter(s["verdict"] for s in summaries)
-    line = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("SUPPORTED", "FALSIFIED", "INCONCLUSIVE"))
+    line = ", ".join(f"{counts.get(v, 0)} {v}" for v in _VERDICTS)
+    bh = suite_adjusted(summaries)
     out = [
         "# falsify: hypothesis index",
         "",
         f"{len(summaries)} hypotheses: {line}.",
         "",
-        "| hypothesis | verdict | shape | part | estimate | CI | p (support) | p adj | replicates |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| hypothesis | verdict | pre-registration | part | estimate | CI | p | p Holm | p BH (suite) | replicates |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in sorted(summaries, key=lambda s: s["id"]):
+    for s, q in zip(summaries, bh, strict=True):
         flag = " (overridden)" if s.get("overrides") else ""
         for i, part in enumerate(s["parts"]):
-            head = (
-                [f"[{s['id']}]({s['id']}.md){flag}", f"**{s['verdict']}**", s["shape"]]
-                if i == 0
-                else ["", "", ""]
-            )
+            first = i == 0
             cells = [
-                *head,
+                f"[{s['id']}]({s['id']}.md){flag}" if first else "",
+                f"**{s['verdict']}**" if first else "",
+                (s.get("preregistration") or "–") if first else "",
                 str(part["part"]),
                 fmt(part["estimate"]),
                 f"[{fmt(part['ci_low'])}, {fmt(part['ci_high'])}]",
                 fmt_p(part["p_support"]),
                 fmt_p(part["p_support_adj"]),
-                str(s["n_replicates"]) if i == 0 else "",
+                fmt_p(q) if first else "",
+                str(s["n_replicates"]) if first else "",
             ]
             out.append("| " + " | ".join(cells) + " |")
-    out.append("")
-    out.append(
-        "Each CI is the (1 − 2α) interval the verdict rules read; p (support) tests the null "
-        "that the claim's effect is absent, adjusted within its hypothesis (p adj)."
-    )
-    out.append("")
+    out += [
+        "",
+        "Each CI is the (1 − 2α) interval the verdict rules read. p tests the null that the "
+        "claim's effect is absent (one-sided); p Holm is adjusted within the hypothesis; "
+        "p BH (suite) is the hypothesis' p (the largest part p for `combine: all`, the "
+        "smallest for `any`) adjusted by Benjamini–Hochberg across every hypothesis listed here.",
+        "",
+    ]
     return "\n".join(out)

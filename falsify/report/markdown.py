@@ -10,7 +10,7 @@ import pandas as pd
 from falsify.runner.outcome import Outcome
 from falsify.stats.verdict import Verdict
 
-__all__ = ["fmt", "fmt_p", "render_report", "summary"]
+__all__ = ["fmt", "fmt_p", "hypothesis_p", "render_report", "summary"]
 
 _DIRECTION = {
     "positive": "positive (θ > 0)",
@@ -99,6 +99,18 @@ def _table(df: pd.DataFrame, columns: dict[str, str], digits: int = 3) -> str:
     return "\n".join([head, sep, *rows])
 
 
+def _preregistration(o: Outcome) -> list[str]:
+    pre = o.preregistration
+    if pre is None:
+        return []
+    out = [f"Pre-registration: **{pre.status}** ({pre.detail}).", ""]
+    if pre.changed:
+        out += ["| field | locked | in this run |", "|---|---|---|"]
+        out += [f"| `{k}` | {old!r} | {new!r} |" for k, old, new in pre.changed]
+        out.append("")
+    return out
+
+
 def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     hyp = o.file.hypothesis
     pred = hyp.prediction
@@ -112,6 +124,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
             "not the file as written.",
             "",
         ]
+    out += _preregistration(o)
     out += ["## Claim", "", hyp.claim, ""]
     if hyp.source is not None:
         out.append(f"Source: {hyp.source.citation}")
@@ -185,7 +198,13 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     out.append(_table(o.replicates, rep_cols))
     out += ["", "## Figures", ""]
     out += [f"![{name}]({name})" for name in figures]
-    out += ["", f"Tidy data: [`{csv_name}`]({csv_name}) (one row per {o.tidy_grain}).", ""]
+    parts_csv = csv_name.replace(".csv", ".parts.csv")
+    out += [
+        "",
+        f"Tidy data: [`{csv_name}`]({csv_name}) (one row per {o.tidy_grain}); the result "
+        f"table with effect sizes: [`{parts_csv}`]({parts_csv}).",
+        "",
+    ]
     if o.notes:
         out += ["## Notes", ""]
         out += [f"- {n}" for n in o.notes]
@@ -206,6 +225,16 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     return "\n".join(out)
 
 
+def hypothesis_p(parts: pd.DataFrame, combine: str) -> float:
+    """One p-value for the whole claim, from the parts' Holm-adjusted p (support).
+
+    ``all`` is an intersection–union test (every part must reject): its p is the largest part
+    p. ``any`` rejects when one part does; with Holm-adjusted parts its p is the smallest.
+    """
+    p = parts["p_support_adj"]
+    return float(p.max() if combine == "all" else p.min())
+
+
 def summary(o: Outcome) -> dict[str, Any]:
     """The JSON record ``index.md`` is built from."""
     hyp = o.file.hypothesis
@@ -220,8 +249,11 @@ def summary(o: Outcome) -> dict[str, Any]:
         "parts": o.parts[
             ["part", "estimate", "ci_low", "ci_high", "p_support", "p_support_adj", "verdict"]
         ].to_dict("records"),
+        "p_support_hypothesis": hypothesis_p(o.parts, hyp.prediction.combine),
         "n_replicates": int(o.parts["n_replicates"].max()),
         "overrides": o.provenance.get("overrides", []),
+        "combine": hyp.prediction.combine,
+        "preregistration": o.preregistration.status if o.preregistration else None,
         "file": o.provenance.get("file"),
         "wall_seconds": o.provenance.get("wall_seconds"),
     }

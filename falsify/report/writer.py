@@ -12,11 +12,22 @@ from falsify.report.index import render_index
 from falsify.report.markdown import render_report, summary
 from falsify.runner.outcome import Outcome
 
-__all__ = ["write_index", "write_outcome"]
+__all__ = ["first_result_at", "write_index", "write_outcome"]
+
+
+def first_result_at(out_dir: Path, hypothesis_id: str) -> str | None:
+    """When the first result of ``hypothesis_id`` was written to ``out_dir`` (ISO time), if ever."""
+    try:
+        data = json.loads((out_dir / f"{hypothesis_id}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("first_result_at") if isinstance(data, dict) else None
 
 
 def write_outcome(o: Outcome, out_dir: Path) -> Path:
-    """Write ``<id>.md``, its figures, ``<id>.csv`` and ``<id>.json``; return the report path.
+    """Write ``<id>.md``, its figures, ``<id>.csv`` (tidy data), ``<id>.parts.csv`` (one row per
+    tested part: estimate, CI, p-values, standardized effect size and its kind, verdict) and
+    ``<id>.json`` (the index record); return the report path.
 
     Everything is rendered into a temporary folder first and only then renamed into
     ``out_dir``, so an error while rendering leaves the previous report untouched.
@@ -31,8 +42,11 @@ def write_outcome(o: Outcome, out_dir: Path) -> Path:
             draw(staging / figures[-1])
         csv = f"{hid}.csv"
         o.tidy.to_csv(staging / csv, index=False)
+        o.parts.to_csv(staging / f"{hid}.parts.csv", index=False)
         (staging / f"{hid}.md").write_text(render_report(o, figures, csv))
-        (staging / f"{hid}.json").write_text(json.dumps(summary(o), indent=2, default=str))
+        record = summary(o)
+        record["first_result_at"] = first_result_at(out_dir, hid) or o.provenance.get("finished_at")
+        (staging / f"{hid}.json").write_text(json.dumps(record, indent=2, default=str))
         for f in staging.iterdir():
             os.replace(f, out_dir / f.name)
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from falsify.hypothesis.loader import HypothesisFile
+from falsify.hypothesis.lock import PreRegistration
 from falsify.stats.verdict import Verdict
 
 __all__ = ["Outcome"]
@@ -37,3 +38,4 @@ class Outcome:
     figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    preregistration: PreRegistration | None = None

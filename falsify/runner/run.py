@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import metadata
 
 import torch
@@ -20,7 +21,16 @@ from falsify.runner.shapes import SHAPES
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
-_PACKAGES = ("falsify", "torch", "numpy", "scipy", "statsmodels", "pandas", "scikit-learn")
+_PACKAGES = (
+    "falsify",
+    "torch",
+    "numpy",
+    "scipy",
+    "statsmodels",
+    "pandas",
+    "scikit-learn",
+    "captum",
+)
 
 
 @dataclass(frozen=True)
@@ -92,5 +102,6 @@ def run_hypothesis(
         "platform": platform.platform(),
         "versions": _versions(),
         "cache_keys": {r.seed: r.key[:16] for r in reps},
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return outcome
