@@ -32,6 +32,7 @@ examples:
   falsify check hypotheses/                     validate without running
   falsify list hypotheses/                      id, shape and claim of each file
   falsify lock hypotheses/                      pre-register: record what each verdict depends on
+  falsify calibrate                             the verdict rules on simulated data, known truth
 """
 
 
@@ -129,6 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_file_options(check)
 
+    cal = sub.add_parser(
+        "calibrate",
+        help="check the verdict rules on simulated data with known truth",
+        description="Simulate studies with a known true effect for every test shape at the "
+        "replicate counts users run, decide each with the product's own statistics, and print "
+        "the false-support rate under a true null, the false-falsification rate at the SESOI "
+        "and power. Writes calibration.md and calibration.png to --out.",
+    )
+    cal.add_argument(
+        "--sims", type=int, default=1000, help="simulated studies per cell (default: 1000)"
+    )
+    cal.add_argument(
+        "--replicates",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[3, 5, 10, 20],
+        metavar="K,K,...",
+        help="replicate counts to simulate (default: 3,5,10,20)",
+    )
+    cal.add_argument(
+        "--alpha", type=float, default=0.05, help="α of the simulated claims (default: 0.05)"
+    )
+    cal.add_argument(
+        "--out", type=Path, default=Path("reports"), help="report folder (default: reports)"
+    )
+
     lst = sub.add_parser(
         "list",
         help="list hypotheses: id, shape, claim",
@@ -201,6 +227,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from falsify.report.calibration import format_table, write_calibration
+    from falsify.stats.calibration import SIMULATORS, calibrate
+
+    if args.sims < 10 or not 0 < args.alpha < 0.5 or min(args.replicates) < 2:
+        raise FalsifyError(
+            "calibrate needs --sims ≥ 10, 0 < --alpha < 0.5 and replicate counts ≥ 2. "
+            f"Got --sims {args.sims}, --alpha {args.alpha}, --replicates {args.replicates}."
+        )
+    table = calibrate(SIMULATORS, args.replicates, args.sims, args.alpha)
+    print(format_table(table))
+    print(f"wrote {write_calibration(table, SIMULATORS, args.out)}")
+    return 0 if table.loc[table["offered"], "calibrated"].all() else 1
+
+
 def _cmd_lock(args: argparse.Namespace) -> int:
     from falsify.report import first_result_at
 
@@ -253,7 +294,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"run": _cmd_run, "check": _cmd_check, "list": _cmd_list, "lock": _cmd_lock}
+    commands = {
+        "run": _cmd_run,
+        "check": _cmd_check,
+        "list": _cmd_list,
+        "lock": _cmd_lock,
+        "calibrate": _cmd_calibrate,
+    }
     try:
         return commands[args.command](args)
     except FalsifyError as exc:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from falsify._io import atomic_write_text
 from falsify.errors import FalsifyError
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import Hypothesis
@@ -108,11 +107,8 @@ def lock_files(
         after = first_results.get(h.id)
         note = f" (a result already existed, from {after})" if after else ""
         lines.append(f"locked     {h.id}: {new['content_sha256'][:12]}{note}")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=lock_path.parent, prefix=f".{lock_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"version": 1, "hypotheses": entries}, fh, indent=2, sort_keys=True)
-    os.replace(tmp, lock_path)
+    text = json.dumps({"version": 1, "hypotheses": entries}, indent=2, sort_keys=True)
+    atomic_write_text(lock_path, text)
     return lines
 
 

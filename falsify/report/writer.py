@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from falsify._io import atomic_write_text
 from falsify.report.index import render_index
 from falsify.report.markdown import render_report, summary
 from falsify.runner.outcome import Outcome
@@ -66,8 +67,5 @@ def write_index(out_dir: Path) -> Path:
         if isinstance(data, dict) and {"id", "verdict", "parts"} <= data.keys():
             summaries.append(data)
     path = out_dir / "index.md"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".index.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(render_index(summaries))
-    os.replace(tmp, path)
+    atomic_write_text(path, render_index(summaries))
     return path

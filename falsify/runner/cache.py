@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from falsify._io import atomic_write, atomic_write_text
 
 __all__ = ["TRAINING_CODE_VERSION", "ModelCache", "replicate_key"]
 
@@ -39,17 +38,6 @@ def replicate_key(recipe: dict[str, Any], seed: int, device: torch.device) -> st
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ModelCache:
@@ -86,8 +74,8 @@ class ModelCache:
         weights, meta = self._paths(key)
         weights.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        _atomic_write(weights, lambda tmp: save_file(state, tmp))
-        _atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+        atomic_write(weights, lambda tmp: save_file(state, str(tmp)))
+        atomic_write_text(meta, json.dumps(info, indent=2))
 
 
 def _device_of(model: nn.Module) -> torch.device:
