@@ -23,12 +23,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
     )
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cache must be readable
     try:
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -168,7 +168,15 @@ def test_hksj_against_a_hand_computation() -> None:
     ws = 1 / (v + tau2)
     mu = (ws * z).sum() / ws.sum()
     se = np.sqrt((ws * (z - mu) ** 2).sum() / 3 / ws.sum())
-    est = pool_correlations(rs, n, "random_effects")
+    est = pool_correlations(rs, n, "random_effects", "pearson")
     assert est.estimate == pytest.approx(mu, rel=1e-9)
     assert est.se == pytest.approx(se, rel=1e-9)
     assert est.df == 3
+
+
+def test_hksj_with_equal_units_is_the_t_interval() -> None:
+    # Equal within-replicate variances make the HKSJ weights equal: the t interval exactly.
+    rs = [0.1, 0.3, -0.05, 0.2, 0.15]
+    t = pool_correlations(rs, [64] * 5, "t")
+    re = pool_correlations(rs, [64] * 5, "random_effects", "spearman")
+    assert (re.estimate, re.se, re.df) == pytest.approx((t.estimate, t.se, t.df), rel=1e-9)

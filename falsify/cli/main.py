@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from falsify.errors import FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files, preregistration
 from falsify.runner.device import DEVICES
+from falsify.runner.executors import EXECUTORS, make_executor
 
 __all__ = ["main"]
 
@@ -48,7 +50,7 @@ def _add_file_options(p: argparse.ArgumentParser) -> None:
         "--seeds",
         type=int,
         metavar="N",
-        help="override the number of replicates (seeds 0..N-1); marked in the report",
+        help="override the number of replicates (seeds 0..N-1; a run marks it in the report)",
     )
     p.add_argument(
         "--set",
@@ -56,8 +58,8 @@ def _add_file_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one field, e.g. population.training.epochs=5 (repeatable; marked in "
-        "the report)",
+        help="override one field, e.g. population.training.epochs=5 (repeatable; a run marks "
+        "it in the report)",
     )
     p.add_argument(
         "--cache",
@@ -95,6 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("reports"), help="report folder (default: reports)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train up to N replicates at once (a process pool; GPUs shared round-robin)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="where jobs run: this machine, or a Ray cluster (pip install 'falsify[ray]')",
+    )
+    run.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="join this existing Ray cluster (with --executor ray)",
+    )
     run.add_argument(
         "--lock",
         type=Path,
@@ -173,6 +193,12 @@ def _version() -> str:
         return "unknown"
 
 
+def _error(message: object) -> None:
+    """Print a user-facing error; every line carries the prefix, so it greps as one."""
+    for line in str(message).splitlines():
+        print(f"error: {line}", file=sys.stderr)
+
+
 def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]]:
     """Load every file; return the valid ones and one error message per invalid one."""
     overrides = list(getattr(args, "overrides", []) or [])
@@ -188,6 +214,16 @@ def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]
         if getattr(args, "only", None) and hf.hypothesis.id not in args.only:
             continue
         files.append(hf)
+    seen: dict[str, Path] = {}
+    for hf in files:
+        other = seen.setdefault(hf.hypothesis.id, hf.path)
+        if other != hf.path:
+            errors.append(
+                f"The 'id' of {hf.path} must be unique (it names the report). Got "
+                f"{hf.hypothesis.id!r} instead, which {other} uses too."
+            )
+    dup = {hf.hypothesis.id for hf in files if seen[hf.hypothesis.id] != hf.path}
+    files = [hf for hf in files if hf.hypothesis.id not in dup]
     if getattr(args, "only", None):
         found = {hf.hypothesis.id for hf in files}
         for missing in sorted(set(args.only) - found):
@@ -201,7 +237,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         h = hf.hypothesis
         print(f"{h.id}\t{h.test.kind}\t{h.claim}")
     for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
     return 1 if errors else 0
 
 
@@ -223,7 +259,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f"{p.n_cached} cached, {p.n_replicates - p.n_cached} to train on {device}"
         )
     for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
     return 1 if errors else 0
 
 
@@ -247,7 +283,7 @@ def _cmd_lock(args: argparse.Namespace) -> int:
 
     files, errors = _load_all(args)
     for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
     if errors:
         return 1
     firsts = {hf.hypothesis.id: first_result_at(args.out, hf.hypothesis.id) for hf in files}
@@ -263,26 +299,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     cache = ModelCache(args.cache)
+    executor = make_executor(args.executor, args.jobs, args.address)
     files, errors = _load_all(args)
     for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
     failed = len(errors)
     for hf in files:
         start = time.perf_counter()
         try:
-            outcome = run_hypothesis(hf, cache, device, progress=not args.quiet)
+            outcome = run_hypothesis(hf, cache, device, not args.quiet, executor)
             outcome.preregistration = preregistration(
                 hf, args.lock, first_result_at(args.out, hf.hypothesis.id)
             )
             report = write_outcome(outcome, args.out)
         except FalsifyError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _error(exc)
             failed += 1
             continue
-        best = outcome.parts.iloc[0]
+        except Exception as exc:  # a bug, not bad input: keep going with the other files
+            if os.environ.get("FALSIFY_DEBUG"):
+                raise
+            _error(
+                f"{hf.path}: internal error {type(exc).__name__}: {exc} (a bug in falsify; "
+                "rerun with FALSIFY_DEBUG=1 for the traceback and please report it)"
+            )
+            failed += 1
+            continue
+        deciding = outcome.parts[outcome.parts["verdict"] == outcome.verdict.value]
+        best = (deciding if len(deciding) else outcome.parts).iloc[0]
         parts = f" ({len(outcome.parts)} parts)" if len(outcome.parts) > 1 else ""
         print(
-            f"{outcome.verdict.value:<12} {hf.hypothesis.id}: estimate {best.estimate:.3f} "
+            f"{outcome.verdict.value:<12} {hf.hypothesis.id}: {best.part} {best.estimate:.3f} "
             f"[{best.ci_low:.3f}, {best.ci_high:.3f}]{parts}, "
             f"{outcome.provenance['replicates']} replicates "
             f"({outcome.provenance['cache_hits']} cached), {time.perf_counter() - start:.1f} s "
@@ -304,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except FalsifyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(exc)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished replicates are cached; rerun to resume.", file=sys.stderr)

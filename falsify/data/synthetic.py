@@ -8,9 +8,10 @@ so that the framework's measures and interventions can be checked against the tr
 - ``essential``: the only route from feature ``k`` to logit ``k`` for the first half of the
   classes; ablating one costs about ``1 / n_classes`` of the accuracy.
 - ``redundant``: two identical copies carry each remaining class; ablating one copy leaves
-  the decision unchanged (the other copy still outvotes every other logit).
-- ``selective_unimportant``: one unit per class that fires only for that class (class
-  selectivity ≈ 1) but has no outgoing weight, so ablating it changes nothing.
+  the decision unchanged at low noise (the other copy still outvotes every other logit; at the
+  default noise 0.3 it costs about 1% accuracy), while ablating both costs the class.
+- ``selective_unimportant``: one unit per class that fires almost only for that class (class
+  selectivity > 0.9) but has no outgoing weight, so ablating it changes nothing, exactly.
 """
 
 from __future__ import annotations

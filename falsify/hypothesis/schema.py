@@ -43,7 +43,7 @@ class DigitsData(Frozen):
 
     kind: Literal["digits"]
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
 
 
 class SyntheticData(Frozen):
@@ -55,7 +55,7 @@ class SyntheticData(Frozen):
     n_features: int = Field(16, ge=2)
     noise: float = Field(0.3, ge=0.0)
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _enough_features(self) -> SyntheticData:
@@ -136,7 +136,7 @@ class ClassSelectivity(Frozen):
     """Class selectivity index of each unit (Morcos et al. 2018), PRODUCT.md §6."""
 
     kind: Literal["class_selectivity"]
-    epsilon: float = Field(1e-7, ge=0.0)
+    epsilon: float = Field(1e-7, gt=0.0)
 
 
 UnitMeasure = ClassSelectivity

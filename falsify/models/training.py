@@ -42,8 +42,19 @@ def train_replicate(
     """Build and train one model; the same population, seed and device give the same weights.
 
     The seed fixes the initial weights, the mini-batch order and dropout. The global RNG is
-    forked so that training leaves no trace on the caller's random state.
+    forked so that training leaves no trace on the caller's random state. Training runs on one
+    CPU thread: a CPU matrix product's summation order, and so its last bits, depend on the
+    thread count, and a replicate must not depend on how many jobs shared the machine.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(population, data, seed, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(population: Population, data: Dataset, seed: int, device: torch.device) -> TrainResult:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_model(population.model, data.input_shape, data.n_classes).to(device)
@@ -51,6 +62,9 @@ def train_replicate(
         spec = population.training
         opt = _optimizer(model, spec)
         loss_fn = nn.CrossEntropyLoss()
+        has_batch_norm = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        )
         x, y = data.x_train.to(device), data.y_train.to(device)
         n = len(y)
         last = 0.0
@@ -60,7 +74,7 @@ def train_replicate(
             total = 0.0
             for start in range(0, n, spec.batch_size):
                 idx = order[start : start + spec.batch_size]
-                if len(idx) < 2 and population.model.batch_norm:
+                if len(idx) < 2 and has_batch_norm:
                     continue  # batch norm cannot normalize a batch of one
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(x[idx]), y[idx])

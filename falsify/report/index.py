@@ -35,7 +35,7 @@ def render_index(summaries: list[dict[str, Any]]) -> str:
         "",
         f"{len(summaries)} hypotheses: {line}.",
         "",
-        "| hypothesis | verdict | pre-registration | part | estimate | CI | p | p Holm | p BH (suite) | replicates |",
+        "| hypothesis | verdict | pre-registration | part | estimate | CI | p | p adj (within) | p BH (suite) | replicates |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s, q in zip(summaries, bh, strict=True):
@@ -58,7 +58,8 @@ def render_index(summaries: list[dict[str, Any]]) -> str:
     out += [
         "",
         "Each CI is the (1 − 2α) interval the verdict rules read. p tests the null that the "
-        "claim's effect is absent (one-sided); p Holm is adjusted within the hypothesis; "
+        "claim's effect is absent (one-sided); p adj (within) is adjusted within the hypothesis "
+        "(Holm unless the file says otherwise); "
         "p BH (suite) is the hypothesis' p (the largest part p for `combine: all`, the "
         "smallest for `any`) adjusted by Benjamini–Hochberg across every hypothesis listed here.",
         "",

@@ -127,7 +127,8 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     out += _preregistration(o)
     out += ["## Claim", "", hyp.claim, ""]
     if hyp.source is not None:
-        out.append(f"Source: {hyp.source.citation}")
+        url = f" <{hyp.source.url}>" if hyp.source.url else ""
+        out.append(f"Source: {hyp.source.citation}{url}")
         if hyp.source.finding:
             out.append(f"(what the source found, as context only: {hyp.source.finding})")
         out.append("")
@@ -190,7 +191,8 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
                     out.append(
                         f"Power note ({r.part}): with the observed estimate and spread, about "
                         f"{int(need)} replicates would give a conclusive verdict with 80% power "
-                        f"(`falsify run --seeds {int(need)}` reuses the cached ones)."
+                        f"(`falsify run --seeds {int(need)}` runs seeds 0..{int(need) - 1} and "
+                        "reuses those already cached)."
                     )
     out += ["", "## Per replicate", ""]
     rep_cols = {"part": "part", "seed": "seed", "statistic": o.labels.get("statistic", "statistic")}
@@ -214,7 +216,8 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     out += [
         f"- Hypothesis file: `{prov.get('file')}` (sha256 `{prov.get('file_sha256', '')[:16]}…`)",
         f"- Seeds: {prov.get('seeds')}",
-        f"- Device: {prov.get('device')} ({prov.get('torch_threads')} CPU threads)",
+        f"- Device: {prov.get('device')} ({prov.get('torch_threads')} CPU threads); training "
+        f"jobs: {prov.get('jobs', 1)} ({prov.get('executor', 'in-process')})",
         f"- Replicates: {prov.get('replicates')}, of which {prov.get('cache_hits')} loaded "
         "from the cache",
         f"- Wall time: {prov.get('wall_seconds', 0.0):.1f} s",

@@ -63,8 +63,9 @@ def run_association(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) ->
             )
             if np.isnan(r):
                 notes.append(
-                    f"Seed {rep.seed}, layer {layer}: the correlation is undefined (x or y is "
-                    "constant across units); this replicate is left out of the pooled estimate."
+                    f"Seed {rep.seed}, layer {layer}: the correlation is undefined (fewer than 3 "
+                    "units, or x or y constant across units); this replicate is left out of the "
+                    "pooled estimate."
                 )
                 continue
             rs.append(r)
@@ -75,7 +76,13 @@ def run_association(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) ->
                 "correlation; at least 2 are needed for a confidence interval, so no verdict is "
                 "given. " + " ".join(notes)
             )
-        est = pool_correlations(rs, ns, test.pooling)
+        if test.pooling == "random_effects" and min(ns) <= 4:
+            raise hf.error(
+                ("test", "pooling"),
+                f"'t' for a layer of {min(ns)} units (random effects need more than 4)",
+                test.pooling,
+            )
+        est = pool_correlations(rs, ns, test.pooling, test.correlation)
         pooling = "t interval of Fisher z" if test.pooling == "t" else "random effects (HKSJ)"
         parts.append(
             Part(

@@ -24,7 +24,7 @@ from falsify._io import atomic_write, atomic_write_text
 __all__ = ["TRAINING_CODE_VERSION", "ModelCache", "replicate_key"]
 
 # Bump when a change to falsify's training code changes the weights it produces.
-TRAINING_CODE_VERSION = 1
+TRAINING_CODE_VERSION = 2
 
 
 def replicate_key(recipe: dict[str, Any], seed: int, device: torch.device) -> str:

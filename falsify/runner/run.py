@@ -15,6 +15,7 @@ from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
 from falsify.models import build_model
 from falsify.runner.cache import ModelCache, replicate_key
+from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
 from falsify.runner.shapes import SHAPES
@@ -81,12 +82,16 @@ def _versions() -> dict[str, str]:
 
 
 def run_hypothesis(
-    hf: HypothesisFile, cache: ModelCache, device: torch.device, progress: bool = True
+    hf: HypothesisFile,
+    cache: ModelCache,
+    device: torch.device,
+    progress: bool = True,
+    executor: Executor | None = None,
 ) -> Outcome:
     """Train or load the population, run the test, and return the outcome (nothing written)."""
     start = time.perf_counter()
     p = plan(hf, cache, device)
-    reps = obtain_replicates(hf.hypothesis.population, p.data, cache, device, progress)
+    reps = obtain_replicates(hf.hypothesis.population, p.data, cache, device, progress, executor)
     outcome = SHAPES[hf.hypothesis.test.kind](hf, p.data, reps)
     outcome.provenance = {
         "file": str(hf.path),
@@ -95,6 +100,8 @@ def run_hypothesis(
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "torch_threads": torch.get_num_threads(),
+        "executor": type(executor).__name__ if executor else "in-process",
+        "jobs": executor.jobs if executor else 1,
         "seeds": [r.seed for r in reps],
         "cache_hits": sum(r.cache_hit for r in reps),
         "replicates": len(reps),

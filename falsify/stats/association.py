@@ -25,15 +25,17 @@ from statsmodels.stats.meta_analysis import combine_effects
 
 from falsify.stats.estimate import TEstimate
 
-__all__ = ["correlation", "pool_correlations"]
+__all__ = ["correlation", "fisher_z_variance", "pool_correlations"]
 
 _R_MAX = 1 - 1e-9  # keeps arctanh finite for a perfect correlation
 
 
 def correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
-    """Correlation of ``x`` and ``y`` across units; NaN when either is constant."""
+    """Correlation of ``x`` and ``y`` across units; NaN when undefined (< 3 units, a constant)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    if len(x) < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return float("nan")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     if method == "spearman":
         return float(stats.spearmanr(x, y).statistic)
@@ -42,14 +44,33 @@ def correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
     return float(stats.kendalltau(x, y).statistic)
 
 
-def pool_correlations(r: Sequence[float], n_units: Sequence[int], pooling: str) -> TEstimate:
-    """Pool per-replicate correlations ``r`` (each over ``n_units`` units) into one estimate."""
+def fisher_z_variance(n: np.ndarray, method: str) -> np.ndarray:
+    """Sampling variance of atanh(r) over n units (Fieller, Hartley & Pearson 1957).
+
+    Pearson 1/(n − 3); Spearman 1.06/(n − 3); Kendall 0.437/(n − 4).
+    """
+    if method == "kendall":
+        return 0.437 / (n - 4.0)
+    return (1.06 if method == "spearman" else 1.0) / (n - 3.0)
+
+
+def pool_correlations(
+    r: Sequence[float], n_units: Sequence[int], pooling: str, method: str = "spearman"
+) -> TEstimate:
+    """Pool per-replicate correlations ``r`` (each over ``n_units`` units) into one estimate.
+
+    With the same number of units in every replicate the HKSJ weights are equal and the HKSJ
+    interval is exactly the t interval; the two differ when replicates differ in size.
+    """
     z = np.arctanh(np.clip(np.asarray(r, dtype=float), -_R_MAX, _R_MAX))
     k = len(z)
     if k < 2:
         raise ValueError("pooling needs at least two replicates")
     if pooling == "t":
         return TEstimate(float(z.mean()), float(z.std(ddof=1) / np.sqrt(k)), k - 1, "fisher_z")
-    variance = 1.0 / (np.asarray(n_units, dtype=float) - 3.0)
+    n = np.asarray(n_units, dtype=float)
+    if n.min() <= 4:
+        raise ValueError("random-effects pooling needs more than 4 units per replicate")
+    variance = fisher_z_variance(n, method)
     res = combine_effects(z, variance, method_re="dl", use_t=True)
     return TEstimate(float(res.mean_effect_re), float(res.sd_eff_w_re_hksj), k - 1, "fisher_z")

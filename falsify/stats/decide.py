@@ -72,13 +72,15 @@ def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Ver
         for s, f in zip(table["p_support_adj"], table["p_falsify_adj"], strict=True)
     ]
     table["verdict"] = [v.value for v in verdicts]
+    # With several parts, plan for the Bonferroni level: Holm's first step, a safe bound.
+    alpha_each = prediction.alpha / (len(parts) if prediction.adjust != "none" else 1)
     table["replicates_needed"] = [
         replicates_needed(
             part.estimate,
             part.n_replicates,
             prediction.direction,
             prediction.sesoi,
-            prediction.alpha,
+            alpha_each,
         )
         if v is Verdict.INCONCLUSIVE
         else None
