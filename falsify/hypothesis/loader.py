@@ -22,7 +22,14 @@ from pydantic import BaseModel, ValidationError
 from falsify.errors import HypothesisError, did_you_mean, field_error
 from falsify.hypothesis.schema import Hypothesis
 
-__all__ = ["HypothesisFile", "apply_overrides", "discover", "load", "parse_override"]
+__all__ = [
+    "HypothesisFile",
+    "apply_overrides",
+    "discover",
+    "load",
+    "loads",
+    "parse_override",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -107,6 +114,14 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> HypothesisFile:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise HypothesisError(f"{path} is not UTF-8 text (a hypothesis file is YAML).") from None
+    return loads(text, path, overrides)
+
+
+def loads(
+    text: str, path: str | Path = "<string>", overrides: Sequence[str] = ()
+) -> HypothesisFile:
+    """Validate hypothesis YAML given as text; ``path`` only names it in errors and reports."""
+    path = Path(path)
     try:
         raw = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -124,12 +139,20 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> HypothesisFile:
     try:
         hyp = Hypothesis.model_validate(raw)
     except ValidationError as exc:
-        lines = [_format(path, raw, node, err) for err in exc.errors()]
+        keys = {parse_override(o)[0]: o for o in overrides}
+        lines = []
+        for err in exc.errors():
+            line = _format(path, raw, node, err)
+            where = _data_path(raw, tuple(err["loc"]))
+            for key, text_ in keys.items():
+                if where[: len(key)] == key:
+                    line += f" (The value came from the override {text_!r}.)"
+            lines.append(line)
         raise HypothesisError("\n".join(dict.fromkeys(lines))) from None
     return HypothesisFile(
         hypothesis=hyp,
         path=path,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         overrides=tuple(overrides),
         _raw=raw,
         _node=node,

@@ -10,7 +10,7 @@ import pandas as pd
 from falsify.runner.outcome import Outcome
 from falsify.stats.verdict import Verdict
 
-__all__ = ["fmt", "fmt_p", "hypothesis_p", "render_report", "summary"]
+__all__ = ["decision_rule", "fmt", "fmt_p", "hypothesis_p", "render_report", "summary"]
 
 _DIRECTION = {
     "positive": "positive (θ > 0)",
@@ -37,7 +37,7 @@ def _ci(row: Any) -> str:
     return f"[{fmt(row.ci_low)}, {fmt(row.ci_high)}]"
 
 
-def _rule(direction: str, sesoi: float, alpha: float) -> str:
+def decision_rule(direction: str, sesoi: float, alpha: float) -> str:
     level = f"{100 * (1 - 2 * alpha):g}%"
     if direction == "none":
         return (
@@ -136,7 +136,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     out.append(
         f"Predicted direction: {_DIRECTION[pred.direction]} of the {o.labels.get('statistic')}; "
         f"smallest effect size of interest δ = {pred.sesoi:g}; α = {pred.alpha:g}. "
-        + _rule(pred.direction, pred.sesoi, pred.alpha)
+        + decision_rule(pred.direction, pred.sesoi, pred.alpha)
     )
     if len(o.parts) > 1:
         combine = (
