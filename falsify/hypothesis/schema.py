@@ -25,6 +25,7 @@ __all__ = [
     "Prediction",
     "Source",
     "SyntheticData",
+    "TargetedTest",
     "TestSpec",
     "TrainingSpec",
     "UnitAblationEffect",
@@ -175,7 +176,59 @@ class AssociationTest(Frozen):
         return v
 
 
-TestSpec = AssociationTest
+class TargetedTest(Frozen):
+    """Ablate the k units ranked highest by a score vs k random units (PRODUCT.md §3).
+
+    Per replicate, layer, score and k: the effect of ablating the top-k units by the score,
+    minus the mean effect of ``draws`` random groups of k units of the same layer. The
+    differences are pooled over replicates by a one-sample t; every layer × score × k is one
+    part of the hypothesis.
+    """
+
+    kind: Literal["targeted"]
+    layers: tuple[str, ...] = Field(min_length=1)
+    scores: tuple[UnitMeasure, ...] = Field(min_length=1)
+    k: tuple[int | float, ...] = Field(min_length=1)
+    draws: int = Field(20, ge=2)
+    control_seed: int = 0
+    value: Literal["zero", "mean"] = "zero"
+    metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
+    split: Literal["test", "train"] = "test"
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("a list of distinct layer names")
+        return v
+
+    @field_validator("scores")
+    @classmethod
+    def _distinct_scores(cls, v: tuple[UnitMeasure, ...]) -> tuple[UnitMeasure, ...]:
+        kinds = [s.kind for s in v]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"scores of distinct kinds (they name the parts), got {kinds}")
+        return v
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _counts_or_fractions(cls, v: object) -> object:
+        items = v if isinstance(v, list | tuple) else [v]
+        for item in items:
+            ok = (isinstance(item, int) and not isinstance(item, bool) and item >= 1) or (
+                isinstance(item, float) and 0.0 < item < 1.0
+            )
+            if not ok:
+                raise ValueError(
+                    "a list of unit counts (integers ≥ 1) or fractions of the layer "
+                    f"(0 < k < 1); {item!r} is neither"
+                )
+        if len(set(items)) != len(items):
+            raise ValueError("a list of distinct k values")
+        return tuple(items)
+
+
+TestSpec = Annotated[AssociationTest | TargetedTest, Field(discriminator="kind")]
 
 
 # --- the claim ----------------------------------------------------------------------------------

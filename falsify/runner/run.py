@@ -16,7 +16,7 @@ from falsify.models import build_model
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
-from falsify.runner.shapes import SHAPES
+from falsify.runner.shapes import SHAPE_CHECKS, SHAPES
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -48,6 +48,9 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
             "below 1 (an association test's effect is a correlation r)",
             hyp.prediction.sesoi,
         )
+    check = SHAPE_CHECKS.get(hyp.test.kind)
+    if check is not None:
+        check(hf, model, data)
 
 
 def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
