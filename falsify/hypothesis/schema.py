@@ -18,7 +18,10 @@ __all__ = [
     "ClassSelectivity",
     "DataSpec",
     "DigitsData",
+    "GradientXActivationScore",
     "Hypothesis",
+    "LayerConductanceScore",
+    "LayerIntegratedGradientsScore",
     "MLPSpec",
     "ModelSpec",
     "Population",
@@ -140,7 +143,35 @@ class ClassSelectivity(Frozen):
     epsilon: float = Field(1e-7, ge=0.0)
 
 
-UnitMeasure = ClassSelectivity
+class LayerConductanceScore(Frozen):
+    """Mean |layer conductance| of each unit toward the true class (Dhamdhere et al. 2019)."""
+
+    kind: Literal["layer_conductance"]
+    n_steps: int = Field(32, ge=2)
+    baseline: Literal["zero", "mean"] = "zero"
+
+
+class LayerIntegratedGradientsScore(Frozen):
+    """Mean |layer integrated gradients| of each unit toward the true class (Sundararajan 2017)."""
+
+    kind: Literal["layer_integrated_gradients"]
+    n_steps: int = Field(32, ge=2)
+    baseline: Literal["zero", "mean"] = "zero"
+
+
+class GradientXActivationScore(Frozen):
+    """Mean |activation × gradient of the true-class logit| of each unit (Shrikumar 2017)."""
+
+    kind: Literal["gradient_x_activation"]
+
+
+UnitMeasure = Annotated[
+    ClassSelectivity
+    | LayerConductanceScore
+    | LayerIntegratedGradientsScore
+    | GradientXActivationScore,
+    Field(discriminator="kind"),
+]
 
 
 class UnitAblationEffect(Frozen):
