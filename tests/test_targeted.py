@@ -203,3 +203,15 @@ def test_bad_targeted_fields(write, edit, needle) -> None:
     with pytest.raises(HypothesisError) as exc:
         load(write(TARGETED.replace(original, edit)))
     assert needle in str(exc.value)
+
+
+def test_bundled_attribution_file_is_valid(tmp_path: Path, capsys) -> None:
+    bundled = Path(__file__).parents[1] / "hypotheses" / "attribution_predicts_importance.yaml"
+    assert main(["check", str(bundled), "--cache", str(tmp_path / "c")]) == 0
+    assert "attribution_predicts_importance (targeted); 10 replicates" in capsys.readouterr().out
+    test = load(bundled).hypothesis.test
+    assert [s.kind for s in test.scores] == [
+        "layer_conductance",
+        "layer_integrated_gradients",
+        "gradient_x_activation",
+    ]
