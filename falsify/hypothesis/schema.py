@@ -18,13 +18,17 @@ __all__ = [
     "ClassSelectivity",
     "DataSpec",
     "DigitsData",
+    "GradientXActivationScore",
     "Hypothesis",
+    "LayerConductanceScore",
+    "LayerIntegratedGradientsScore",
     "MLPSpec",
     "ModelSpec",
     "Population",
     "Prediction",
     "Source",
     "SyntheticData",
+    "TargetedTest",
     "TestSpec",
     "TrainingSpec",
     "UnitAblationEffect",
@@ -139,7 +143,35 @@ class ClassSelectivity(Frozen):
     epsilon: float = Field(1e-7, gt=0.0)
 
 
-UnitMeasure = ClassSelectivity
+class LayerConductanceScore(Frozen):
+    """Mean |layer conductance| of each unit toward the true class (Dhamdhere et al. 2019)."""
+
+    kind: Literal["layer_conductance"]
+    n_steps: int = Field(32, ge=2)
+    baseline: Literal["zero", "mean"] = "zero"
+
+
+class LayerIntegratedGradientsScore(Frozen):
+    """Mean |layer integrated gradients| of each unit toward the true class (Sundararajan 2017)."""
+
+    kind: Literal["layer_integrated_gradients"]
+    n_steps: int = Field(32, ge=2)
+    baseline: Literal["zero", "mean"] = "zero"
+
+
+class GradientXActivationScore(Frozen):
+    """Mean |activation × gradient of the true-class logit| of each unit (Shrikumar 2017)."""
+
+    kind: Literal["gradient_x_activation"]
+
+
+UnitMeasure = Annotated[
+    ClassSelectivity
+    | LayerConductanceScore
+    | LayerIntegratedGradientsScore
+    | GradientXActivationScore,
+    Field(discriminator="kind"),
+]
 
 
 class UnitAblationEffect(Frozen):
@@ -175,7 +207,59 @@ class AssociationTest(Frozen):
         return v
 
 
-TestSpec = AssociationTest
+class TargetedTest(Frozen):
+    """Ablate the k units ranked highest by a score vs k random units (PRODUCT.md §3).
+
+    Per replicate, layer, score and k: the effect of ablating the top-k units by the score,
+    minus the mean effect of ``draws`` random groups of k units of the same layer. The
+    differences are pooled over replicates by a one-sample t; every layer × score × k is one
+    part of the hypothesis.
+    """
+
+    kind: Literal["targeted"]
+    layers: tuple[str, ...] = Field(min_length=1)
+    scores: tuple[UnitMeasure, ...] = Field(min_length=1)
+    k: tuple[int | float, ...] = Field(min_length=1)
+    draws: int = Field(20, ge=2)
+    control_seed: int = 0
+    value: Literal["zero", "mean"] = "zero"
+    metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
+    split: Literal["test", "train"] = "test"
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("a list of distinct layer names")
+        return v
+
+    @field_validator("scores")
+    @classmethod
+    def _distinct_scores(cls, v: tuple[UnitMeasure, ...]) -> tuple[UnitMeasure, ...]:
+        kinds = [s.kind for s in v]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"scores of distinct kinds (they name the parts), got {kinds}")
+        return v
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _counts_or_fractions(cls, v: object) -> object:
+        items = v if isinstance(v, list | tuple) else [v]
+        for item in items:
+            ok = (isinstance(item, int) and not isinstance(item, bool) and item >= 1) or (
+                isinstance(item, float) and 0.0 < item < 1.0
+            )
+            if not ok:
+                raise ValueError(
+                    "a list of unit counts (integers ≥ 1) or fractions of the layer "
+                    f"(0 < k < 1); {item!r} is neither"
+                )
+        if len(set(items)) != len(items):
+            raise ValueError("a list of distinct k values")
+        return tuple(items)
+
+
+TestSpec = Annotated[AssociationTest | TargetedTest, Field(discriminator="kind")]
 
 
 # --- the claim ----------------------------------------------------------------------------------

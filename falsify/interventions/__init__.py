@@ -11,9 +11,11 @@ from torch import nn
 from falsify.interventions.ablation import (
     ablated,
     ablation_effects,
+    class_ablation_effects,
     fill_values,
     single_unit_masks,
 )
+from falsify.interventions.groups import cluster_masks, random_masks, resolve_k, top_k_masks
 from falsify.interventions.hooks import capture, get_layer, hooked, layer_names
 
 __all__ = [
@@ -21,11 +23,16 @@ __all__ = [
     "ablated",
     "ablation_effects",
     "capture",
+    "class_ablation_effects",
+    "cluster_masks",
     "fill_values",
     "get_layer",
     "hooked",
     "layer_names",
+    "random_masks",
+    "resolve_k",
     "single_unit_masks",
+    "top_k_masks",
     "unit_effects",
 ]
 

@@ -21,7 +21,13 @@ from torch import nn
 
 from falsify.interventions.hooks import hooked
 
-__all__ = ["ablated", "ablation_effects", "fill_values", "single_unit_masks"]
+__all__ = [
+    "ablated",
+    "ablation_effects",
+    "class_ablation_effects",
+    "fill_values",
+    "single_unit_masks",
+]
 
 Metric = Literal["accuracy_drop", "loss_increase"]
 
@@ -72,12 +78,54 @@ def ablated(
         yield model
 
 
-def _scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Correct count and summed cross-entropy over examples: logits ``[…, B, C]`` → ``[…]``."""
-    correct = (logits.argmax(dim=-1) == y).sum(dim=-1).to(torch.float64)
+def _scores(
+    logits: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correct count and summed cross-entropy per class: logits ``[…, B, C]`` → ``[…, K]``.
+
+    ``onehot`` ``[B, K]`` (float64) assigns each example to its true class.
+    """
+    correct = (logits.argmax(dim=-1) == y).to(torch.float64)  # [..., B]
     target = y.expand(logits.shape[:-1]).unsqueeze(-1)
-    ce = -logits.log_softmax(dim=-1).gather(-1, target).squeeze(-1)
-    return correct, ce.to(torch.float64).sum(dim=-1)
+    ce = -logits.log_softmax(dim=-1).gather(-1, target).squeeze(-1).to(torch.float64)
+    return correct @ onehot, ce @ onehot
+
+
+@torch.no_grad()
+def _sweep(
+    model: nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    masks: torch.Tensor,
+    value: Literal["zero", "mean"],
+    n_classes: int,
+    batch_size: int,
+    max_rows: int,
+    batched: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class sums over ``x``: intact correct and CE ``[K]``, ablated correct and CE ``[G, K]``."""
+    model.eval()
+    masks = masks.to(torch.bool)
+    fill = fill_values(model, layer, x, value)
+    n_groups = masks.shape[0]
+    base_correct = torch.zeros(n_classes, dtype=torch.float64)
+    base_ce = torch.zeros(n_classes, dtype=torch.float64)
+    correct = torch.zeros(n_groups, n_classes, dtype=torch.float64)
+    ce = torch.zeros(n_groups, n_classes, dtype=torch.float64)
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        onehot = torch.nn.functional.one_hot(yb, n_classes).to(torch.float64)
+        c0, l0 = _scores(model(xb), yb, onehot)
+        base_correct += c0.cpu()
+        base_ce += l0.cpu()
+        chunk = max(1, max_rows // len(xb))
+        for g0 in range(0, n_groups, chunk):
+            block = masks[g0 : g0 + chunk]
+            c, loss = _run_block(model, layer, xb, yb, onehot, block, fill, batched)
+            correct[g0 : g0 + len(block)] += c.cpu()
+            ce[g0 : g0 + len(block)] += loss.cpu()
+    return base_correct, base_ce, correct, ce
 
 
 @torch.no_grad()
@@ -100,29 +148,46 @@ def ablation_effects(
     mean cross-entropy(ablated) − mean cross-entropy(intact). ``max_rows`` bounds the expanded
     batch (groups × examples) of one forward pass, and so the memory of the sweep.
     """
-    model.eval()
-    masks = masks.to(torch.bool)
-    fill = fill_values(model, layer, x, value)
-    n_groups = masks.shape[0]
-    base_correct = torch.zeros((), dtype=torch.float64)
-    base_ce = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros(n_groups, dtype=torch.float64)
-    ce = torch.zeros(n_groups, dtype=torch.float64)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        c0, l0 = _scores(model(xb), yb)
-        base_correct += c0.cpu()
-        base_ce += l0.cpu()
-        chunk = max(1, max_rows // len(xb))
-        for g0 in range(0, n_groups, chunk):
-            block = masks[g0 : g0 + chunk]
-            c, loss = _run_block(model, layer, xb, yb, block, fill, batched)
-            correct[g0 : g0 + len(block)] += c.cpu()
-            ce[g0 : g0 + len(block)] += loss.cpu()
+    n_classes = int(y.max().item()) + 1 if len(y) else 1
+    base_correct, base_ce, correct, ce = _sweep(
+        model, layer, x, y, masks, value, n_classes, batch_size, max_rows, batched
+    )
     n = len(x)
     if metric == "accuracy_drop":
-        return ((base_correct - correct) / n).to(torch.float32)
-    return ((ce - base_ce) / n).to(torch.float32)
+        return ((base_correct.sum() - correct.sum(dim=1)) / n).to(torch.float32)
+    return ((ce.sum(dim=1) - base_ce.sum()) / n).to(torch.float32)
+
+
+@torch.no_grad()
+def class_ablation_effects(
+    model: nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    masks: torch.Tensor,
+    n_classes: int,
+    *,
+    value: Literal["zero", "mean"] = "zero",
+    metric: Metric = "accuracy_drop",
+    batch_size: int = 1024,
+    max_rows: int = 1 << 16,
+    batched: bool = True,
+) -> torch.Tensor:
+    """Per-class effect of each ablation in ``masks`` ``[groups, units]``: ``[groups, n_classes]``.
+
+    Entry ``[g, c]`` is the effect of ablation ``g`` on the examples of class ``c`` alone:
+    accuracy(intact, class c) − accuracy(ablated, class c), or the increase of the class's mean
+    cross-entropy. A class with no example in ``y`` gets NaN. Weighting the row by the class
+    frequencies gives back :func:`ablation_effects`.
+    """
+    base_correct, base_ce, correct, ce = _sweep(
+        model, layer, x, y, masks, value, n_classes, batch_size, max_rows, batched
+    )
+    counts = torch.bincount(y.cpu(), minlength=n_classes).to(torch.float64)
+    counts = torch.where(counts > 0, counts, torch.full_like(counts, float("nan")))
+    if metric == "accuracy_drop":
+        return ((base_correct - correct) / counts).to(torch.float32)
+    return ((ce - base_ce) / counts).to(torch.float32)
 
 
 def _run_block(
@@ -130,6 +195,7 @@ def _run_block(
     layer: str,
     xb: torch.Tensor,
     yb: torch.Tensor,
+    onehot: torch.Tensor,
     block: torch.Tensor,
     fill: torch.Tensor,
     batched: bool,
@@ -138,7 +204,7 @@ def _run_block(
         try:
             with hooked(model, {layer: _expand_hook(block, fill)}):
                 logits = model(xb)
-            return _scores(logits.view(len(block), len(xb), -1), yb)
+            return _scores(logits.view(len(block), len(xb), -1), yb, onehot)
         except RuntimeError:
             # A connection that skips over the hooked layer meets the expanded batch with the
             # original one; fall back to one forward per ablation below.
@@ -146,7 +212,7 @@ def _run_block(
     out_c, out_l = [], []
     for mask in block:
         with ablated(model, layer, mask, fill):
-            c, loss = _scores(model(xb), yb)
+            c, loss = _scores(model(xb), yb, onehot)
         out_c.append(c)
         out_l.append(loss)
     return torch.stack(out_c), torch.stack(out_l)

@@ -20,7 +20,12 @@ from falsify.stats import Part, correlation, decide, pool_correlations
 
 __all__ = ["run_association"]
 
-_X_LABELS = {"class_selectivity": "class selectivity index"}
+_X_LABELS = {
+    "class_selectivity": "class selectivity index",
+    "layer_conductance": "mean |layer conductance|",
+    "layer_integrated_gradients": "mean |layer integrated gradients|",
+    "gradient_x_activation": "mean |gradient × activation|",
+}
 _Y_LABELS = {
     "accuracy_drop": "accuracy drop when ablated",
     "loss_increase": "loss increase when ablated",

@@ -18,7 +18,7 @@ from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
-from falsify.runner.shapes import SHAPES
+from falsify.runner.shapes import SHAPE_CHECKS, SHAPES
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -59,6 +59,9 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
             "below 1 (an association test's effect is a correlation r)",
             hyp.prediction.sesoi,
         )
+    check = SHAPE_CHECKS.get(hyp.test.kind)
+    if check is not None:
+        check(hf, model, data)
 
 
 def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:

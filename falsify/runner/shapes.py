@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torch import nn
+
 from falsify.data import Dataset
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.runner.association import run_association
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import Replicate
+from falsify.runner.targeted import check_targeted, run_targeted
 
-__all__ = ["SHAPES"]
+__all__ = ["SHAPES", "SHAPE_CHECKS"]
 
 # kind -> executor(hypothesis file, dataset, replicates) -> Outcome
 SHAPES: dict[str, Callable[[HypothesisFile, Dataset, list[Replicate]], Outcome]] = {
     "association": run_association,
+    "targeted": run_targeted,
+}
+
+# kind -> check(hypothesis file, untrained model, dataset): validation that needs the real model
+# beyond the layer names (raises the file's one-line error).
+SHAPE_CHECKS: dict[str, Callable[[HypothesisFile, nn.Module, Dataset], None]] = {
+    "targeted": check_targeted,
 }
