@@ -65,7 +65,7 @@ def write_calibration(table: pd.DataFrame, simulators: list[Simulator], out_dir:
     """Write ``calibration.md`` and ``calibration.png`` into ``out_dir`` (each by rename)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     alpha, n, se = table.attrs["alpha"], table.attrs["n_sims"], table.attrs["mc_se"]
-    models = {f"{s.shape}": s.model for s in simulators}
+    models = {f"{s.shape}, {s.method}": s.model for s in simulators}
     text = [
         "# Calibration of the verdict rules",
         "",
@@ -78,6 +78,9 @@ def write_calibration(table: pd.DataFrame, simulators: list[Simulator], out_dir:
         "- power at mδ: P(SUPPORTED) when the true effect is m·δ.",
         f"- calibrated: both error rates ≤ α + 3 Monte-Carlo SE ({alpha + 3 * se:.3f}).",
         "- Methods marked (not offered) are shown only to justify the choice of method.",
+        "- Rows marked stress simulate data outside the method's assumptions (strongly skewed "
+        "per-replicate effects); they show where a verdict needs care and are not required "
+        "to be calibrated.",
         "",
         format_table(table),
         "",

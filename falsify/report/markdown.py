@@ -165,6 +165,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
                 "p_falsify_adj": "p adj (falsify)",
                 "n_replicates": "replicates",
                 "n_units": "units",
+                "effect_size": "standardized effect",
                 "verdict": "verdict",
             },
         )

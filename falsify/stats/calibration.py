@@ -22,6 +22,7 @@ from statsmodels.stats.meta_analysis import combine_effects
 
 from falsify.stats.association import pool_correlations
 from falsify.stats.estimate import TEstimate
+from falsify.stats.paired import paired_t
 from falsify.stats.verdict import Verdict, p_values, verdict_from_p
 
 __all__ = ["SIMULATORS", "Simulator", "calibrate"]
@@ -38,6 +39,7 @@ class Simulator:
     model: str  # the data-generating model, in words, for the calibration report
     simulate: Simulate
     offered: bool = True  # False: shown only as a comparison, not selectable in a file
+    stress: bool = False  # True: data outside the method's assumptions, shown, not required
 
 
 _N_UNITS = 64
@@ -76,6 +78,30 @@ def _dersimonian_laird_normal(rng: np.random.Generator, k: int, theta: float) ->
     return TEstimate(float(res.mean_effect_re), float(res.sd_eff_w_re), np.inf, "fisher_z")
 
 
+_SIGMA_MODEL = 0.02  # between-model sd of the true targeted − control difference
+_SIGMA_DRAW = 0.03  # sd of one random group's effect within a model
+_DRAWS = 50
+
+
+def _targeted(skewed: bool) -> Simulate:
+    def simulate(rng: np.random.Generator, k: int, theta: float) -> TEstimate:
+        # A model's own true difference: normal, or right-skewed (centred exponential).
+        spread = rng.exponential(1.0, size=k) - 1.0 if skewed else rng.standard_normal(k)
+        own = theta + _SIGMA_MODEL * spread
+        control_noise = rng.normal(0.0, _SIGMA_DRAW, size=(k, _DRAWS)).mean(axis=1)
+        return paired_t(own - control_noise)
+
+    return simulate
+
+
+def _targeted_model(skewed: bool) -> str:
+    spread = "a centred Exp(1) draw" if skewed else "N(0, 1)"
+    return (
+        f"per replicate, d = θ + {_SIGMA_MODEL}·({spread}) − the mean of {_DRAWS} random-group "
+        f"effects with sd {_SIGMA_DRAW}; one-sample t over replicates"
+    )
+
+
 _ASSOC_MODEL = (
     f"per replicate, {_N_UNITS} units with bivariate-normal (x, y); the replicate's true "
     f"Spearman correlation is tanh(atanh(θ) + N(0, {_TAU}²)); Spearman r per replicate"
@@ -89,6 +115,21 @@ SIMULATORS: list[Simulator] = [
         0.1,
         _ASSOC_MODEL,
         _association("random_effects"),
+    ),
+    Simulator(
+        "targeted-vs-control",
+        "paired t (normal model noise)",
+        0.01,
+        _targeted_model(False),
+        _targeted(False),
+    ),
+    Simulator(
+        "targeted-vs-control",
+        "paired t (skewed model noise, stress)",
+        0.01,
+        _targeted_model(True),
+        _targeted(True),
+        stress=True,
     ),
     Simulator(
         "association",
@@ -135,6 +176,7 @@ def calibrate(
                 "shape": sim.shape,
                 "method": sim.method,
                 "offered": sim.offered,
+                "stress": sim.stress,
                 "replicates": k,
                 "supported_under_null": null["SUPPORTED"],
                 "falsified_at_sesoi": edge["FALSIFIED"],
