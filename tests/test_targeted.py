@@ -178,6 +178,13 @@ def test_k_larger_than_the_layer_names_file_and_field(write, tmp_path: Path, cap
     assert "fewer units than layer 'hidden1' has (16" in err and "Got 16 instead" in err
 
 
+def test_sesoi_must_fit_an_accuracy_difference(write, tmp_path: Path, capsys) -> None:
+    path = write(TARGETED.replace("sesoi: 0.02", "sesoi: 2"))
+    assert main(["check", str(path), "--cache", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "'prediction.sesoi'" in err and "(line 16)" in err and "accuracy units" in err
+
+
 def test_two_k_giving_the_same_group_size_are_refused(write, tmp_path: Path, capsys) -> None:
     path = write(TARGETED.replace("k: [2, 0.25]", "k: [4, 0.25]"))
     assert main(["check", str(path), "--cache", str(tmp_path / "c")]) == 1
