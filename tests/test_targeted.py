@@ -47,6 +47,14 @@ def test_paired_t_matches_a_hand_derivation_and_scipy() -> None:
         paired_t([1.0])
 
 
+def test_paired_t_keeps_the_type_i_error_at_alpha() -> None:
+    # Null: the per-replicate differences are N(0, 1) (targeted = random), 5 replicates.
+    rng = np.random.default_rng(0)
+    p = np.array([paired_t(rng.normal(size=5)).p_greater(0.0) for _ in range(4000)])
+    rate = (p < 0.05).mean()
+    assert abs(rate - 0.05) < 4 * np.sqrt(0.05 * 0.95 / 4000)
+
+
 # --- the planted task -------------------------------------------------------------------------
 
 SPEC = SyntheticData(kind="synthetic", noise=0.1, n_samples=400)
@@ -199,6 +207,8 @@ def test_two_k_giving_the_same_group_size_are_refused(write, tmp_path: Path, cap
         ("k: [2, 2]", "distinct k values"),
         ("kind: targetted", "must be one of ['association', 'targeted']"),
         ("scores: [{kind: class_selectivty}]", "Did you mean 'class_selectivity'"),
+        ("scores: []", "at least one per-unit score"),
+        ("k: []", "at least one k"),
     ],
 )
 def test_bad_targeted_fields(write, edit, needle) -> None:
@@ -210,6 +220,7 @@ def test_bad_targeted_fields(write, edit, needle) -> None:
     with pytest.raises(HypothesisError) as exc:
         load(write(TARGETED.replace(original, edit)))
     assert needle in str(exc.value)
+    assert len(str(exc.value).splitlines()) == 1
 
 
 def test_bundled_attribution_file_is_valid(tmp_path: Path, capsys) -> None:
