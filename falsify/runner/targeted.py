@@ -124,7 +124,7 @@ def _n_units(model: nn.Module, layer: str, x: torch.Tensor) -> int:
 
 
 def _k_label(k: int | float, count: int) -> str:
-    return f"{k:.0%} ({count} units)" if isinstance(k, float) else f"{count} units"
+    return f"{100 * k:g}% ({count} units)" if isinstance(k, float) else f"{count} units"
 
 
 def check_targeted(hf: HypothesisFile, model: nn.Module, data: Dataset) -> None:
