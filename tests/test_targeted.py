@@ -47,6 +47,14 @@ def test_paired_t_matches_a_hand_derivation_and_scipy() -> None:
         paired_t([1.0])
 
 
+def test_paired_t_keeps_the_type_i_error_at_alpha() -> None:
+    # Null: the per-replicate differences are N(0, 1) (targeted = random), 5 replicates.
+    rng = np.random.default_rng(0)
+    p = np.array([paired_t(rng.normal(size=5)).p_greater(0.0) for _ in range(4000)])
+    rate = (p < 0.05).mean()
+    assert abs(rate - 0.05) < 4 * np.sqrt(0.05 * 0.95 / 4000)
+
+
 # --- the planted task -------------------------------------------------------------------------
 
 SPEC = SyntheticData(kind="synthetic", noise=0.1, n_samples=400)
@@ -178,6 +186,13 @@ def test_k_larger_than_the_layer_names_file_and_field(write, tmp_path: Path, cap
     assert "fewer units than layer 'hidden1' has (16" in err and "Got 16 instead" in err
 
 
+def test_sesoi_must_fit_an_accuracy_difference(write, tmp_path: Path, capsys) -> None:
+    path = write(TARGETED.replace("sesoi: 0.02", "sesoi: 2"))
+    assert main(["check", str(path), "--cache", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "'prediction.sesoi'" in err and "(line 16)" in err and "accuracy units" in err
+
+
 def test_two_k_giving_the_same_group_size_are_refused(write, tmp_path: Path, capsys) -> None:
     path = write(TARGETED.replace("k: [2, 0.25]", "k: [4, 0.25]"))
     assert main(["check", str(path), "--cache", str(tmp_path / "c")]) == 1
@@ -192,6 +207,8 @@ def test_two_k_giving_the_same_group_size_are_refused(write, tmp_path: Path, cap
         ("k: [2, 2]", "distinct k values"),
         ("kind: targetted", "must be one of ['association', 'targeted']"),
         ("scores: [{kind: class_selectivty}]", "Did you mean 'class_selectivity'"),
+        ("scores: []", "at least one per-unit score"),
+        ("k: []", "at least one k"),
     ],
 )
 def test_bad_targeted_fields(write, edit, needle) -> None:
@@ -203,6 +220,7 @@ def test_bad_targeted_fields(write, edit, needle) -> None:
     with pytest.raises(HypothesisError) as exc:
         load(write(TARGETED.replace(original, edit)))
     assert needle in str(exc.value)
+    assert len(str(exc.value).splitlines()) == 1
 
 
 def test_bundled_attribution_file_is_valid(tmp_path: Path, capsys) -> None:

@@ -218,8 +218,8 @@ class TargetedTest(Frozen):
 
     kind: Literal["targeted"]
     layers: tuple[str, ...] = Field(min_length=1)
-    scores: tuple[UnitMeasure, ...] = Field(min_length=1)
-    k: tuple[int | float, ...] = Field(min_length=1)
+    scores: tuple[UnitMeasure, ...]
+    k: tuple[int | float, ...]
     draws: int = Field(20, ge=2)
     control_seed: int = 0
     value: Literal["zero", "mean"] = "zero"
@@ -236,6 +236,10 @@ class TargetedTest(Frozen):
     @field_validator("scores")
     @classmethod
     def _distinct_scores(cls, v: tuple[UnitMeasure, ...]) -> tuple[UnitMeasure, ...]:
+        # Checked here rather than by min_length, which would add a second, misleading error
+        # line whenever one score is invalid.
+        if not v:
+            raise ValueError("a list of at least one per-unit score")
         kinds = [s.kind for s in v]
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"scores of distinct kinds (they name the parts), got {kinds}")
@@ -245,6 +249,8 @@ class TargetedTest(Frozen):
     @classmethod
     def _counts_or_fractions(cls, v: object) -> object:
         items = v if isinstance(v, list | tuple) else [v]
+        if not items:
+            raise ValueError("a list of at least one k")
         for item in items:
             ok = (isinstance(item, int) and not isinstance(item, bool) and item >= 1) or (
                 isinstance(item, float) and 0.0 < item < 1.0

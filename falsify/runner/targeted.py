@@ -124,13 +124,20 @@ def _n_units(model: nn.Module, layer: str, x: torch.Tensor) -> int:
 
 
 def _k_label(k: int | float, count: int) -> str:
-    return f"{k:.0%} ({count} units)" if isinstance(k, float) else f"{count} units"
+    return f"{100 * k:g}% ({count} units)" if isinstance(k, float) else f"{count} units"
 
 
 def check_targeted(hf: HypothesisFile, model: nn.Module, data: Dataset) -> None:
-    """Every k fits every named layer: 1 ≤ count < units, and distinct counts per layer."""
+    """The SESOI fits an accuracy difference; every k fits every named layer: 1 ≤ count <
+    units, and distinct counts per layer."""
     test = hf.hypothesis.test
     assert isinstance(test, TargetedTest)
+    if test.metric == "accuracy_drop" and hf.hypothesis.prediction.sesoi >= 1:
+        raise hf.error(
+            ("prediction", "sesoi"),
+            "below 1 (the effect is a difference of accuracy drops, in accuracy units)",
+            hf.hypothesis.prediction.sesoi,
+        )
     for layer in test.layers:
         n = _n_units(model, layer, data.x_test)
         seen: dict[int, int | float] = {}
