@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from falsify.errors import HypothesisError, did_you_mean, field_error
+from falsify.hypothesis.conditions import ConditionError, expand
 from falsify.hypothesis.schema import Hypothesis
 
 __all__ = ["HypothesisFile", "apply_overrides", "discover", "load", "parse_override"]
@@ -126,6 +127,13 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> HypothesisFile:
     except ValidationError as exc:
         lines = [_format(path, raw, node, err) for err in exc.errors()]
         raise HypothesisError("\n".join(dict.fromkeys(lines))) from None
+    try:
+        expand(hyp.population)
+    except ConditionError as exc:
+        name, line = _locate(raw, node, exc.loc)
+        raise HypothesisError(
+            field_error(path, name, exc.expected, exc.found, line, exc.choices)
+        ) from None
     return HypothesisFile(
         hypothesis=hyp,
         path=path,

@@ -9,7 +9,7 @@ choice between kinds is a discriminated union on ``kind`` so an unknown kind lis
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -92,15 +92,55 @@ class TrainingSpec(Frozen):
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    # Leavitt & Morcos (2021): loss = CE − α · mean SI; α < 0 discourages class selectivity.
+    selectivity_alpha: float = 0.0
+    # Layers the selectivity regularizer reads; empty means every unit layer of the model.
+    selectivity_layers: tuple[str, ...] = ()
+    # Morcos et al. (2018): this fraction of training labels is replaced by random classes.
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class Population(Frozen):
-    """Architecture × dataset × recipe × seeds. Each seed is one replicate (one trained model)."""
+    """Architecture × dataset × recipe × seeds. Each seed is one replicate (one trained model).
+
+    ``conditions`` crosses recipe fields (dotted, e.g. ``training.selectivity_alpha``) with
+    lists of values into a grid; every condition is trained at the same seeds. It is checked
+    and expanded by :mod:`falsify.hypothesis.conditions`.
+    """
 
     data: DataSpec
     model: ModelSpec
     training: TrainingSpec = TrainingSpec()
     seeds: tuple[int, ...]
+    conditions: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _flatten_conditions(cls, v: object) -> object:
+        # ``training: {label_noise: [0, 0.5]}`` (what ``--set population.conditions.training.
+        # label_noise=[0,0.5]`` builds) is the same grid as ``training.label_noise: [0, 0.5]``.
+        if not isinstance(v, dict):
+            return v
+        flat: dict[object, object] = {}
+
+        def walk(prefix: str, node: dict[object, object]) -> None:
+            for key, value in node.items():
+                name = f"{prefix}.{key}" if prefix else key
+                if isinstance(value, dict):
+                    walk(str(name), value)
+                else:
+                    flat[name] = value
+
+        walk("", v)
+        return flat
+
+    @field_validator("conditions")
+    @classmethod
+    def _grid_values(cls, v: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"a non-empty list of values for {key!r}")
+        return v
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from falsify.data import Dataset
+from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.training import train_replicate
@@ -29,11 +30,17 @@ class Replicate:
     cache_hit: bool
     test_accuracy: float
     train_loss: float
+    condition: str = ""  # the grid condition's name; "" for a population without conditions
+    metrics: dict[str, float] = field(default_factory=dict)  # recorded at training time
 
 
 def recipe_of(population: Population) -> dict[str, Any]:
-    """Everything but the seeds that determines a replicate's weights, as plain JSON."""
-    return population.model_dump(mode="json", exclude={"seeds"})
+    """Everything but the seeds that determines a replicate's weights, as plain JSON.
+
+    For a population with conditions, call it on each condition's resolved population
+    (:func:`falsify.hypothesis.conditions.expand`).
+    """
+    return population.model_dump(mode="json", exclude={"seeds", "conditions"})
 
 
 def obtain_replicates(
@@ -43,20 +50,34 @@ def obtain_replicates(
     device: torch.device,
     progress: bool = True,
 ) -> list[Replicate]:
-    recipe = recipe_of(population)
+    """Every replicate of every condition (condition-major, seeds in file order)."""
+    jobs = [(c, seed) for c in expand(population) for seed in population.seeds]
     out: list[Replicate] = []
-    bar = tqdm(population.seeds, desc="replicates", unit="model", disable=not progress, leave=False)
-    for seed in bar:
+    bar = tqdm(jobs, desc="replicates", unit="model", disable=not progress, leave=False)
+    for condition, seed in bar:
+        pop = condition.population
+        recipe = recipe_of(pop)
         key = replicate_key(recipe, seed, device)
         with torch.random.fork_rng(devices=[]):
-            model = build_model(population.model, data.input_shape, data.n_classes).to(device)
+            model = build_model(pop.model, data.input_shape, data.n_classes).to(device)
         info = cache.load(key, model)
         if info is not None:
             model.eval()
-            out.append(Replicate(seed, model, key, True, info["test_accuracy"], info["train_loss"]))
+            out.append(
+                Replicate(
+                    seed,
+                    model,
+                    key,
+                    True,
+                    info["test_accuracy"],
+                    info["train_loss"],
+                    condition.name,
+                    info.get("metrics", {}),
+                )
+            )
             continue
         start = time.perf_counter()
-        trained = train_replicate(population, data, seed, device)
+        trained = train_replicate(pop, data, seed, device)
         info = {
             "recipe": recipe,
             "seed": seed,
@@ -64,10 +85,20 @@ def obtain_replicates(
             "torch": torch.__version__,
             "test_accuracy": trained.test_accuracy,
             "train_loss": trained.train_loss,
+            "metrics": trained.metrics,
             "train_seconds": time.perf_counter() - start,
         }
         cache.save(key, trained.model, info)
         out.append(
-            Replicate(seed, trained.model, key, False, trained.test_accuracy, trained.train_loss)
+            Replicate(
+                seed,
+                trained.model,
+                key,
+                False,
+                trained.test_accuracy,
+                trained.train_loss,
+                condition.name,
+                trained.metrics,
+            )
         )
     return out

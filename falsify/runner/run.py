@@ -10,13 +10,14 @@ from importlib import metadata
 import torch
 
 from falsify.data import Dataset, load_dataset
+from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
 from falsify.models import build_model
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
-from falsify.runner.shapes import SHAPES
+from falsify.runner.shapes import GRID_SHAPES, SHAPES, VALIDATORS
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -33,15 +34,41 @@ class Plan:
     n_cached: int
 
 
+def _layer_fields(
+    spec: object, loc: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location, layer name) of every entry of a ``layers`` field anywhere in ``spec``."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    fields = getattr(type(spec), "model_fields", {})
+    for name in fields:
+        value = getattr(spec, name)
+        if name in ("layers", "selectivity_layers") and isinstance(value, tuple):
+            out += [((*loc, name, i), layer) for i, layer in enumerate(value)]
+        elif hasattr(type(value), "model_fields"):
+            out += _layer_fields(value, (*loc, name))
+    return out
+
+
 def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
     """Checks that need the real model: layer names exist; SESOI fits the effect's scale."""
     hyp = hf.hypothesis
     with torch.random.fork_rng(devices=[]):
         model = build_model(hyp.population.model, data.input_shape, data.n_classes)
     names = layer_names(model)
-    for i, layer in enumerate(hyp.test.layers):
+    located = _layer_fields(hyp.test, ("test",))
+    located += _layer_fields(hyp.population.training, ("population", "training"))
+    for loc, layer in located:
         if layer not in names:
-            raise hf.error(("test", "layers", i), f"one of {names}", layer, names)
+            raise hf.error(loc, f"one of {names}", layer, names)
+    if hyp.population.conditions and hyp.test.kind not in GRID_SHAPES:
+        raise hf.error(
+            ("population", "conditions"),
+            f"empty for the {hyp.test.kind} test (only {sorted(GRID_SHAPES)} tests compare "
+            "conditions)",
+            dict(hyp.population.conditions),
+        )
+    if hyp.test.kind in VALIDATORS:
+        VALIDATORS[hyp.test.kind](hf, data)
     if hyp.test.kind == "association" and hyp.prediction.sesoi >= 1:
         raise hf.error(
             ("prediction", "sesoi"),
@@ -55,9 +82,13 @@ def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
     pop = hf.hypothesis.population
     data = load_dataset(pop.data)
     _validate_against_model(hf, data)
-    recipe = recipe_of(pop)
-    cached = sum(cache.contains(replicate_key(recipe, s, device)) for s in pop.seeds)
-    return Plan(hf, data, len(pop.seeds), cached)
+    conditions = expand(pop)
+    cached = sum(
+        cache.contains(replicate_key(recipe_of(c.population), s, device))
+        for c in conditions
+        for s in pop.seeds
+    )
+    return Plan(hf, data, len(conditions) * len(pop.seeds), cached)
 
 
 def _versions() -> dict[str, str]:
@@ -85,12 +116,15 @@ def run_hypothesis(
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "torch_threads": torch.get_num_threads(),
-        "seeds": [r.seed for r in reps],
+        "seeds": list(dict.fromkeys(r.seed for r in reps)),
         "cache_hits": sum(r.cache_hit for r in reps),
         "replicates": len(reps),
         "wall_seconds": time.perf_counter() - start,
         "platform": platform.platform(),
         "versions": _versions(),
-        "cache_keys": {r.seed: r.key[:16] for r in reps},
+        "cache_keys": {
+            (f"{r.condition} / " if r.condition else "") + f"seed {r.seed}": r.key[:16]
+            for r in reps
+        },
     }
     return outcome

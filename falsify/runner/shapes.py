@@ -10,9 +10,16 @@ from falsify.runner.association import run_association
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import Replicate
 
-__all__ = ["SHAPES"]
+__all__ = ["GRID_SHAPES", "SHAPES", "VALIDATORS"]
 
 # kind -> executor(hypothesis file, dataset, replicates) -> Outcome
 SHAPES: dict[str, Callable[[HypothesisFile, Dataset, list[Replicate]], Outcome]] = {
     "association": run_association,
 }
+
+# kind -> check(hypothesis file, dataset) raising the file's line-aware error; run before any
+# model is trained.
+VALIDATORS: dict[str, Callable[[HypothesisFile, Dataset], None]] = {}
+
+# The shapes that compare the conditions of a population grid; others refuse a grid.
+GRID_SHAPES: frozenset[str] = frozenset()
