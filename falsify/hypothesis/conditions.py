@@ -26,7 +26,14 @@ from pydantic import BaseModel, ValidationError
 from falsify.errors import FalsifyError, field_error
 from falsify.hypothesis.schema import Population
 
-__all__ = ["Condition", "ConditionError", "condition_fields", "expand", "format_value"]
+__all__ = [
+    "Condition",
+    "ConditionError",
+    "canonical",
+    "condition_fields",
+    "expand",
+    "format_value",
+]
 
 # Sections of the recipe a condition may vary. The data are fixed: conditions compared on
 # different test sets would not be comparable.
@@ -83,10 +90,10 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
-def _canonical(v: Any) -> Any:
+def canonical(v: Any) -> Any:
     """A hashable, type-aware form of a validated value (so 1 and 1.0 collide, True and 1 do not)."""
     if isinstance(v, (tuple, list)):
-        return tuple(_canonical(x) for x in v)
+        return tuple(canonical(x) for x in v)
     if isinstance(v, bool):
         return ("bool", v)
     if isinstance(v, (int, float)) and not math.isnan(v):
@@ -127,13 +134,13 @@ def expand(population: Population) -> list[Condition]:
         seen: set[Any] = set()
         for i, value in enumerate(values):
             resolved = getattr(_validated(spec, field, value, (*base, i)), field)
-            if _canonical(resolved) in seen:
+            if canonical(resolved) in seen:
                 raise ConditionError(
                     (*base, i),
                     "a list of distinct values (a repeated value is one condition)",
                     value,
                 )
-            seen.add(_canonical(resolved))
+            seen.add(canonical(resolved))
             axis.append((key, resolved))
         axes.append(axis)
     short = [k.rsplit(".", 1)[-1] for k in population.conditions]

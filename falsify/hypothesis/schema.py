@@ -14,19 +14,25 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "AblationCurveOutcome",
+    "AccuracyOutcome",
     "AssociationTest",
+    "BetweenConditionsTest",
     "ClassSelectivity",
     "DataSpec",
     "DigitsData",
     "Hypothesis",
     "MLPSpec",
+    "MeanSelectivityOutcome",
     "ModelSpec",
     "Population",
     "Prediction",
+    "ReferenceContrast",
     "Source",
     "SyntheticData",
     "TestSpec",
     "TrainingSpec",
+    "TrendContrast",
     "UnitAblationEffect",
 ]
 
@@ -215,7 +221,73 @@ class AssociationTest(Frozen):
         return v
 
 
-TestSpec = AssociationTest
+# --- model-level outcomes (one number per trained model) ---------------------------------------
+
+
+class AccuracyOutcome(Frozen):
+    """Accuracy of each model; on ``train`` it is scored against the labels it was trained on."""
+
+    kind: Literal["accuracy"]
+    split: Literal["test", "train"] = "test"
+
+
+class MeanSelectivityOutcome(Frozen):
+    """Mean over layers of the mean class selectivity index over units (Leavitt & Morcos 2021)."""
+
+    kind: Literal["mean_selectivity"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer of the model
+    split: Literal["test", "train"] = "test"
+
+
+class AblationCurveOutcome(Frozen):
+    """Area under the cumulative random-order ablation curve (Morcos et al. 2018).
+
+    Units of each layer are ablated one more at a time in ``orders`` random orders; the area
+    under accuracy / intact accuracy vs fraction ablated is 1 for a model that ignores the layer.
+    """
+
+    kind: Literal["ablation_auc"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer; the outcome is the mean over layers
+    orders: int = Field(5, ge=1)
+    value: Literal["zero", "mean"] = "zero"
+    split: Literal["test", "train"] = "test"
+    seed: int = 0  # with the replicate's seed, fixes the random orders
+
+
+ModelOutcome = Annotated[
+    AccuracyOutcome | MeanSelectivityOutcome | AblationCurveOutcome,
+    Field(discriminator="kind"),
+]
+
+
+class ReferenceContrast(Frozen):
+    """Each condition against the reference condition, paired by seed: one part per contrast."""
+
+    kind: Literal["reference"]
+    reference: dict[str, Any]  # grid field -> the reference value, for every grid field
+
+
+class TrendContrast(Frozen):
+    """The slope of the outcome over an ordered grid of one field: one part."""
+
+    kind: Literal["trend"]
+    factor: str  # the grid field, e.g. training.selectivity_alpha
+    scale: Literal["value", "rank"] = "value"  # slope per unit of the value, or per grid step
+
+
+Comparison = Annotated[ReferenceContrast | TrendContrast, Field(discriminator="kind")]
+
+
+class BetweenConditionsTest(Frozen):
+    """A model-level outcome compared across the conditions of a grid (PRODUCT.md §3)."""
+
+    kind: Literal["between_conditions"]
+    outcome: ModelOutcome
+    compare: Comparison
+    model: Literal["ols", "mixed"] = "ols"
+
+
+TestSpec = Annotated[AssociationTest | BetweenConditionsTest, Field(discriminator="kind")]
 
 
 # --- the claim ----------------------------------------------------------------------------------
