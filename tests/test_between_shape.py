@@ -97,3 +97,33 @@ def test_trend_needs_numbers_for_a_value_scale(write, tmp_path) -> None:
         plan(load(write(text)), ModelCache(tmp_path), torch.device("cpu"))
     ok = text.replace("factor: model.batch_norm}", "factor: model.batch_norm, scale: rank}")
     assert plan(load(write(ok)), ModelCache(tmp_path), torch.device("cpu")).n_replicates == 6
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "accuracy"},
+        {"kind": "mean_selectivity"},
+        {"kind": "ablation_auc", "orders": 2},
+        {"kind": "direction_ablation_auc", "orders": 1},
+        {"kind": "noise_auc", "scales": [0, 1, 2], "draws": 1},
+    ],
+)
+def test_every_model_outcome_on_the_planted_model(spec) -> None:
+    from pydantic import TypeAdapter
+
+    from falsify.data import load_dataset, planted_model
+    from falsify.hypothesis.schema import ModelOutcome, Population, SyntheticData
+    from falsify.measures.model_level import TrainedModel, model_outcome
+
+    data_spec = SyntheticData(kind="synthetic", n_samples=200, n_classes=4, n_features=8)
+    model, _ = planted_model(data_spec)
+    pop = Population.model_validate(
+        {"data": data_spec.model_dump(), "model": {"kind": "mlp", "hidden": [12]}, "seeds": 2}
+    )
+    trained = TrainedModel(model, pop, load_dataset(data_spec), seed=0)
+    outcome = TypeAdapter(ModelOutcome).validate_python(spec)
+    value = model_outcome(outcome, trained)
+    assert 0.0 < value <= 1.0
+    # Deterministic: the same replicate seed gives the same random orders and noise.
+    assert model_outcome(outcome, trained) == value

@@ -8,6 +8,12 @@ from falsify.data import load_dataset, planted_model
 from falsify.hypothesis.schema import SyntheticData
 from falsify.interventions import ablated
 from falsify.interventions.curves import ablation_curves, cumulative_masks, curve_auc
+from falsify.interventions.perturb import (
+    direction_ablation_curves,
+    noise_curve,
+    random_directions,
+    unit_spread,
+)
 
 SPEC = SyntheticData(kind="synthetic", n_samples=400, n_classes=4, n_features=8, noise=0.1)
 
@@ -61,3 +67,45 @@ def test_auc_drops_for_a_network_that_needs_the_layer() -> None:
     assert 0.25 < auc < 0.9
     # Accuracy never rises as more of the planted (all-positive) units are removed.
     assert bool((acc[:, 1:] <= acc[:, :-1] + 1e-9).all())
+
+
+def test_random_directions_are_orthonormal() -> None:
+    q = random_directions(7, torch.Generator().manual_seed(0))
+    assert torch.allclose(q.T @ q, torch.eye(7, dtype=q.dtype), atol=1e-10)
+
+
+def test_direction_ablation_runs_from_intact_to_silent() -> None:
+    data = load_dataset(SPEC)
+    model, _ = planted_model(SPEC)
+    x, y = data.x_test, data.y_test
+    acc, base = direction_ablation_curves(
+        model, "hidden1", x, y, 2, torch.Generator().manual_seed(0)
+    )
+    n_units = acc.shape[1] - 1
+    with ablated(model, "hidden1", torch.ones(n_units, dtype=torch.bool), torch.zeros(n_units)):
+        all_off = (model(x).argmax(1) == y).double().mean().item()
+    assert acc[:, 0].tolist() == pytest.approx([base, base])
+    assert acc[:, -1].tolist() == pytest.approx([all_off, all_off])
+    assert curve_auc(acc, base) < 0.95
+    torch.manual_seed(0)
+    bypass = _Bypass().eval()
+    acc, base = direction_ablation_curves(bypass, "side", x, y, 2, torch.Generator().manual_seed(0))
+    assert curve_auc(acc, base) == pytest.approx(1.0)
+
+
+def test_noise_is_scaled_per_unit_and_zero_scale_is_identity() -> None:
+    data = load_dataset(SPEC)
+    model, _ = planted_model(SPEC)
+    x, y = data.x_test, data.y_test
+    with torch.no_grad():
+        h = model.hidden1(x)
+    assert torch.allclose(unit_spread(model, "hidden1", x), h.std(dim=0))
+    g = torch.Generator().manual_seed(0)
+    curve = noise_curve(model, "hidden1", x, y, [0.0, 1.0, 4.0], 3, g)
+    base = (model(x).argmax(1) == y).double().mean().item()
+    assert curve[0].item() == base
+    assert curve[2].item() < curve[0].item()
+    torch.manual_seed(0)
+    bypass = _Bypass().eval()
+    flat = noise_curve(bypass, "side", x, y, [0.0, 2.0], 2, g)
+    assert flat[0].item() == flat[1].item()

@@ -8,6 +8,7 @@ choice between kinds is a discriminated union on ``kind`` so an unknown kind lis
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal
 
@@ -21,7 +22,9 @@ __all__ = [
     "ClassSelectivity",
     "DataSpec",
     "DigitsData",
+    "DirectionAblationOutcome",
     "Hypothesis",
+    "LayerNoiseOutcome",
     "MLPSpec",
     "MeanSelectivityOutcome",
     "ModelSpec",
@@ -254,8 +257,44 @@ class AblationCurveOutcome(Frozen):
     seed: int = 0  # with the replicate's seed, fixes the random orders
 
 
+class DirectionAblationOutcome(Frozen):
+    """Area under the curve of cumulative ablation of random orthonormal directions of a layer
+    (Morcos et al. 2018); 1 for a model that ignores the layer."""
+
+    kind: Literal["direction_ablation_auc"]
+    layers: tuple[str, ...] = ()
+    orders: int = Field(3, ge=1)  # random bases per model
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+
+
+class LayerNoiseOutcome(Frozen):
+    """Area under accuracy / intact accuracy vs the scale of Gaussian noise added to a layer,
+    each unit's noise scaled by its own standard deviation (Morcos et al. 2018)."""
+
+    kind: Literal["noise_auc"]
+    layers: tuple[str, ...] = ()
+    scales: tuple[Annotated[float, Field(ge=0.0)], ...] = Field(
+        (0.0, 0.5, 1.0, 1.5, 2.0), min_length=2
+    )
+    draws: int = Field(3, ge=1)  # noise draws per scale
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+
+    @field_validator("scales")
+    @classmethod
+    def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError("an increasing list of noise scales")
+        return v
+
+
 ModelOutcome = Annotated[
-    AccuracyOutcome | MeanSelectivityOutcome | AblationCurveOutcome,
+    AccuracyOutcome
+    | MeanSelectivityOutcome
+    | AblationCurveOutcome
+    | DirectionAblationOutcome
+    | LayerNoiseOutcome,
     Field(discriminator="kind"),
 ]
 

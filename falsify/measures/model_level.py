@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.integrate import trapezoid
 from torch import nn
 
 from falsify.data import Dataset
-from falsify.hypothesis.schema import Population
+from falsify.hypothesis.schema import AccuracyOutcome, Population
 from falsify.interventions.curves import ablation_curves, curve_auc
+from falsify.interventions.perturb import direction_ablation_curves, noise_curve
 from falsify.measures.selectivity import mean_selectivity
 from falsify.models import unit_layers
 from falsify.models.training import training_labels
@@ -59,16 +61,44 @@ def _mean_selectivity(spec: Any, t: TrainedModel) -> float:
     return mean_selectivity(t.model, t.layers(spec.layers), x, y, t.data.n_classes)
 
 
+def _generator(spec: Any, t: TrainedModel) -> torch.Generator:
+    # The same (outcome seed, replicate seed) gives the same random draws in every condition,
+    # so conditions compared at one seed are perturbed alike (common random numbers).
+    state = np.random.SeedSequence([spec.seed, t.seed]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def _ablation_auc(spec: Any, t: TrainedModel) -> float:
     x, y = t.split(spec.split)
-    # The same (outcome seed, replicate seed) gives the same orders in every condition, so
-    # conditions compared at one seed are ablated in the same random orders.
-    state = np.random.SeedSequence([spec.seed, t.seed]).generate_state(1)[0]
-    g = torch.Generator().manual_seed(int(state))
+    g = _generator(spec, t)
     aucs = []
     for layer in t.layers(spec.layers):
         acc, base = ablation_curves(t.model, layer, x, y, spec.orders, g, spec.value)
         aucs.append(curve_auc(acc, base))
+    return float(np.mean(aucs))
+
+
+def _direction_ablation_auc(spec: Any, t: TrainedModel) -> float:
+    x, y = t.split(spec.split)
+    g = _generator(spec, t)
+    aucs = []
+    for layer in t.layers(spec.layers):
+        acc, base = direction_ablation_curves(t.model, layer, x, y, spec.orders, g)
+        aucs.append(curve_auc(acc, base))
+    return float(np.mean(aucs))
+
+
+def _noise_auc(spec: Any, t: TrainedModel) -> float:
+    x, y = t.split(spec.split)
+    g = _generator(spec, t)
+    base = _accuracy(AccuracyOutcome(kind="accuracy", split=spec.split), t)
+    if base <= 0:
+        return float("nan")
+    scales = np.asarray(spec.scales, dtype=float)
+    aucs = []
+    for layer in t.layers(spec.layers):
+        rel = noise_curve(t.model, layer, x, y, spec.scales, spec.draws, g).numpy() / base
+        aucs.append(trapezoid(rel, scales) / (scales[-1] - scales[0]))
     return float(np.mean(aucs))
 
 
@@ -77,6 +107,8 @@ MODEL_OUTCOMES: dict[str, Callable[[Any, TrainedModel], float]] = {
     "accuracy": _accuracy,
     "mean_selectivity": _mean_selectivity,
     "ablation_auc": _ablation_auc,
+    "direction_ablation_auc": _direction_ablation_auc,
+    "noise_auc": _noise_auc,
 }
 
 

@@ -27,6 +27,8 @@ _OUTCOME_LABELS = {
     "accuracy": "accuracy",
     "mean_selectivity": "mean class selectivity",
     "ablation_auc": "ablation-curve AUC",
+    "direction_ablation_auc": "random-direction ablation AUC",
+    "noise_auc": "layer-noise AUC",
 }
 
 
