@@ -116,3 +116,22 @@ def test_trend_coverage_with_seed_specific_slopes() -> None:
         lo, hi = est.ci(0.9)
         covered += lo <= 0.3 <= hi
     assert 0.85 <= covered / sims <= 0.97
+
+
+def test_a_part_can_predict_the_other_direction() -> None:
+    from falsify.stats.estimate import TEstimate
+
+    pred = Prediction(direction="negative", sesoi=0.1, alpha=0.05)
+    up = TEstimate(0.5, 0.05, 9)
+    table, verdict = decide(
+        [
+            Part("rises", up, 10, 1.0, "d_z", "m", direction="positive"),
+            Part("falls", TEstimate(-0.5, 0.05, 9), 10, -1.0, "d_z", "m"),
+        ],
+        pred,
+    )
+    assert table["verdict"].tolist() == ["SUPPORTED", "SUPPORTED"] and verdict.value == "SUPPORTED"
+    assert table["direction"].tolist() == ["positive", "negative"]
+    # Without its own direction the rising part contradicts the negative prediction.
+    table, verdict = decide([Part("rises", up, 10, 1.0, "d_z", "m")], pred)
+    assert verdict.value == "FALSIFIED"

@@ -17,17 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "AblationCurveOutcome",
     "AccuracyOutcome",
+    "AdversarialAccuracyOutcome",
     "AssociationTest",
     "BetweenConditionsTest",
     "ClassSelectivity",
+    "CorruptionAccuracyOutcome",
     "DataSpec",
     "DigitsData",
     "DirectionAblationOutcome",
+    "EffectiveDimensionalityOutcome",
     "Hypothesis",
     "LayerNoiseOutcome",
     "MLPSpec",
     "MeanSelectivityOutcome",
     "ModelSpec",
+    "OutcomePart",
     "Population",
     "Prediction",
     "ReferenceContrast",
@@ -289,14 +293,59 @@ class LayerNoiseOutcome(Frozen):
         return v
 
 
+class CorruptionAccuracyOutcome(Frozen):
+    """Mean accuracy over naturalistic corruptions × severities (Hendrycks & Dietterich 2019)."""
+
+    kind: Literal["corruption_accuracy"]
+    corruptions: tuple[Literal["gaussian_noise", "blur", "contrast"], ...] = Field(
+        ("gaussian_noise", "blur", "contrast"), min_length=1
+    )
+    severities: tuple[Annotated[int, Field(ge=0, le=5)], ...] = Field((1, 2, 3, 4, 5), min_length=1)
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+
+
+class AdversarialAccuracyOutcome(Frozen):
+    """Accuracy under an L∞ attack: FGSM (Goodfellow et al. 2015) or PGD (Madry et al. 2018)."""
+
+    kind: Literal["adversarial_accuracy"]
+    attack: Literal["fgsm", "pgd"] = "fgsm"
+    epsilon: float = Field(gt=0.0)
+    steps: int = Field(10, ge=1)  # PGD only
+    step_size: float | None = Field(None, gt=0.0)  # PGD only; default 2.5 · ε / steps
+    bounds: tuple[float, float] | None = (0.0, 1.0)  # the data's range; null: no clipping
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+
+
+class EffectiveDimensionalityOutcome(Frozen):
+    """Effective dimensionality of the layers' representations, mean over layers."""
+
+    kind: Literal["effective_dimensionality"]
+    measure: Literal["participation_ratio", "pcs_95"] = "participation_ratio"
+    layers: tuple[str, ...] = ()
+    split: Literal["test", "train"] = "test"
+
+
 ModelOutcome = Annotated[
     AccuracyOutcome
     | MeanSelectivityOutcome
     | AblationCurveOutcome
     | DirectionAblationOutcome
-    | LayerNoiseOutcome,
+    | LayerNoiseOutcome
+    | CorruptionAccuracyOutcome
+    | AdversarialAccuracyOutcome
+    | EffectiveDimensionalityOutcome,
     Field(discriminator="kind"),
 ]
+
+
+class OutcomePart(Frozen):
+    """One of several outcomes of a between-conditions test, with its own predicted direction."""
+
+    name: str = Field(min_length=1)
+    outcome: ModelOutcome
+    direction: Literal["positive", "negative", "none"] | None = None  # default: the prediction's
 
 
 class ReferenceContrast(Frozen):
@@ -318,12 +367,32 @@ Comparison = Annotated[ReferenceContrast | TrendContrast, Field(discriminator="k
 
 
 class BetweenConditionsTest(Frozen):
-    """A model-level outcome compared across the conditions of a grid (PRODUCT.md §3)."""
+    """A model-level outcome compared across the conditions of a grid (PRODUCT.md §3).
+
+    Either one ``outcome``, or several named ``outcomes`` (each comparison of each outcome is
+    a part; all parts are adjusted together).
+    """
 
     kind: Literal["between_conditions"]
-    outcome: ModelOutcome
+    outcome: ModelOutcome | None = None
+    outcomes: tuple[OutcomePart, ...] = ()
     compare: Comparison
     model: Literal["ols", "mixed"] = "ols"
+
+    @model_validator(mode="after")
+    def _one_outcome_field(self) -> BetweenConditionsTest:
+        if (self.outcome is None) == (not self.outcomes):
+            raise ValueError("either 'outcome' or a non-empty list 'outcomes', not both")
+        names = [o.name for o in self.outcomes]
+        if len(set(names)) != len(names):
+            raise ValueError("outcomes with distinct names")
+        return self
+
+    def named_outcomes(self) -> list[OutcomePart]:
+        """The outcomes as parts; a single ``outcome`` is one unnamed part."""
+        if self.outcome is not None:
+            return [OutcomePart(name=self.outcome.kind, outcome=self.outcome)]
+        return list(self.outcomes)
 
 
 TestSpec = Annotated[AssociationTest | BetweenConditionsTest, Field(discriminator="kind")]

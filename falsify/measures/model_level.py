@@ -16,10 +16,17 @@ from scipy.integrate import trapezoid
 from torch import nn
 
 from falsify.data import Dataset
+from falsify.data.corruptions import corrupt
 from falsify.hypothesis.schema import AccuracyOutcome, Population
 from falsify.interventions.curves import ablation_curves, curve_auc
 from falsify.interventions.perturb import direction_ablation_curves, noise_curve
-from falsify.measures.selectivity import mean_selectivity
+from falsify.measures.adversarial import adversarial_accuracy
+from falsify.measures.dimensionality import (
+    covariance_spectrum,
+    participation_ratio,
+    pcs_for_variance,
+)
+from falsify.measures.selectivity import mean_selectivity, unit_activations
 from falsify.models import unit_layers
 from falsify.models.training import training_labels
 
@@ -102,6 +109,41 @@ def _noise_auc(spec: Any, t: TrainedModel) -> float:
     return float(np.mean(aucs))
 
 
+@torch.no_grad()
+def _corruption_accuracy(spec: Any, t: TrainedModel) -> float:
+    x, y = t.split(spec.split)
+    g = _generator(spec, t)
+    t.model.eval()
+    accs = [
+        (t.model(corrupt(x, name, sev, g)).argmax(dim=1) == y).double().mean().item()
+        for name in spec.corruptions
+        for sev in spec.severities
+    ]
+    return float(np.mean(accs))
+
+
+def _adversarial_accuracy(spec: Any, t: TrainedModel) -> float:
+    x, y = t.split(spec.split)
+    step = spec.step_size or 2.5 * spec.epsilon / spec.steps
+    bounds = tuple(spec.bounds) if spec.bounds is not None else None
+    return adversarial_accuracy(
+        t.model, x, y, spec.attack, spec.epsilon, spec.steps, step, _generator(spec, t), bounds
+    )
+
+
+def _effective_dimensionality(spec: Any, t: TrainedModel) -> float:
+    x, _ = t.split(spec.split)
+    values = []
+    for layer in t.layers(spec.layers):
+        eig = covariance_spectrum(unit_activations(t.model, layer, x))
+        values.append(
+            participation_ratio(eig)
+            if spec.measure == "participation_ratio"
+            else pcs_for_variance(eig)
+        )
+    return float(np.mean(values))
+
+
 # kind -> fn(spec, trained model) -> float
 MODEL_OUTCOMES: dict[str, Callable[[Any, TrainedModel], float]] = {
     "accuracy": _accuracy,
@@ -109,6 +151,9 @@ MODEL_OUTCOMES: dict[str, Callable[[Any, TrainedModel], float]] = {
     "ablation_auc": _ablation_auc,
     "direction_ablation_auc": _direction_ablation_auc,
     "noise_auc": _noise_auc,
+    "corruption_accuracy": _corruption_accuracy,
+    "adversarial_accuracy": _adversarial_accuracy,
+    "effective_dimensionality": _effective_dimensionality,
 }
 
 

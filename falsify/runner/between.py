@@ -29,13 +29,15 @@ _OUTCOME_LABELS = {
     "ablation_auc": "ablation-curve AUC",
     "direction_ablation_auc": "random-direction ablation AUC",
     "noise_auc": "layer-noise AUC",
+    "corruption_accuracy": "accuracy under corruptions",
+    "adversarial_accuracy": "adversarial accuracy",
+    "effective_dimensionality": "effective dimensionality",
 }
 
 
-def _label(test: BetweenConditionsTest) -> str:
-    out = test.outcome
-    label = _OUTCOME_LABELS.get(out.kind, out.kind)
-    split = getattr(out, "split", None)
+def _label(outcome: Any) -> str:
+    label = _OUTCOME_LABELS.get(outcome.kind, outcome.kind)
+    split = getattr(outcome, "split", None)
     return f"{split} {label}" if split else label
 
 
@@ -130,60 +132,82 @@ def _fit(
 
 
 def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Outcome:
-    """One outcome per trained model; contrasts or a trend across conditions; Holm; verdict."""
+    """Outcomes per trained model; contrasts or a trend across conditions; Holm; verdict."""
     hyp = hf.hypothesis
     test = hyp.test
     assert isinstance(test, BetweenConditionsTest)
     conditions = expand(hyp.population)
     by_name = {c.name: c for c in conditions}
+    named = test.named_outcomes()
+    several = len(named) > 1
     rows: list[dict[str, Any]] = []
     for rep in reps:
         cond = by_name[rep.condition]
         trained = TrainedModel(rep.model, cond.population, data, rep.seed)
-        x_test, y_test = trained.split("test")
         if "mean_selectivity" in rep.metrics:
             achieved = rep.metrics["mean_selectivity"]
         else:
+            x_test, y_test = trained.split("test")
             layers = cond.population.training.selectivity_layers or unit_layers(rep.model)
             achieved = mean_selectivity(rep.model, layers, x_test, y_test, data.n_classes)
-        rows.append(
-            {
-                "part": rep.condition,
-                "seed": rep.seed,
-                "statistic": model_outcome(test.outcome, trained),
-                "test_accuracy": rep.test_accuracy,
-                "mean_selectivity": achieved,
-                "train_loss": rep.train_loss,
-            }
-        )
+        for part in named:
+            rows.append(
+                {
+                    "part": rep.condition,
+                    "seed": rep.seed,
+                    "statistic": model_outcome(part.outcome, trained),
+                    **({"outcome": part.name} if several else {}),
+                    "test_accuracy": rep.test_accuracy,
+                    "mean_selectivity": achieved,
+                    "train_loss": rep.train_loss,
+                }
+            )
     replicates = pd.DataFrame(rows)
-    table = replicates.rename(columns={"part": "condition", "statistic": "y"})[
-        ["condition", "seed", "y"]
-    ]
-    try:
-        fit, part_keys = _fit(hf, table, conditions)
-    except ValueError as exc:
-        raise FalsifyError(f"{hf.path}: no verdict: {exc}.") from None
     n_seeds = replicates["seed"].nunique()
-    parts = [
-        Part(
-            name=name,
-            estimate=fit.estimates[key],
-            n_replicates=n_seeds,
-            effect_size=fit.effect_sizes.get(key, float("nan")),
-            effect_size_kind="d_z (paired by seed)" if key != "trend" else "d_z of per-seed slopes",
-            method=fit.method,
-        )
-        for name, key in part_keys
-    ]
+    parts: list[Part] = []
+    notes: list[str] = []
+    methods: list[str] = []
+    for op in named:
+        sub = replicates[replicates["outcome"] == op.name] if several else replicates
+        table = sub.rename(columns={"part": "condition", "statistic": "y"})[
+            ["condition", "seed", "y"]
+        ]
+        try:
+            fit, part_keys = _fit(hf, table, conditions)
+        except ValueError as exc:
+            raise FalsifyError(f"{hf.path}: no verdict for {op.name}: {exc}.") from None
+        notes += [f"{op.name}: {n}" if several else n for n in fit.notes]
+        methods.append(fit.method)
+        if op.direction is not None and op.direction != hyp.prediction.direction:
+            notes.append(
+                f"The parts of {op.name} predict a {op.direction} effect (the rule above, "
+                "mirrored)."
+            )
+        parts += [
+            Part(
+                name=f"{op.name}: {name}" if several else name,
+                estimate=fit.estimates[key],
+                n_replicates=n_seeds,
+                effect_size=fit.effect_sizes.get(key, float("nan")),
+                effect_size_kind="d_z (paired by seed)"
+                if key != "trend"
+                else "d_z of per-seed slopes",
+                method=fit.method,
+                direction=op.direction,
+            )
+            for name, key in part_keys
+        ]
     parts_table, verdict = decide(parts, hyp.prediction)
     settings = pd.DataFrame(
         [{"condition": c.name, **{k: format_value(v) for k, v in c.settings}} for c in conditions]
     )
-    tidy = replicates.rename(columns={"part": "condition", "statistic": "outcome"}).merge(
+    tidy = replicates.rename(columns={"part": "condition", "statistic": "value"}).merge(
         settings, on="condition", how="left"
     )
-    label = _label(test)
+    if not several:
+        tidy = tidy.rename(columns={"value": "outcome"})
+    outcome_labels = {op.name: _label(op.outcome) for op in named}
+    label = _label(named[0].outcome) if not several else "outcome"
     kind = "difference in" if isinstance(test.compare, ReferenceContrast) else "slope of"
     labels = {
         "statistic": f"{kind} {label}",
@@ -191,23 +215,26 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
         "part": "condition",
     }
     level = 1 - 2 * hyp.prediction.alpha
-    notes = [
-        *fit.notes,
-        "replicates in the result table counts seeds per condition: each contrast pairs the "
-        "models of its conditions that share a seed.",
-    ]
+    notes.append(
+        "replicates in the result table counts seeds per condition: each comparison pairs the "
+        "models of its conditions that share a seed."
+    )
     return Outcome(
         file=hf,
         verdict=verdict,
         parts=parts_table,
         replicates=replicates,
         tidy=tidy,
-        tidy_grain="replicate (condition × seed)",
+        tidy_grain="replicate (condition × seed)" + (" × outcome" if several else ""),
         labels=labels,
         figures={
             "": partial(
-                outcome_by_condition, replicates, [c.name for c in conditions], label, level
+                outcome_by_condition,
+                replicates,
+                [c.name for c in conditions],
+                outcome_labels,
+                level,
             )
         },
-        notes=notes,
+        notes=list(dict.fromkeys(notes)),
     )
