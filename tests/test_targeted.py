@@ -205,7 +205,7 @@ def test_two_k_giving_the_same_group_size_are_refused(write, tmp_path: Path, cap
         ("k: [2, 1.5]", "1.5 is neither"),
         ("k: [0, 2]", "0 is neither"),
         ("k: [2, 2]", "distinct k values"),
-        ("kind: targetted", "must be one of ['association', 'targeted']"),
+        ("kind: targetted", "Did you mean 'targeted'?"),
         ("scores: [{kind: class_selectivty}]", "Did you mean 'class_selectivity'"),
         ("scores: []", "at least one per-unit score"),
         ("k: []", "at least one k"),

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from falsify.errors import HypothesisError, did_you_mean, field_error
+from falsify.hypothesis.conditions import ConditionError, expand
 from falsify.hypothesis.schema import Hypothesis
 
 __all__ = [
@@ -149,6 +150,13 @@ def loads(
                     line += f" (The value came from the override {text_!r}.)"
             lines.append(line)
         raise HypothesisError("\n".join(dict.fromkeys(lines))) from None
+    try:
+        expand(hyp.population)
+    except ConditionError as exc:
+        name, line = _locate(raw, node, exc.loc)
+        raise HypothesisError(
+            field_error(path, name, exc.expected, exc.found, line, exc.choices)
+        ) from None
     return HypothesisFile(
         hypothesis=hyp,
         path=path,

@@ -8,29 +8,42 @@ choice between kinds is a discriminated union on ``kind`` so an unknown kind lis
 
 from __future__ import annotations
 
+import itertools
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "AblationCurveOutcome",
+    "AccuracyOutcome",
+    "AdversarialAccuracyOutcome",
     "AssociationTest",
+    "BetweenConditionsTest",
     "ClassSelectivity",
+    "CorruptionAccuracyOutcome",
     "DataSpec",
     "DigitsData",
+    "DirectionAblationOutcome",
+    "EffectiveDimensionalityOutcome",
     "GradientXActivationScore",
     "Hypothesis",
     "LayerConductanceScore",
     "LayerIntegratedGradientsScore",
+    "LayerNoiseOutcome",
     "MLPSpec",
+    "MeanSelectivityOutcome",
     "ModelSpec",
+    "OutcomePart",
     "Population",
     "Prediction",
+    "ReferenceContrast",
     "Source",
     "SyntheticData",
     "TargetedTest",
     "TestSpec",
     "TrainingSpec",
+    "TrendContrast",
     "UnitAblationEffect",
 ]
 
@@ -96,15 +109,55 @@ class TrainingSpec(Frozen):
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    # Leavitt & Morcos (2021): loss = CE − α · mean SI; α < 0 discourages class selectivity.
+    selectivity_alpha: float = 0.0
+    # Layers the selectivity regularizer reads; empty means every unit layer of the model.
+    selectivity_layers: tuple[str, ...] = ()
+    # Morcos et al. (2018): this fraction of training labels is replaced by random classes.
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class Population(Frozen):
-    """Architecture × dataset × recipe × seeds. Each seed is one replicate (one trained model)."""
+    """Architecture × dataset × recipe × seeds. Each seed is one replicate (one trained model).
+
+    ``conditions`` crosses recipe fields (dotted, e.g. ``training.selectivity_alpha``) with
+    lists of values into a grid; every condition is trained at the same seeds. It is checked
+    and expanded by :mod:`falsify.hypothesis.conditions`.
+    """
 
     data: DataSpec
     model: ModelSpec
     training: TrainingSpec = TrainingSpec()
     seeds: tuple[int, ...]
+    conditions: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _flatten_conditions(cls, v: object) -> object:
+        # ``training: {label_noise: [0, 0.5]}`` (what ``--set population.conditions.training.
+        # label_noise=[0,0.5]`` builds) is the same grid as ``training.label_noise: [0, 0.5]``.
+        if not isinstance(v, dict):
+            return v
+        flat: dict[object, object] = {}
+
+        def walk(prefix: str, node: dict[object, object]) -> None:
+            for key, value in node.items():
+                name = f"{prefix}.{key}" if prefix else key
+                if isinstance(value, dict):
+                    walk(str(name), value)
+                else:
+                    flat[name] = value
+
+        walk("", v)
+        return flat
+
+    @field_validator("conditions")
+    @classmethod
+    def _grid_values(cls, v: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"a non-empty list of values for {key!r}")
+        return v
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -265,7 +318,176 @@ class TargetedTest(Frozen):
         return tuple(items)
 
 
-TestSpec = Annotated[AssociationTest | TargetedTest, Field(discriminator="kind")]
+# --- model-level outcomes (one number per trained model) ---------------------------------------
+
+
+class AccuracyOutcome(Frozen):
+    """Accuracy of each model; on ``train`` it is scored against the labels it was trained on."""
+
+    kind: Literal["accuracy"]
+    split: Literal["test", "train"] = "test"
+
+
+class MeanSelectivityOutcome(Frozen):
+    """Mean over layers of the mean class selectivity index over units (Leavitt & Morcos 2021)."""
+
+    kind: Literal["mean_selectivity"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer of the model
+    split: Literal["test", "train"] = "test"
+
+
+class AblationCurveOutcome(Frozen):
+    """Area under the cumulative random-order ablation curve (Morcos et al. 2018).
+
+    Units of each layer are ablated one more at a time in ``orders`` random orders; the area
+    under accuracy / intact accuracy vs fraction ablated is 1 for a model that ignores the layer.
+    """
+
+    kind: Literal["ablation_auc"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer; the outcome is the mean over layers
+    orders: int = Field(5, ge=1)
+    value: Literal["zero", "mean"] = "zero"
+    split: Literal["test", "train"] = "test"
+    seed: int = 0  # with the replicate's seed, fixes the random orders
+
+
+class DirectionAblationOutcome(Frozen):
+    """Area under the curve of cumulative ablation of random orthonormal directions of a layer
+    (Morcos et al. 2018); 1 for a model that ignores the layer."""
+
+    kind: Literal["direction_ablation_auc"]
+    layers: tuple[str, ...] = ()
+    orders: int = Field(3, ge=1)  # random bases per model
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+
+
+class LayerNoiseOutcome(Frozen):
+    """Area under accuracy / intact accuracy vs the scale of Gaussian noise added to a layer,
+    each unit's noise scaled by its own standard deviation (Morcos et al. 2018)."""
+
+    kind: Literal["noise_auc"]
+    layers: tuple[str, ...] = ()
+    scales: tuple[Annotated[float, Field(ge=0.0)], ...] = Field(
+        (0.0, 0.5, 1.0, 1.5, 2.0), min_length=2
+    )
+    draws: int = Field(3, ge=1)  # noise draws per scale
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+
+    @field_validator("scales")
+    @classmethod
+    def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError("an increasing list of noise scales")
+        return v
+
+
+class CorruptionAccuracyOutcome(Frozen):
+    """Mean accuracy over naturalistic corruptions × severities (Hendrycks & Dietterich 2019)."""
+
+    kind: Literal["corruption_accuracy"]
+    corruptions: tuple[Literal["gaussian_noise", "blur", "contrast"], ...] = Field(
+        ("gaussian_noise", "blur", "contrast"), min_length=1
+    )
+    severities: tuple[Annotated[int, Field(ge=0, le=5)], ...] = Field((1, 2, 3, 4, 5), min_length=1)
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+
+
+class AdversarialAccuracyOutcome(Frozen):
+    """Accuracy under an L∞ attack: FGSM (Goodfellow et al. 2015) or PGD (Madry et al. 2018)."""
+
+    kind: Literal["adversarial_accuracy"]
+    attack: Literal["fgsm", "pgd"] = "fgsm"
+    epsilon: float = Field(gt=0.0)
+    steps: int = Field(10, ge=1)  # PGD only
+    step_size: float | None = Field(None, gt=0.0)  # PGD only; default 2.5 · ε / steps
+    bounds: tuple[float, float] | None = (0.0, 1.0)  # the data's range; null: no clipping
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+
+
+class EffectiveDimensionalityOutcome(Frozen):
+    """Effective dimensionality of the layers' representations, mean over layers."""
+
+    kind: Literal["effective_dimensionality"]
+    measure: Literal["participation_ratio", "pcs_95"] = "participation_ratio"
+    layers: tuple[str, ...] = ()
+    split: Literal["test", "train"] = "test"
+
+
+ModelOutcome = Annotated[
+    AccuracyOutcome
+    | MeanSelectivityOutcome
+    | AblationCurveOutcome
+    | DirectionAblationOutcome
+    | LayerNoiseOutcome
+    | CorruptionAccuracyOutcome
+    | AdversarialAccuracyOutcome
+    | EffectiveDimensionalityOutcome,
+    Field(discriminator="kind"),
+]
+
+
+class OutcomePart(Frozen):
+    """One of several outcomes of a between-conditions test, with its own predicted direction."""
+
+    name: str = Field(min_length=1)
+    outcome: ModelOutcome
+    direction: Literal["positive", "negative", "none"] | None = None  # default: the prediction's
+
+
+class ReferenceContrast(Frozen):
+    """Each condition against the reference condition, paired by seed: one part per contrast."""
+
+    kind: Literal["reference"]
+    reference: dict[str, Any]  # grid field -> the reference value, for every grid field
+
+
+class TrendContrast(Frozen):
+    """The slope of the outcome over an ordered grid of one field: one part."""
+
+    kind: Literal["trend"]
+    factor: str  # the grid field, e.g. training.selectivity_alpha
+    scale: Literal["value", "rank"] = "value"  # slope per unit of the value, or per grid step
+
+
+Comparison = Annotated[ReferenceContrast | TrendContrast, Field(discriminator="kind")]
+
+
+class BetweenConditionsTest(Frozen):
+    """A model-level outcome compared across the conditions of a grid (PRODUCT.md §3).
+
+    Either one ``outcome``, or several named ``outcomes`` (each comparison of each outcome is
+    a part; all parts are adjusted together).
+    """
+
+    kind: Literal["between_conditions"]
+    outcome: ModelOutcome | None = None
+    outcomes: tuple[OutcomePart, ...] = ()
+    compare: Comparison
+    model: Literal["ols", "mixed"] = "ols"
+
+    @model_validator(mode="after")
+    def _one_outcome_field(self) -> BetweenConditionsTest:
+        if (self.outcome is None) == (not self.outcomes):
+            raise ValueError("either 'outcome' or a non-empty list 'outcomes', not both")
+        names = [o.name for o in self.outcomes]
+        if len(set(names)) != len(names):
+            raise ValueError("outcomes with distinct names")
+        return self
+
+    def named_outcomes(self) -> list[OutcomePart]:
+        """The outcomes as parts; a single ``outcome`` is one unnamed part."""
+        if self.outcome is not None:
+            return [OutcomePart(name=self.outcome.kind, outcome=self.outcome)]
+        return list(self.outcomes)
+
+
+TestSpec = Annotated[
+    AssociationTest | TargetedTest | BetweenConditionsTest, Field(discriminator="kind")
+]
 
 
 # --- the claim ----------------------------------------------------------------------------------

@@ -8,12 +8,14 @@ silent for every class gets SI = 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from falsify.interventions.hooks import capture
 
-__all__ = ["class_conditional_means", "selectivity_index", "unit_activations"]
+__all__ = ["class_conditional_means", "mean_selectivity", "selectivity_index", "unit_activations"]
 
 
 def _per_unit(out: torch.Tensor) -> torch.Tensor:
@@ -73,3 +75,20 @@ def unit_activations(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Ten
     with capture(model, layer) as outs:
         model(x)
     return _per_unit(outs[0])
+
+
+def mean_selectivity(
+    model: nn.Module,
+    layers: Sequence[str],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    epsilon: float = 1e-7,
+) -> float:
+    """Mean over ``layers`` of the mean SI over each layer's units: the quantity the
+    selectivity regularizer moves (Leavitt & Morcos 2021), measured on the whole of ``x``."""
+    per_layer = [
+        selectivity_index(class_conditional_means(model, layer, x, y, n_classes), epsilon).mean()
+        for layer in layers
+    ]
+    return float(torch.stack(per_layer).mean())

@@ -9,7 +9,7 @@ from torch import nn
 
 from falsify.models.mlp import MLP, build_mlp
 
-__all__ = ["ARCHITECTURES", "MLP", "build_model"]
+__all__ = ["ARCHITECTURES", "MLP", "build_model", "unit_layers"]
 
 # kind -> builder(spec, input_shape, n_classes)
 ARCHITECTURES: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {"mlp": build_mlp}
@@ -18,3 +18,11 @@ ARCHITECTURES: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {"m
 def build_model(spec: Any, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Build an untrained model from its validated spec (weights from the global RNG)."""
     return ARCHITECTURES[spec.kind](spec, input_shape, n_classes)
+
+
+def unit_layers(model: nn.Module) -> tuple[str, ...]:
+    """The layers whose outputs are units (post-ReLU blocks), as the architecture declares them."""
+    names = getattr(model, "unit_layers", None)
+    if not names:
+        raise ValueError(f"{type(model).__name__} declares no unit_layers")
+    return tuple(names)

@@ -47,6 +47,8 @@ class MLP(nn.Module):
         for i, (a, b) in enumerate(itertools.pairwise(widths), start=1):
             self.add_module(f"hidden{i}", DenseBlock(a, b, batch_norm, dropout))
         self.n_hidden = len(hidden)
+        # The layers whose units measures and training-time regularizers read by default.
+        self.unit_layers = tuple(f"hidden{i}" for i in range(1, len(hidden) + 1))
         self.head = nn.Linear(widths[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, *input] -> [batch, classes]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from falsify.data import Dataset
 from falsify.hypothesis.schema import Population, TrainingSpec
-from falsify.models import build_model
+from falsify.measures.selectivity import mean_selectivity
+from falsify.models import build_model, unit_layers
+from falsify.models.regularizers import build_regularizers, captured_activations
 
-__all__ = ["TrainResult", "evaluate", "train_replicate"]
+__all__ = ["TrainResult", "evaluate", "train_replicate", "training_labels"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,25 @@ class TrainResult:
     model: nn.Module
     train_loss: float  # mean cross-entropy over the last epoch
     test_accuracy: float
+    # Model-level records of the trained model, e.g. the achieved mean selectivity.
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def training_labels(spec: TrainingSpec, y: torch.Tensor, n_classes: int, seed: int) -> torch.Tensor:
+    """The labels a replicate is trained on: ``y`` with ``spec.label_noise`` of them randomized.
+
+    Morcos et al. (2018): round(fraction · n) training examples, chosen by the seed, get a
+    class drawn uniformly from all classes (so about 1/n_classes of them keep their true label
+    by chance). The same seed gives the same labels; the training split is unchanged otherwise.
+    """
+    if spec.label_noise == 0:
+        return y
+    g = torch.Generator().manual_seed(seed)
+    n_random = round(spec.label_noise * len(y))
+    which = torch.randperm(len(y), generator=g)[:n_random]
+    out = y.clone()
+    out[which] = torch.randint(0, n_classes, (n_random,), generator=g).to(y)
+    return out
 
 
 def _optimizer(model: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
@@ -41,10 +62,12 @@ def train_replicate(
 ) -> TrainResult:
     """Build and train one model; the same population, seed and device give the same weights.
 
-    The seed fixes the initial weights, the mini-batch order and dropout. The global RNG is
-    forked so that training leaves no trace on the caller's random state. Training runs on one
-    CPU thread: a CPU matrix product's summation order, and so its last bits, depend on the
-    thread count, and a replicate must not depend on how many jobs shared the machine.
+    The seed fixes the initial weights, the mini-batch order, dropout and the randomized
+    labels. The loss is cross-entropy plus the recipe's regularizer terms
+    (:mod:`falsify.models.regularizers`). The global RNG is forked so that training leaves no
+    trace on the caller's random state. Training runs on one CPU thread: a CPU matrix
+    product's summation order, and so its last bits, depend on the thread count, and a
+    replicate must not depend on how many jobs shared the machine.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -65,23 +88,34 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         has_batch_norm = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
         )
-        x, y = data.x_train.to(device), data.y_train.to(device)
+        terms = build_regularizers(spec, model, data.n_classes)
+        x = data.x_train.to(device)
+        y = training_labels(spec, data.y_train, data.n_classes, seed).to(device)
         n = len(y)
         last = 0.0
-        for _ in range(spec.epochs):
-            model.train()
-            order = torch.randperm(n, generator=shuffle).to(device)
-            total = 0.0
-            for start in range(0, n, spec.batch_size):
-                idx = order[start : start + spec.batch_size]
-                if len(idx) < 2 and has_batch_norm:
-                    continue  # batch norm cannot normalize a batch of one
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x[idx]), y[idx])
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            last = total / n
+        with captured_activations(model, [layer for t in terms for layer in t.layers]) as acts:
+            for _ in range(spec.epochs):
+                model.train()
+                order = torch.randperm(n, generator=shuffle).to(device)
+                total = 0.0
+                for start in range(0, n, spec.batch_size):
+                    idx = order[start : start + spec.batch_size]
+                    if len(idx) < 2 and has_batch_norm:
+                        continue  # batch norm cannot normalize a batch of one
+                    opt.zero_grad(set_to_none=True)
+                    ce = loss_fn(model(x[idx]), y[idx])
+                    loss = ce
+                    for term in terms:
+                        loss = loss + term(model, acts, y[idx])
+                    loss.backward()
+                    opt.step()
+                    total += ce.item() * len(idx)
+                last = total / n
         model.eval()
-        acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
-    return TrainResult(model=model, train_loss=last, test_accuracy=acc)
+        x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+        acc = evaluate(model, x_test, y_test)
+        layers = spec.selectivity_layers or unit_layers(model)
+        metrics = {
+            "mean_selectivity": mean_selectivity(model, layers, x_test, y_test, data.n_classes)
+        }
+    return TrainResult(model=model, train_loss=last, test_accuracy=acc, metrics=metrics)

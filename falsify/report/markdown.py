@@ -196,7 +196,11 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
                         "reuses those already cached)."
                     )
     out += ["", "## Per replicate", ""]
-    rep_cols = {"part": "part", "seed": "seed", "statistic": o.labels.get("statistic", "statistic")}
+    rep_cols = {
+        "part": o.labels.get("part", "part"),
+        "seed": "seed",
+        "statistic": o.labels.get("replicate_statistic", o.labels.get("statistic", "statistic")),
+    }
     rep_cols |= {c: c.replace("_", " ") for c in o.replicates.columns if c not in rep_cols}
     out.append(_table(o.replicates, rep_cols))
     out += ["", "## Figures", ""]

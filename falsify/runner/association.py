@@ -6,6 +6,7 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from falsify.data import Dataset
 from falsify.errors import FalsifyError
@@ -18,7 +19,7 @@ from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import Replicate
 from falsify.stats import Part, correlation, decide, pool_correlations
 
-__all__ = ["run_association"]
+__all__ = ["check_association", "run_association"]
 
 _X_LABELS = {
     "class_selectivity": "class selectivity index",
@@ -30,6 +31,16 @@ _Y_LABELS = {
     "accuracy_drop": "accuracy drop when ablated",
     "loss_increase": "loss increase when ablated",
 }
+
+
+def check_association(hf: HypothesisFile, _model: nn.Module, _data: Dataset) -> None:
+    """The effect of an association test is a correlation: the SESOI must be below 1."""
+    if hf.hypothesis.prediction.sesoi >= 1:
+        raise hf.error(
+            ("prediction", "sesoi"),
+            "below 1 (an association test's effect is a correlation r)",
+            hf.hypothesis.prediction.sesoi,
+        )
 
 
 def run_association(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Outcome:

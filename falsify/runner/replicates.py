@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,6 +11,8 @@ from torch import nn
 from tqdm import tqdm
 
 from falsify.data import Dataset, load_dataset
+from falsify.errors import FalsifyError
+from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.training import train_replicate
@@ -30,15 +32,26 @@ class Replicate:
     cache_hit: bool
     test_accuracy: float
     train_loss: float
+    condition: str = ""  # the grid condition's name; "" for a population without conditions
+    metrics: dict[str, float] = field(default_factory=dict)  # recorded at training time
 
 
 def recipe_of(population: Population) -> dict[str, Any]:
-    """Everything but the seeds that determines a replicate's weights, as plain JSON."""
-    return population.model_dump(mode="json", exclude={"seeds"})
+    """Everything but the seeds that determines a replicate's weights, as plain JSON.
+
+    For a population with conditions, call it on each condition's resolved population
+    (:func:`falsify.hypothesis.conditions.expand`).
+    """
+    return population.model_dump(mode="json", exclude={"seeds", "conditions"})
 
 
 def _train_and_save(
-    population: Population, data: Dataset, seed: int, device: torch.device, cache: ModelCache
+    population: Population,
+    data: Dataset,
+    seed: int,
+    device: torch.device,
+    cache: ModelCache,
+    condition: str = "",
 ) -> Replicate:
     recipe = recipe_of(population)
     key = replicate_key(recipe, seed, device)
@@ -51,16 +64,29 @@ def _train_and_save(
         "torch": torch.__version__,
         "test_accuracy": trained.test_accuracy,
         "train_loss": trained.train_loss,
+        "metrics": trained.metrics,
         "train_seconds": time.perf_counter() - start,
     }
     cache.save(key, trained.model, info)
-    return Replicate(seed, trained.model, key, False, trained.test_accuracy, trained.train_loss)
+    return Replicate(
+        seed,
+        trained.model,
+        key,
+        False,
+        trained.test_accuracy,
+        trained.train_loss,
+        condition,
+        trained.metrics,
+    )
 
 
 def train_to_cache(
     population_json: dict[str, Any], seed: int, device: str, cache_root: str, threads: int
 ) -> int:
-    """A job's entry point (plain, picklable arguments): train one replicate into the cache."""
+    """A job's entry point (plain, picklable arguments): train one replicate into the cache.
+
+    ``population_json`` is one condition's resolved population (no conditions of its own).
+    """
     torch.set_num_threads(threads)
     population = Population.model_validate(population_json)
     _train_and_save(
@@ -89,38 +115,62 @@ def obtain_replicates(
     progress: bool = True,
     executor: Executor | None = None,
 ) -> list[Replicate]:
-    """Every replicate of ``population``: from the cache, or trained and then cached.
+    """Every replicate of every condition (condition-major, seeds in file order).
 
-    With an ``executor``, the missing replicates are first trained as independent jobs that
-    write to the cache; they are then loaded like any cached replicate.
+    Replicates come from the cache, or are trained and then cached. With an ``executor``, the
+    missing replicates are first trained as independent jobs that write to the cache; they are
+    then loaded like any cached replicate.
     """
-    recipe = recipe_of(population)
-    keys = {seed: replicate_key(recipe, seed, device) for seed in population.seeds}
-    missing = [seed for seed in population.seeds if not cache.contains(keys[seed])]
+    jobs = [(c, seed) for c in expand(population) for seed in population.seeds]
+    keys = [replicate_key(recipe_of(c.population), seed, device) for c, seed in jobs]
+    missing = {i for i, key in enumerate(keys) if not cache.contains(key)}
     if executor is not None and len(missing) > 1:
         threads = threads_per_job(executor.jobs)
-        payload = population.model_dump(mode="json")
-        jobs = [
-            (payload, seed, dev, str(cache.root), threads)
-            for seed, dev in zip(missing, _job_devices(device, len(missing)), strict=True)
+        todo = sorted(missing)
+        devices = _job_devices(device, len(todo))
+        args = [
+            (
+                jobs[i][0].population.model_dump(mode="json"),
+                jobs[i][1],
+                dev,
+                str(cache.root),
+                threads,
+            )
+            for i, dev in zip(todo, devices, strict=True)
         ]
-        done = executor.map(train_to_cache, jobs)
+        done = executor.map(train_to_cache, args)
         for _ in tqdm(
-            done, total=len(jobs), desc="training", unit="model", disable=not progress, leave=False
+            done, total=len(args), desc="training", unit="model", disable=not progress, leave=False
         ):
             pass
+        lost = sorted({jobs[i][1] for i in todo if not cache.contains(keys[i])})
+        if lost:
+            raise FalsifyError(
+                f"Training jobs for seeds {lost} finished but their models are not in the cache "
+                f"folder {cache.root}: with a cluster, --cache must be a folder every node shares."
+            )
     out: list[Replicate] = []
-    bar = tqdm(population.seeds, desc="replicates", unit="model", disable=not progress, leave=False)
-    for seed in bar:
+    bar = tqdm(range(len(jobs)), desc="replicates", unit="model", disable=not progress, leave=False)
+    for i in bar:
+        condition, seed = jobs[i]
+        pop = condition.population
         with torch.random.fork_rng(devices=[]):
-            model = build_model(population.model, data.input_shape, data.n_classes).to(device)
-        info = cache.load(keys[seed], model)
+            model = build_model(pop.model, data.input_shape, data.n_classes).to(device)
+        info = cache.load(keys[i], model)
         if info is None:
-            out.append(_train_and_save(population, data, seed, device, cache))
+            out.append(_train_and_save(pop, data, seed, device, cache, condition.name))
             continue
         model.eval()
-        hit = seed not in missing
         out.append(
-            Replicate(seed, model, keys[seed], hit, info["test_accuracy"], info["train_loss"])
+            Replicate(
+                seed,
+                model,
+                keys[i],
+                i not in missing,
+                info["test_accuracy"],
+                info["train_loss"],
+                condition.name,
+                info.get("metrics", {}),
+            )
         )
     return out

@@ -11,6 +11,7 @@ from importlib import metadata
 import torch
 
 from falsify.data import Dataset, load_dataset
+from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
 from falsify.models import build_model
@@ -18,7 +19,7 @@ from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
-from falsify.runner.shapes import SHAPE_CHECKS, SHAPES
+from falsify.runner.shapes import GRID_SHAPES, SHAPE_CHECKS, SHAPES
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -44,20 +45,38 @@ class Plan:
     n_cached: int
 
 
+def _layer_fields(
+    spec: object, loc: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location, layer name) of every entry of a ``layers`` field anywhere in ``spec``."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    fields = getattr(type(spec), "model_fields", {})
+    for name in fields:
+        value = getattr(spec, name)
+        if name in ("layers", "selectivity_layers") and isinstance(value, tuple):
+            out += [((*loc, name, i), layer) for i, layer in enumerate(value)]
+        elif hasattr(type(value), "model_fields"):
+            out += _layer_fields(value, (*loc, name))
+    return out
+
+
 def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
-    """Checks that need the real model: layer names exist; SESOI fits the effect's scale."""
+    """Checks that need the real model: layer names exist, then each shape's own checks."""
     hyp = hf.hypothesis
     with torch.random.fork_rng(devices=[]):
         model = build_model(hyp.population.model, data.input_shape, data.n_classes)
     names = layer_names(model)
-    for i, layer in enumerate(hyp.test.layers):
+    located = _layer_fields(hyp.test, ("test",))
+    located += _layer_fields(hyp.population.training, ("population", "training"))
+    for loc, layer in located:
         if layer not in names:
-            raise hf.error(("test", "layers", i), f"one of {names}", layer, names)
-    if hyp.test.kind == "association" and hyp.prediction.sesoi >= 1:
+            raise hf.error(loc, f"one of {names}", layer, names)
+    if hyp.population.conditions and hyp.test.kind not in GRID_SHAPES:
         raise hf.error(
-            ("prediction", "sesoi"),
-            "below 1 (an association test's effect is a correlation r)",
-            hyp.prediction.sesoi,
+            ("population", "conditions"),
+            f"empty for the {hyp.test.kind} test (only {sorted(GRID_SHAPES)} tests compare "
+            "conditions)",
+            dict(hyp.population.conditions),
         )
     check = SHAPE_CHECKS.get(hyp.test.kind)
     if check is not None:
@@ -69,9 +88,13 @@ def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
     pop = hf.hypothesis.population
     data = load_dataset(pop.data)
     _validate_against_model(hf, data)
-    recipe = recipe_of(pop)
-    cached = sum(cache.contains(replicate_key(recipe, s, device)) for s in pop.seeds)
-    return Plan(hf, data, len(pop.seeds), cached)
+    conditions = expand(pop)
+    cached = sum(
+        cache.contains(replicate_key(recipe_of(c.population), s, device))
+        for c in conditions
+        for s in pop.seeds
+    )
+    return Plan(hf, data, len(conditions) * len(pop.seeds), cached)
 
 
 def _versions() -> dict[str, str]:
@@ -105,13 +128,16 @@ def run_hypothesis(
         "torch_threads": torch.get_num_threads(),
         "executor": type(executor).__name__ if executor else "in-process",
         "jobs": executor.jobs if executor else 1,
-        "seeds": [r.seed for r in reps],
+        "seeds": list(dict.fromkeys(r.seed for r in reps)),
         "cache_hits": sum(r.cache_hit for r in reps),
         "replicates": len(reps),
         "wall_seconds": time.perf_counter() - start,
         "platform": platform.platform(),
         "versions": _versions(),
-        "cache_keys": {r.seed: r.key[:16] for r in reps},
+        "cache_keys": {
+            (f"{r.condition} / " if r.condition else "") + f"seed {r.seed}": r.key[:16]
+            for r in reps
+        },
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return outcome

@@ -8,21 +8,29 @@ from torch import nn
 
 from falsify.data import Dataset
 from falsify.hypothesis.loader import HypothesisFile
-from falsify.runner.association import run_association
+from falsify.runner.association import check_association, run_association
+from falsify.runner.between import run_between, validate_between
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import Replicate
 from falsify.runner.targeted import check_targeted, run_targeted
 
-__all__ = ["SHAPES", "SHAPE_CHECKS"]
+__all__ = ["GRID_SHAPES", "SHAPES", "SHAPE_CHECKS"]
 
 # kind -> executor(hypothesis file, dataset, replicates) -> Outcome
 SHAPES: dict[str, Callable[[HypothesisFile, Dataset, list[Replicate]], Outcome]] = {
     "association": run_association,
     "targeted": run_targeted,
+    "between_conditions": run_between,
 }
 
 # kind -> check(hypothesis file, untrained model, dataset): validation that needs the real model
 # beyond the layer names (raises the file's one-line error).
 SHAPE_CHECKS: dict[str, Callable[[HypothesisFile, nn.Module, Dataset], None]] = {
+    "association": check_association,
     "targeted": check_targeted,
+    "between_conditions": lambda hf, _model, data: validate_between(hf, data),
 }
+
+
+# The shapes that compare the conditions of a population grid; others refuse a grid.
+GRID_SHAPES: frozenset[str] = frozenset({"between_conditions"})

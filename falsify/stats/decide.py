@@ -27,6 +27,9 @@ class Part:
     effect_size_kind: str
     method: str
     n_units: int | None = None
+    # The direction this part predicts when it differs from the hypothesis's prediction
+    # (e.g. one outcome predicted to fall and another to rise); None: the prediction's.
+    direction: str | None = None
 
 
 def _adjust(p: np.ndarray, how: str) -> np.ndarray:
@@ -47,7 +50,8 @@ def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Ver
     rows = []
     for part in parts:
         lo, hi = part.estimate.ci(level)
-        p_sup, p_fal = p_values(part.estimate, prediction.direction, prediction.sesoi)
+        direction = part.direction or prediction.direction
+        p_sup, p_fal = p_values(part.estimate, direction, prediction.sesoi)
         rows.append(
             {
                 "part": part.name,
@@ -62,6 +66,7 @@ def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Ver
                 "effect_size": part.effect_size,
                 "effect_size_kind": part.effect_size_kind,
                 "method": part.method,
+                "direction": direction,
             }
         )
     table = pd.DataFrame(rows)
@@ -78,7 +83,7 @@ def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Ver
         replicates_needed(
             part.estimate,
             part.n_replicates,
-            prediction.direction,
+            part.direction or prediction.direction,
             prediction.sesoi,
             alpha_each,
         )

@@ -1,0 +1,136 @@
+"""Training-time regularizers: terms added to the cross-entropy loss on every mini-batch.
+
+A term is any object with a ``name``, the ``layers`` whose outputs it reads, and a call
+``term(model, activations, labels) -> scalar`` whose value is added to the loss. The training
+loop captures the (not detached) outputs of every layer some term names, once per forward
+pass, and passes them as ``{layer: tensor}``. Terms are built from the training recipe by the
+builders in :data:`REGULARIZERS`; a builder returns ``None`` when its term is switched off
+(e.g. α = 0), so an unregularized recipe trains exactly as plain cross-entropy does. A new
+term (e.g. the enmeshment loss of Golechha et al. 2024) is one more builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from falsify.hypothesis.schema import TrainingSpec
+from falsify.interventions.hooks import hooked
+from falsify.measures.selectivity import selectivity_index
+from falsify.models import unit_layers
+
+__all__ = [
+    "REGULARIZERS",
+    "RegularizerTerm",
+    "SelectivityTerm",
+    "batch_selectivity",
+    "build_regularizers",
+    "captured_activations",
+]
+
+
+class RegularizerTerm(Protocol):
+    """What the training loop needs of a regularizer."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def layers(self) -> tuple[str, ...]: ...
+
+    def __call__(
+        self, model: nn.Module, activations: Mapping[str, torch.Tensor], labels: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
+def batch_selectivity(
+    act: torch.Tensor, labels: torch.Tensor, n_classes: int, epsilon: float = 1e-7
+) -> torch.Tensor:
+    """Mean class selectivity index of a layer's units on one mini-batch, differentiably.
+
+    ``act`` is ``[batch, units, *spatial]`` (a conv channel is averaged over space); the
+    class-conditional means are taken over the classes present in the batch, as in Leavitt &
+    Morcos (2021), and fed to :func:`falsify.measures.selectivity.selectivity_index`. A batch
+    with fewer than two classes has no selectivity and contributes 0.
+    """
+    per_unit = act.flatten(2).mean(dim=2) if act.dim() > 2 else act  # [batch, units]
+    counts = torch.bincount(labels, minlength=n_classes)
+    present = counts > 0
+    if int(present.sum()) < 2:
+        return per_unit.sum() * 0.0
+    sums = torch.zeros(n_classes, per_unit.shape[1], dtype=per_unit.dtype, device=act.device)
+    sums = sums.index_add(0, labels, per_unit)
+    means = sums[present] / counts[present].to(per_unit.dtype)[:, None]  # [classes, units]
+    return selectivity_index(means, epsilon).mean()
+
+
+@dataclass(frozen=True)
+class SelectivityTerm:
+    """−α · mean over ``layers`` of the mean SI over units (Leavitt & Morcos 2021, PRODUCT §6).
+
+    α > 0 rewards class selectivity, α < 0 penalizes it.
+    """
+
+    alpha: float
+    layers: tuple[str, ...]
+    n_classes: int
+    epsilon: float = 1e-7
+    name: str = "selectivity"
+
+    def __call__(
+        self, model: nn.Module, activations: Mapping[str, torch.Tensor], labels: torch.Tensor
+    ) -> torch.Tensor:
+        si = torch.stack(
+            [
+                batch_selectivity(activations[layer], labels, self.n_classes, self.epsilon)
+                for layer in self.layers
+            ]
+        )
+        return -self.alpha * si.mean()
+
+
+def _selectivity(spec: TrainingSpec, model: nn.Module, n_classes: int) -> SelectivityTerm | None:
+    if spec.selectivity_alpha == 0:
+        return None
+    layers = spec.selectivity_layers or unit_layers(model)
+    return SelectivityTerm(spec.selectivity_alpha, tuple(layers), n_classes)
+
+
+# name -> builder(training recipe, model, n_classes) -> term, or None when switched off
+REGULARIZERS: dict[str, Callable[[TrainingSpec, nn.Module, int], Any]] = {
+    "selectivity": _selectivity,
+}
+
+
+def build_regularizers(
+    spec: TrainingSpec, model: nn.Module, n_classes: int
+) -> list[RegularizerTerm]:
+    """The active terms of a recipe, in registry order."""
+    terms = (build(spec, model, n_classes) for build in REGULARIZERS.values())
+    return [t for t in terms if t is not None]
+
+
+@contextmanager
+def captured_activations(
+    model: nn.Module, layers: Sequence[str]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, the returned dict holds each layer's output of the latest forward.
+
+    The outputs keep their autograd history, so a loss built from them trains the model. The
+    hooks are removed on exit, even after an error.
+    """
+    latest: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str):
+        def keep(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+            latest[name] = out
+
+        return keep
+
+    with hooked(model, {name: keeper(name) for name in dict.fromkeys(layers)}):
+        yield latest
