@@ -54,13 +54,15 @@ def train_replicate(
         x, y = data.x_train.to(device), data.y_train.to(device)
         n = len(y)
         last = 0.0
+        # Not just the MLP's ``batch_norm`` flag: ResNets and user models carry their own.
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         for _ in range(spec.epochs):
             model.train()
             order = torch.randperm(n, generator=shuffle).to(device)
             total = 0.0
             for start in range(0, n, spec.batch_size):
                 idx = order[start : start + spec.batch_size]
-                if len(idx) < 2 and population.model.batch_norm:
+                if len(idx) < 2 and has_bn:
                     continue  # batch norm cannot normalize a batch of one
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(x[idx]), y[idx])

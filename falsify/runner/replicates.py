@@ -13,10 +13,12 @@ from tqdm import tqdm
 from falsify.data import Dataset
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
-from falsify.models.training import train_replicate
+from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
+from falsify.models.training import evaluate, train_replicate
 from falsify.runner.cache import ModelCache, replicate_key
+from falsify.runner.identity import population_identity
 
-__all__ = ["Replicate", "obtain_replicates", "recipe_of"]
+__all__ = ["Replicate", "checkpointed_replicates", "obtain_replicates", "recipe_of"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,11 @@ class Replicate:
 
 def recipe_of(population: Population) -> dict[str, Any]:
     """Everything but the seeds that determines a replicate's weights, as plain JSON."""
-    return population.model_dump(mode="json", exclude={"seeds"})
+    recipe = population.model_dump(mode="json", exclude={"seeds"})
+    identity = population_identity(population)
+    if identity:  # only for user code and data folders, so built-in keys are unchanged
+        recipe["identity"] = identity
+    return recipe
 
 
 def obtain_replicates(
@@ -43,6 +49,8 @@ def obtain_replicates(
     device: torch.device,
     progress: bool = True,
 ) -> list[Replicate]:
+    if getattr(population.model, "checkpoint", None) is not None:
+        return checkpointed_replicates(population, data, device)
     recipe = recipe_of(population)
     out: list[Replicate] = []
     bar = tqdm(population.seeds, desc="replicates", unit="model", disable=not progress, leave=False)
@@ -70,4 +78,23 @@ def obtain_replicates(
         out.append(
             Replicate(seed, trained.model, key, False, trained.test_accuracy, trained.train_loss)
         )
+    return out
+
+
+def checkpointed_replicates(
+    population: Population, data: Dataset, device: torch.device
+) -> list[Replicate]:
+    """The population's models from the user's checkpoints, evaluated as they are.
+
+    Nothing is trained or cached; the key is the checkpoint file's SHA-256, and the training
+    loss is unknown (NaN).
+    """
+    out: list[Replicate] = []
+    for seed, path in checkpoint_paths(population.model, population.seeds).items():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(population.model, data.input_shape, data.n_classes)
+        model = load_checkpoint(model, path).to(device)
+        acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
+        out.append(Replicate(seed, model, file_sha256(path), False, acc, float("nan")))
     return out
