@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -61,14 +62,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((ln.strip() for ln in first if "Unsupported global" in ln), "")
+        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         raise UserCodeError(
             _LOC,
-            f"{_STATE_DICT}; falsify never unpickles code, so a pickled full module "
-            "(torch.save(model)) is refused",
-            f"{path}, a pickle that needs arbitrary code to load"
-            + (f" ({detail})" if detail else ""),
+            f"{_STATE_DICT}; a pickled full module (torch.save(model)) is refused, since "
+            "unpickling it would run code",
+            f"{path}, a pickle that needs " + (needs.group(1) if needs else "arbitrary code"),
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise UserCodeError(_LOC, _STATE_DICT, f"{path}, unreadable ({exc})") from None
