@@ -329,3 +329,39 @@ def test_builtin_model_takes_a_checkpoint(write, tiny_yaml, tmp_path) -> None:
     assert p.n_cached == 3
     # Without a checkpoint the dump (and so the cache key and the lock) is as before.
     assert "checkpoint" not in load(write(tiny_yaml)).hypothesis.population.model.model_dump()
+
+
+@pytest.mark.parametrize(
+    "model,needle",
+    [
+        (
+            "{factory: 'tests.helpers.usermodels:make_net', kwarg: {width: 3}}",
+            "'population.model.kwarg' of {path} (line 5) is not a known field: expected one of "
+            "the known fields ['checkpoint', 'factory', 'kwargs']. Got 'kwarg' instead. Did you "
+            "mean 'kwargs'?",
+        ),
+        (
+            "{kind: factory, factory: 'a:b'}",
+            "'population.model.kind' of {path} (line 5) must be one of ['mlp', 'resnet20'], or "
+            "no kind and 'factory:' with an import path 'module:function'. Got 'factory' instead.",
+        ),
+        (
+            "{factory: 'a:b', checkpoint: 3}",
+            "must be a path template with '{seed}' or a list of paths, one per seed. Got 3",
+        ),
+        ("{hidden: [4]}", "'population.model.kind' of {path} (line 5) is required but missing"),
+    ],
+)
+def test_model_union_errors_read_well(write, tiny_yaml, model, needle) -> None:
+    from falsify.errors import HypothesisError
+
+    path = write(tiny_yaml.replace("{kind: mlp, hidden: [16]}", model))
+    with pytest.raises(HypothesisError) as exc:
+        load(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and needle.replace("{path}", str(path)) in msg
+
+
+def test_builtin_cache_keys_gain_nothing(write, tiny_yaml) -> None:
+    recipe = recipe_of(load(write(tiny_yaml)).hypothesis.population)
+    assert "identity" not in recipe and "checkpoint" not in recipe["model"]

@@ -91,11 +91,14 @@ _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
 
 def _kind_or_import_path(key: str):
-    """Callable discriminator: ``kind`` picks a built-in, the presence of ``key`` the user's."""
+    """Callable discriminator: ``kind`` picks a built-in, else the presence of ``key`` the user's.
+
+    ``kind`` wins when both are given, so the error is about the one key that does not belong.
+    """
 
     def tag(v: Any) -> str | None:
         if isinstance(v, dict):
-            return IMPORT_PATH_TAG if key in v else v.get("kind")
+            return v.get("kind", IMPORT_PATH_TAG if key in v else None)
         return IMPORT_PATH_TAG if hasattr(v, key) else getattr(v, "kind", None)
 
     return tag
@@ -198,6 +201,15 @@ class Checkpointed(FromFiles):
     """
 
     checkpoint: str | tuple[str, ...] | None = None
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _path_or_paths(cls, v: object) -> object:
+        ok = v is None or isinstance(v, str)
+        ok = ok or (isinstance(v, list | tuple) and all(isinstance(p, str) for p in v))
+        if not ok:
+            raise ValueError("a path template with '{seed}' or a list of paths, one per seed")
+        return v
 
     @model_serializer(mode="wrap")
     def _omit_unset_checkpoint(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
