@@ -44,7 +44,9 @@ def test_resnet20_takes_grey_inputs_and_rejects_flat_ones() -> None:
     assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
     from falsify.errors import FalsifyError
 
-    with pytest.raises(FalsifyError, match=r"image inputs.*Got inputs of shape \[16\]"):
+    with pytest.raises(
+        FalsifyError, match=r"takes images.*Got 'resnet20 for inputs of shape \[16\]'"
+    ):
         build_model(ResNet20Spec(kind="resnet20"), (16,), 4)
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from falsify.errors import FalsifyError
+from falsify._imports import UserCodeError
 from falsify.hypothesis.schema import ResNet20Spec
 
 __all__ = ["BasicBlock", "ResNet20", "build_resnet20"]
@@ -93,8 +93,9 @@ class ResNet20(nn.Module):
 
 def build_resnet20(spec: ResNet20Spec, input_shape: tuple[int, ...], n_classes: int) -> ResNet20:
     if len(input_shape) != 3:
-        raise FalsifyError(
-            f"The 'population.model.kind' resnet20 needs image inputs [channels, height, width]. "
-            f"Got inputs of shape {list(input_shape)} instead."
+        raise UserCodeError(
+            ("population", "model", "kind"),
+            "an architecture for the data's inputs (resnet20 takes images [channels, H, W])",
+            f"resnet20 for inputs of shape {list(input_shape)}",
         )
     return ResNet20(input_shape[0], n_classes, spec.width)
