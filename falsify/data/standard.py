@@ -207,8 +207,11 @@ def files_stamp(spec: object) -> tuple[tuple[str, int, int], ...]:
     folder = spec.resolve(root)
     if not folder.is_dir():
         return ()
+    # The root and the archive's own subfolder, not a recursive walk of a possibly large tree.
+    nested = folder / "cifar-10-batches-bin"
+    files = [*folder.iterdir(), *(nested.iterdir() if nested.is_dir() else ())]
     return tuple(
         (str(p), st.st_size, st.st_mtime_ns)
-        for p in sorted(folder.rglob("*"))
+        for p in sorted(files)
         if p.is_file() and (st := p.stat())
     )
