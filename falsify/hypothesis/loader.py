@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from falsify.errors import HypothesisError, did_you_mean, field_error
 from falsify.hypothesis.conditions import ConditionError, expand
-from falsify.hypothesis.schema import Hypothesis
+from falsify.hypothesis.schema import IMPORT_PATH_KEYS, IMPORT_PATH_TAG, Hypothesis
 
 __all__ = [
     "HypothesisFile",
@@ -138,7 +138,8 @@ def loads(
         )
     raw = apply_overrides(raw, overrides)
     try:
-        hyp = Hypothesis.model_validate(raw)
+        # Relative paths in the file (data roots, checkpoints) resolve against its folder.
+        hyp = Hypothesis.model_validate(raw, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         keys = {parse_override(o)[0]: o for o in overrides}
         lines = []
@@ -249,7 +250,17 @@ def _format(path: Path, raw: Any, node: yaml.Node, err: Any) -> str:
         tag = ctx.get("tag", found if kind == "union_tag_invalid" else None)
         kind_name = f"{name}.kind" if not name.endswith("kind") else name
         kind_line = _locate(raw, node, (*_data_path(raw, loc), "kind"))[1] or line
-        return field_error(path, kind_name, f"one of {tags}", tag, kind_line, tags)
+        user_key = IMPORT_PATH_KEYS.get(str(loc[-1]))
+        if tag is None and user_key is not None:
+            return (
+                f"The {kind_name!r} of {path} (line {line}) is required but missing (or give "
+                f"'{user_key}:' with an import path 'module:function')."
+            )
+        expected = f"one of {[t for t in tags if t != IMPORT_PATH_TAG]}"
+        if IMPORT_PATH_TAG in tags and user_key is not None:
+            expected += f", or no kind and '{user_key}:' with an import path 'module:function'"
+        tags = [t for t in tags if t != IMPORT_PATH_TAG]
+        return field_error(path, kind_name, expected, tag, kind_line, tags)
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         return field_error(path, name, f"one of {choices}", found, line, choices)

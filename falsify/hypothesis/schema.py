@@ -10,16 +10,33 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
+    "IMPORT_PATH_KEYS",
+    "IMPORT_PATH_TAG",
     "AblationCurveOutcome",
     "AccuracyOutcome",
     "AdversarialAccuracyOutcome",
     "AssociationTest",
     "BetweenConditionsTest",
+    "CIFAR10Data",
+    "Checkpointed",
     "ClassSelectivity",
     "CorruptionAccuracyOutcome",
     "DataSpec",
@@ -32,12 +49,14 @@ __all__ = [
     "LayerIntegratedGradientsScore",
     "LayerNoiseOutcome",
     "MLPSpec",
+    "MNISTData",
     "MeanSelectivityOutcome",
     "ModelSpec",
     "OutcomePart",
     "Population",
     "Prediction",
     "ReferenceContrast",
+    "ResNet20Spec",
     "Source",
     "SyntheticData",
     "TargetedTest",
@@ -45,11 +64,66 @@ __all__ = [
     "TrainingSpec",
     "TrendContrast",
     "UnitAblationEffect",
+    "UserData",
+    "UserModel",
 ]
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FromFiles(Frozen):
+    """A spec naming files: relative paths resolve against the hypothesis file's folder.
+
+    The loader passes that folder as the validation context ``base_dir``; it is kept as a
+    private attribute, so dumps (the lock, the cache recipe) hold the paths as written. A spec
+    built without that context resolves against the working directory.
+    """
+
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _remember_base_dir(self, info: ValidationInfo) -> FromFiles:
+        base = (info.context or {}).get("base_dir")
+        if base is not None:
+            self._base_dir = Path(base)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    def resolve(self, path: str) -> Path:
+        """``path`` made absolute against the hypothesis file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+# The union tag of a user's own model or data, picked by the presence of the import-path key.
+IMPORT_PATH_TAG = "import_path"
+# union field -> the key that names the user's function instead of a built-in ``kind``
+IMPORT_PATH_KEYS = {"model": "factory", "data": "loader"}
+_IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
+def _kind_or_import_path(key: str):
+    """Callable discriminator: ``kind`` picks a built-in, else the presence of ``key`` the user's.
+
+    ``kind`` wins when both are given, so the error is about the one key that does not belong.
+    """
+
+    def tag(v: Any) -> str | None:
+        if isinstance(v, dict):
+            return v.get("kind", IMPORT_PATH_TAG if key in v else None)
+        return IMPORT_PATH_TAG if hasattr(v, key) else getattr(v, "kind", None)
+
+    return tag
+
+
+def _hash_by_json(self: BaseModel) -> int:
+    # ``kwargs`` is a dict, so the default field-tuple hash would fail; specs are memo keys.
+    return hash((type(self).__name__, self.model_dump_json()))
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -83,13 +157,86 @@ class SyntheticData(Frozen):
         return self
 
 
-DataSpec = Annotated[DigitsData | SyntheticData, Field(discriminator="kind")]
+class _StandardData(FromFiles):
+    root: str = Field(min_length=1)
+    limit_train: int | None = Field(None, ge=10)
+    limit_test: int | None = Field(None, ge=10)
+    subset_seed: int = 0
+
+
+class MNISTData(_StandardData):
+    """MNIST (LeCun et al. 1998) from its idx files in ``root`` (plain or ``.gz``).
+
+    ``limit_train`` / ``limit_test`` keep a class-stratified subset fixed by ``subset_seed``.
+    """
+
+    kind: Literal["mnist"]
+
+
+class CIFAR10Data(_StandardData):
+    """CIFAR-10 (Krizhevsky 2009), binary version (``data_batch_1.bin`` …) in ``root``."""
+
+    kind: Literal["cifar10"]
+
+
+class UserData(FromFiles):
+    """The user's own data: ``loader`` is ``"package.module:function"``, called with ``kwargs``.
+
+    The function returns ``(x_train, y_train, x_test, y_test)`` tensors or a pair of
+    ``torch.utils.data.Dataset`` (train, test) whose items are ``(x, y)``.
+    """
+
+    loader: str = Field(pattern=_IMPORT_PATH)
+    kwargs: dict[str, Any] = {}
+
+    @property
+    def kind(self) -> str:
+        return "loader"
+
+    __hash__ = _hash_by_json
+
+
+DataSpec = Annotated[
+    Annotated[UserData, Tag(IMPORT_PATH_TAG)]
+    | Annotated[DigitsData, Tag("digits")]
+    | Annotated[SyntheticData, Tag("synthetic")]
+    | Annotated[MNISTData, Tag("mnist")]
+    | Annotated[CIFAR10Data, Tag("cifar10")],
+    Discriminator(_kind_or_import_path("loader")),
+]
 
 
 # --- models -----------------------------------------------------------------------------------
 
 
-class MLPSpec(Frozen):
+class Checkpointed(FromFiles):
+    """A model spec that may name trained weights instead of being trained by falsify.
+
+    ``checkpoint`` is a path template with ``{seed}`` or a list of paths, one per seed, each a
+    safetensors file or a ``.pt`` state dict (see :mod:`falsify.models.checkpoint`). Left out of
+    dumps when unset, so specs without one keep their cache keys and lock entries.
+    """
+
+    checkpoint: str | tuple[str, ...] | None = None
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _path_or_paths(cls, v: object) -> object:
+        ok = v is None or isinstance(v, str)
+        ok = ok or (isinstance(v, list | tuple) and all(isinstance(p, str) for p in v))
+        if not ok:
+            raise ValueError("a path template with '{seed}' or a list of paths, one per seed")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_checkpoint(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("checkpoint", 0) is None:
+            del out["checkpoint"]
+        return out
+
+
+class MLPSpec(Checkpointed):
     """A multilayer perceptron; hidden block ``i`` is named ``hidden{i}`` (post-ReLU output)."""
 
     kind: Literal["mlp"]
@@ -98,8 +245,33 @@ class MLPSpec(Frozen):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-# One member today; a union discriminated on ``kind`` as architectures are added.
-ModelSpec = MLPSpec
+class ResNet20Spec(Checkpointed):
+    """CIFAR-style ResNet-20 (He et al. 2016, §4.2); see :mod:`falsify.models.resnet`."""
+
+    kind: Literal["resnet20"]
+    width: int = Field(16, ge=1)  # channels of the first stage; the paper's 16 / 32 / 64
+
+
+class UserModel(Checkpointed):
+    """The user's own model: ``factory`` is ``"package.module:function"`` returning an
+    ``nn.Module``, called with ``kwargs``."""
+
+    factory: str = Field(pattern=_IMPORT_PATH)
+    kwargs: dict[str, Any] = {}
+
+    @property
+    def kind(self) -> str:
+        return "factory"
+
+    __hash__ = _hash_by_json
+
+
+ModelSpec = Annotated[
+    Annotated[UserModel, Tag(IMPORT_PATH_TAG)]
+    | Annotated[MLPSpec, Tag("mlp")]
+    | Annotated[ResNet20Spec, Tag("resnet20")],
+    Discriminator(_kind_or_import_path("factory")),
+]
 
 
 class TrainingSpec(Frozen):

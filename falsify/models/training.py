@@ -10,7 +10,7 @@ from torch import nn
 from falsify.data import Dataset
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.measures.selectivity import mean_selectivity
-from falsify.models import build_model, unit_layers
+from falsify.models import build_model
 from falsify.models.regularizers import build_regularizers, captured_activations
 
 __all__ = ["TrainResult", "evaluate", "train_replicate", "training_labels"]
@@ -114,8 +114,12 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         model.eval()
         x_test, y_test = data.x_test.to(device), data.y_test.to(device)
         acc = evaluate(model, x_test, y_test)
-        layers = spec.selectivity_layers or unit_layers(model)
-        metrics = {
-            "mean_selectivity": mean_selectivity(model, layers, x_test, y_test, data.n_classes)
-        }
+        # Recorded so reports can show what a selectivity regularizer achieved; a user model
+        # that declares no unit layers (and names none) has nothing to record.
+        layers = spec.selectivity_layers or getattr(model, "unit_layers", ())
+        metrics = (
+            {"mean_selectivity": mean_selectivity(model, layers, x_test, y_test, data.n_classes)}
+            if layers
+            else {}
+        )
     return TrainResult(model=model, train_loss=last, test_accuracy=acc, metrics=metrics)

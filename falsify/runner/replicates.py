@@ -15,11 +15,19 @@ from falsify.errors import FalsifyError
 from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
-from falsify.models.training import train_replicate
+from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
+from falsify.models.training import evaluate, train_replicate
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor, threads_per_job
+from falsify.runner.identity import population_identity
 
-__all__ = ["Replicate", "obtain_replicates", "recipe_of", "train_to_cache"]
+__all__ = [
+    "Replicate",
+    "checkpointed_replicates",
+    "obtain_replicates",
+    "recipe_of",
+    "train_to_cache",
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,11 @@ def recipe_of(population: Population) -> dict[str, Any]:
     For a population with conditions, call it on each condition's resolved population
     (:func:`falsify.hypothesis.conditions.expand`).
     """
-    return population.model_dump(mode="json", exclude={"seeds", "conditions"})
+    recipe = population.model_dump(mode="json", exclude={"seeds", "conditions"})
+    identity = population_identity(population)
+    if identity:  # only for user code and data folders, so built-in keys are unchanged
+        recipe["identity"] = identity
+    return recipe
 
 
 def _train_and_save(
@@ -119,8 +131,10 @@ def obtain_replicates(
 
     Replicates come from the cache, or are trained and then cached. With an ``executor``, the
     missing replicates are first trained as independent jobs that write to the cache; they are
-    then loaded like any cached replicate.
+    then loaded like any cached replicate. A population with checkpoints is loaded from them.
     """
+    if getattr(population.model, "checkpoint", None) is not None:
+        return checkpointed_replicates(population, data, device)
     jobs = [(c, seed) for c in expand(population) for seed in population.seeds]
     keys = [replicate_key(recipe_of(c.population), seed, device) for c, seed in jobs]
     missing = {i for i, key in enumerate(keys) if not cache.contains(key)}
@@ -173,4 +187,23 @@ def obtain_replicates(
                 info.get("metrics", {}),
             )
         )
+    return out
+
+
+def checkpointed_replicates(
+    population: Population, data: Dataset, device: torch.device
+) -> list[Replicate]:
+    """The population's models from the user's checkpoints, evaluated as they are.
+
+    Nothing is trained or cached; the key is the checkpoint file's SHA-256, and the training
+    loss is unknown (NaN).
+    """
+    out: list[Replicate] = []
+    for seed, path in checkpoint_paths(population.model, population.seeds).items():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(population.model, data.input_shape, data.n_classes)
+        model = load_checkpoint(model, path).to(device)
+        acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
+        out.append(Replicate(seed, model, file_sha256(path), False, acc, float("nan")))
     return out

@@ -10,11 +10,13 @@ from importlib import metadata
 
 import torch
 
+from falsify._imports import UserCodeError
 from falsify.data import Dataset, load_dataset
 from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
 from falsify.models import build_model
+from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
@@ -86,15 +88,28 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
 def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
     """Validate ``hf`` against its data and model and count the replicates already cached."""
     pop = hf.hypothesis.population
-    data = load_dataset(pop.data)
-    _validate_against_model(hf, data)
-    conditions = expand(pop)
-    cached = sum(
-        cache.contains(replicate_key(recipe_of(c.population), s, device))
-        for c in conditions
-        for s in pop.seeds
-    )
-    return Plan(hf, data, len(conditions) * len(pop.seeds), cached)
+    try:
+        data = load_dataset(pop.data)
+        _validate_against_model(hf, data)
+        if _validate_checkpoints(hf, data):  # nothing to train: every replicate is supplied
+            return Plan(hf, data, len(pop.seeds), len(pop.seeds))
+        conditions = expand(pop)
+        keys = [
+            replicate_key(recipe_of(c.population), s, device) for c in conditions for s in pop.seeds
+        ]
+    except UserCodeError as exc:
+        raise hf.error(exc.loc, exc.expected, exc.found, exc.choices) from None
+    return Plan(hf, data, len(keys), sum(cache.contains(k) for k in keys))
+
+
+def _validate_checkpoints(hf: HypothesisFile, data: Dataset) -> bool:
+    """Every seed's checkpoint exists and fits the model; False when there are none."""
+    pop = hf.hypothesis.population
+    paths = checkpoint_paths(pop.model, pop.seeds)
+    for path in paths.values():
+        with torch.random.fork_rng(devices=[]):
+            load_checkpoint(build_model(pop.model, data.input_shape, data.n_classes), path)
+    return bool(paths)
 
 
 def _versions() -> dict[str, str]:

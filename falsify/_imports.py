@@ -1,0 +1,140 @@
+"""Resolving a user's ``"package.module:function"`` import path, with errors that say what is wrong.
+
+The module is imported with the hypothesis file's folder and the working directory on
+``sys.path`` for the duration of the import, so a package beside the hypothesis file or in the
+project the command runs from is found without being installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import inspect
+import pkgutil
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from falsify.errors import FalsifyError, field_error
+
+__all__ = ["UserCodeError", "import_callable", "source_sha256"]
+
+
+class UserCodeError(FalsifyError):
+    """A problem with a field of ``population`` that names user code or user files.
+
+    ``loc`` is the field's path inside the hypothesis file (e.g. ``("population", "model",
+    "factory")``), so the runner can point at its line; ``str()`` reads well on its own.
+    """
+
+    def __init__(
+        self,
+        loc: tuple[str | int, ...],
+        expected: str,
+        found: object,
+        choices: Iterable[str] | None = None,
+    ) -> None:
+        self.loc = loc
+        self.expected = expected
+        self.found = found
+        self.choices = list(choices) if choices is not None else None
+        super().__init__(field_error(None, ".".join(map(str, loc)), expected, found, None, choices))
+
+
+@contextlib.contextmanager
+def _search_path(folders: Iterable[Path]) -> Iterator[None]:
+    added = [str(f) for f in folders if str(f) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for f in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(f)
+
+
+def _sibling_modules(module_name: str) -> list[str]:
+    """Full names of the modules beside ``module_name`` (in its parent package, or top level)."""
+    parent, _, _ = module_name.rpartition(".")
+    if not parent:
+        return sorted({m.name for m in pkgutil.iter_modules()})
+    try:
+        pkg = importlib.import_module(parent)
+    except ImportError:
+        return []
+    return sorted(f"{parent}.{m.name}" for m in pkgutil.iter_modules(getattr(pkg, "__path__", [])))
+
+
+def _import_module(module_name: str, loc: tuple[str | int, ...], text: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if module_name == missing or module_name.startswith(f"{missing}."):
+            choices = _sibling_modules(missing)
+            close = _closest(missing, choices)
+            hint = f"; did you mean {close + text[len(module_name) :]!r}?" if close else ""
+            raise UserCodeError(
+                loc,
+                f"'module:function' with an importable module (no module named {missing!r}{hint})",
+                text,
+            ) from None
+        raise UserCodeError(
+            loc, f"a module that imports cleanly (it needs {missing!r}, not installed)", text
+        ) from None
+    except Exception as exc:
+        raise UserCodeError(
+            loc,
+            f"a module that imports cleanly (importing it raised {type(exc).__name__}: {exc})",
+            text,
+        ) from None
+
+
+def _closest(name: str, choices: list[str]) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def import_callable(
+    text: str, loc: tuple[str | int, ...], search: Iterable[Path] = ()
+) -> Callable[..., Any]:
+    """The function ``"package.module:attr"`` names (``attr`` may be dotted, e.g. ``Cls.make``)."""
+    module_name, _, attr_path = text.partition(":")
+    with _search_path([*search, Path.cwd()]):
+        module = _import_module(module_name, loc, text)
+    obj: Any = module
+    for i, part in enumerate(attr_path.split(".")):
+        if not hasattr(obj, part):
+            owner = ".".join([module_name, *attr_path.split(".")[:i]])
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = _closest(part, names)
+            hint = f"; did you mean '{module_name}:{close}'?" if close and i == 0 else ""
+            raise UserCodeError(
+                loc,
+                f"'module:function' naming an attribute of the module ({owner} has no {part!r}"
+                f"{hint})",
+                text,
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UserCodeError(loc, "a function (callable)", f"{text} = {type(obj).__name__}")
+    return obj
+
+
+def source_sha256(fn: Callable[..., Any]) -> str:
+    """SHA-256 of the source file defining ``fn`` (so editing it changes cache keys)."""
+    try:
+        path = inspect.getsourcefile(inspect.unwrap(fn))
+    except TypeError:
+        path = None
+    if path is None or not Path(path).is_file():
+        module = sys.modules.get(getattr(fn, "__module__", "") or "")
+        path = getattr(module, "__file__", None)
+    if path is None or not Path(path).is_file():
+        return "no-source-file"
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

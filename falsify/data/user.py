@@ -1,0 +1,100 @@
+"""The user's own data, from a function named by import path (``data: {loader: "pkg.mod:fn"}``).
+
+The function is called with ``kwargs`` and returns either ``(x_train, y_train, x_test, y_test)``
+(tensors or arrays; ``y`` holds class indices) or a pair ``(train, test)`` of
+``torch.utils.data.Dataset`` whose items are ``(x, y)``. Everything is held in memory as
+float32 inputs and int64 labels, like the built-in datasets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from falsify._imports import UserCodeError, import_callable
+from falsify.data.base import Dataset
+from falsify.hypothesis.schema import UserData
+
+__all__ = ["load_user_data"]
+
+_LOC = ("population", "data", "loader")
+_SHAPE = "(x_train, y_train, x_test, y_test) tensors or a (train, test) pair of torch Datasets"
+
+
+def _as_tensor(v: Any, what: str, text: str) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu()
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(v))
+    raise UserCodeError(
+        _LOC, f"a function returning {_SHAPE}", f"{text} -> {what} of type {type(v).__name__}"
+    )
+
+
+def _materialize(ds: TorchDataset, what: str, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        batches = list(DataLoader(ds, batch_size=1024, shuffle=False))
+        xs, ys = zip(*batches, strict=True)
+        return torch.cat(xs), torch.cat([torch.as_tensor(y) for y in ys])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UserCodeError(
+            _LOC,
+            f"a function returning {_SHAPE}, whose items are (x, y)",
+            f"{text} -> a {what} dataset whose items cannot be batched ({exc})",
+        ) from None
+
+
+def load_user_data(spec: UserData) -> Dataset:
+    fn = import_callable(spec.loader, _LOC, [spec.base_dir])
+    result = fn(**spec.kwargs)
+    text = spec.loader
+    if isinstance(result, tuple | list) and len(result) == 2:
+        if not all(isinstance(d, TorchDataset) for d in result):
+            raise UserCodeError(
+                _LOC,
+                f"a function returning {_SHAPE}",
+                f"{text} -> a pair of {[type(d).__name__ for d in result]}",
+            )
+        x_tr, y_tr = _materialize(result[0], "train", text)
+        x_te, y_te = _materialize(result[1], "test", text)
+    elif isinstance(result, tuple | list) and len(result) == 4:
+        names = ("x_train", "y_train", "x_test", "y_test")
+        x_tr, y_tr, x_te, y_te = (
+            _as_tensor(v, n, text) for v, n in zip(result, names, strict=True)
+        )
+    else:
+        found = (
+            f"a {len(result)}-tuple" if isinstance(result, tuple | list) else type(result).__name__
+        )
+        raise UserCodeError(_LOC, f"a function returning {_SHAPE}", f"{text} -> {found}")
+    for x, y, split in ((x_tr, y_tr, "train"), (x_te, y_te, "test")):
+        problem = None
+        if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+            problem = f"y_{split} of shape {list(y.shape)} and dtype {y.dtype} (class indices: 1-D integers)"
+        elif len(x) != len(y):
+            problem = f"{len(x)} x_{split} rows but {len(y)} labels"
+        elif len(y) == 0:
+            problem = f"an empty {split} split"
+        elif int(y.min()) < 0:
+            problem = f"a negative class index in y_{split}"
+        if problem:
+            raise UserCodeError(_LOC, f"a function returning {_SHAPE}", f"{text} -> {problem}")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise UserCodeError(
+            _LOC,
+            "a function returning train and test inputs of the same shape",
+            f"{text} -> {list(x_tr.shape[1:])} vs {list(x_te.shape[1:])}",
+        )
+    n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    return Dataset(
+        name=f"loader {text}",
+        x_train=x_tr.to(torch.float32),
+        y_train=y_tr.to(torch.int64),
+        x_test=x_te.to(torch.float32),
+        y_test=y_te.to(torch.int64),
+        n_classes=n_classes,
+    )
