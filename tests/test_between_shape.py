@@ -43,7 +43,7 @@ def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
     assert part["part"] == "label_noise=0.5 vs label_noise=0"
     assert part["ci_low"] <= part["estimate"] <= part["ci_high"]
     report = (out / "between_tiny.md").read_text()
-    assert "| condition | seed | train accuracy |" in report
+    assert "| condition | seed | outcome: train accuracy |" in report
     assert "OLS with seed fixed effects" in report
     assert (out / "between_tiny.png").stat().st_size > 1000
     tidy = pd.read_csv(out / "between_tiny.csv")

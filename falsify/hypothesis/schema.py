@@ -20,6 +20,7 @@ __all__ = [
     "AdversarialAccuracyOutcome",
     "AssociationTest",
     "BetweenConditionsTest",
+    "CNNSpec",
     "ClassSelectivity",
     "CorruptionAccuracyOutcome",
     "DataSpec",
@@ -94,8 +95,16 @@ class MLPSpec(Frozen):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-# One member today; a union discriminated on ``kind`` as architectures are added.
-ModelSpec = MLPSpec
+class CNNSpec(Frozen):
+    """A small conv net; block ``i`` is ``conv{i}`` (conv → ReLU → 2×2 max pool, post-ReLU)."""
+
+    kind: Literal["cnn"]
+    channels: tuple[Annotated[int, Field(ge=1)], ...] = Field((16, 32), min_length=1)
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+ModelSpec = Annotated[MLPSpec | CNNSpec, Field(discriminator="kind")]
 
 
 class TrainingSpec(Frozen):

@@ -7,12 +7,16 @@ from typing import Any
 
 from torch import nn
 
+from falsify.models.cnn import CNN, build_cnn
 from falsify.models.mlp import MLP, build_mlp
 
-__all__ = ["ARCHITECTURES", "MLP", "build_model", "unit_layers"]
+__all__ = ["ARCHITECTURES", "CNN", "MLP", "build_model", "unit_layers"]
 
 # kind -> builder(spec, input_shape, n_classes)
-ARCHITECTURES: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {"mlp": build_mlp}
+ARCHITECTURES: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+}
 
 
 def build_model(spec: Any, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:

@@ -68,7 +68,8 @@ def _reading(o: Outcome) -> str:
     nums = "; ".join(
         f"{r.part}: {stat} = {fmt(r.estimate)}, {level} CI {_ci(r)}" for r in deciding.itertuples()
     )
-    n = int(o.parts["n_replicates"].max())
+    # Every trained model counts (a grid trains several per seed); parts count seeds.
+    n = int(o.provenance.get("replicates") or o.parts["n_replicates"].max())
     if o.verdict is Verdict.SUPPORTED:
         if pred.direction == "none":
             return f"Across {n} trained models the effect is negligible, as claimed ({nums})."

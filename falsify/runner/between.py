@@ -211,7 +211,7 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
     kind = "difference in" if isinstance(test.compare, ReferenceContrast) else "slope of"
     labels = {
         "statistic": f"{kind} {label}",
-        "replicate_statistic": label,
+        "replicate_statistic": f"outcome: {label}" if not several else "value",
         "part": "condition",
     }
     level = 1 - 2 * hyp.prediction.alpha
