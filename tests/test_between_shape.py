@@ -77,6 +77,16 @@ def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
             "{kind: reference, reference: {training.label_noise: 0}, extra: 1}",
             "not a known field",
         ),
+        (
+            "  outcome: {kind: accuracy, split: train}\n",
+            "  outcome: {kind: accuracy, split: train}\n  outcomes: [{name: a, outcome: {kind: accuracy}}]\n",
+            "absent when 'outcome' is given",
+        ),
+        (
+            "  outcome: {kind: accuracy, split: train}\n",
+            "  outcomes: [{name: a, outcome: {kind: accuracy}}, {name: a, outcome: {kind: accuracy}}]\n",
+            "a name no other outcome has",
+        ),
     ],
 )
 def test_bad_between_files_name_the_field(write, tmp_path, old, new, needle) -> None:

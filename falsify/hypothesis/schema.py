@@ -388,14 +388,8 @@ class BetweenConditionsTest(Frozen):
     compare: Comparison
     model: Literal["ols", "mixed"] = "ols"
 
-    @model_validator(mode="after")
-    def _one_outcome_field(self) -> BetweenConditionsTest:
-        if (self.outcome is None) == (not self.outcomes):
-            raise ValueError("either 'outcome' or a non-empty list 'outcomes', not both")
-        names = [o.name for o in self.outcomes]
-        if len(set(names)) != len(names):
-            raise ValueError("outcomes with distinct names")
-        return self
+    # That exactly one of outcome / outcomes is given, with distinct names, is checked with
+    # line-aware errors by falsify.runner.between.validate_between before anything is trained.
 
     def named_outcomes(self) -> list[OutcomePart]:
         """The outcomes as parts; a single ``outcome`` is one unnamed part."""
