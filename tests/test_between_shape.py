@@ -87,6 +87,12 @@ def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
             "  outcomes: [{name: a, outcome: {kind: accuracy}}, {name: a, outcome: {kind: accuracy}}]\n",
             "a name no other outcome has",
         ),
+        (
+            "  outcome: {kind: accuracy, split: train}\n",
+            "  outcomes: [{name: a, outcome: {kind: ablation_auc, layers: [hiden1]}}]\n",
+            "'test.outcomes[0].outcome.layers[0]'",
+        ),
+        ("training: {epochs: 2,", "training: {selectivity_layers: [head2], epochs: 2,", "'head'"),
     ],
 )
 def test_bad_between_files_name_the_field(write, tmp_path, old, new, needle) -> None:
