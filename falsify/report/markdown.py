@@ -138,11 +138,15 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
             f"the CIs shown are the unadjusted {level} intervals."
         )
     out += ["", "## Result", ""]
+    # Parts that predict different directions (e.g. one outcome to fall, another to rise)
+    # say which one each predicts.
+    mixed = "direction" in o.parts and o.parts["direction"].nunique() > 1
     out.append(
         _table(
             o.parts,
             {
                 "part": "part",
+                **({"direction": "predicted"} if mixed else {}),
                 "estimate": "estimate",
                 "ci_low": f"{level} CI low",
                 "ci_high": f"{level} CI high",
