@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One intra-op thread: the test models are tiny, and on a small shared CPU several threads
+# spin against other processes (measured: the between-conditions tests took 212 s wall with
+# 2 threads at load 9, 30 s with 1).
+torch.set_num_threads(1)
 
 TINY = """\
 id: tiny

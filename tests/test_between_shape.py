@@ -43,7 +43,7 @@ def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
     assert part["part"] == "label_noise=0.5 vs label_noise=0"
     assert part["ci_low"] <= part["estimate"] <= part["ci_high"]
     report = (out / "between_tiny.md").read_text()
-    assert "| condition | seed | train accuracy |" in report
+    assert "| condition | seed | outcome: train accuracy |" in report
     assert "OLS with seed fixed effects" in report
     assert (out / "between_tiny.png").stat().st_size > 1000
     tidy = pd.read_csv(out / "between_tiny.csv")
@@ -77,6 +77,22 @@ def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
             "{kind: reference, reference: {training.label_noise: 0}, extra: 1}",
             "not a known field",
         ),
+        (
+            "  outcome: {kind: accuracy, split: train}\n",
+            "  outcome: {kind: accuracy, split: train}\n  outcomes: [{name: a, outcome: {kind: accuracy}}]\n",
+            "absent when 'outcome' is given",
+        ),
+        (
+            "  outcome: {kind: accuracy, split: train}\n",
+            "  outcomes: [{name: a, outcome: {kind: accuracy}}, {name: a, outcome: {kind: accuracy}}]\n",
+            "a name no other outcome has",
+        ),
+        (
+            "  outcome: {kind: accuracy, split: train}\n",
+            "  outcomes: [{name: a, outcome: {kind: ablation_auc, layers: [hiden1]}}]\n",
+            "'test.outcomes[0].outcome.layers[0]'",
+        ),
+        ("training: {epochs: 2,", "training: {selectivity_layers: [head2], epochs: 2,", "'head'"),
     ],
 )
 def test_bad_between_files_name_the_field(write, tmp_path, old, new, needle) -> None:

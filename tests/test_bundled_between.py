@@ -63,3 +63,4 @@ def test_bundled_file_runs_fast(name: str, n_parts: int, tmp_path: Path) -> None
             assert row.estimate == pytest.approx(np.mean(slopes), abs=1e-9)
     if name == "selectivity_and_robustness":
         assert outcome.parts["direction"].tolist() == ["negative", "positive"]
+        assert "| part | predicted | estimate |" in text

@@ -153,4 +153,7 @@ def test_label_noise_randomizes_the_fraction_fixed_by_seed() -> None:
     # 300 randomized labels, each kept by chance with probability 1/10: about 270 change.
     assert 0.22 < changed < 0.3
     assert torch.equal(training_labels(TrainingSpec(), y, 10, seed=0), y)
+    # Not the first epoch's mini-batch order: the randomized examples are spread through it.
+    first_epoch = torch.randperm(1000, generator=torch.Generator().manual_seed(0))
+    assert (a != y)[first_epoch[:300]].float().mean().item() < 0.5
     assert torch.equal(y, torch.arange(1000) % 10)  # the input is not modified

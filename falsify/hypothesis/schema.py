@@ -36,6 +36,7 @@ __all__ = [
     "AssociationTest",
     "BetweenConditionsTest",
     "CIFAR10Data",
+    "CNNSpec",
     "Checkpointed",
     "ClassSelectivity",
     "CorruptionAccuracyOutcome",
@@ -245,6 +246,15 @@ class MLPSpec(Checkpointed):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class CNNSpec(Checkpointed):
+    """A small conv net; block ``i`` is ``conv{i}`` (conv → ReLU → 2×2 max pool, post-ReLU)."""
+
+    kind: Literal["cnn"]
+    channels: tuple[Annotated[int, Field(ge=1)], ...] = Field((16, 32), min_length=1)
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
 class ResNet20Spec(Checkpointed):
     """CIFAR-style ResNet-20 (He et al. 2016, §4.2); see :mod:`falsify.models.resnet`."""
 
@@ -269,7 +279,8 @@ class UserModel(Checkpointed):
 ModelSpec = Annotated[
     Annotated[UserModel, Tag(IMPORT_PATH_TAG)]
     | Annotated[MLPSpec, Tag("mlp")]
-    | Annotated[ResNet20Spec, Tag("resnet20")],
+    | Annotated[ResNet20Spec, Tag("resnet20")]
+    | Annotated[CNNSpec, Tag("cnn")],
     Discriminator(_kind_or_import_path("factory")),
 ]
 
@@ -641,14 +652,8 @@ class BetweenConditionsTest(Frozen):
     compare: Comparison
     model: Literal["ols", "mixed"] = "ols"
 
-    @model_validator(mode="after")
-    def _one_outcome_field(self) -> BetweenConditionsTest:
-        if (self.outcome is None) == (not self.outcomes):
-            raise ValueError("either 'outcome' or a non-empty list 'outcomes', not both")
-        names = [o.name for o in self.outcomes]
-        if len(set(names)) != len(names):
-            raise ValueError("outcomes with distinct names")
-        return self
+    # That exactly one of outcome / outcomes is given, with distinct names, is checked with
+    # line-aware errors by falsify.runner.between.validate_between before anything is trained.
 
     def named_outcomes(self) -> list[OutcomePart]:
         """The outcomes as parts; a single ``outcome`` is one unnamed part."""

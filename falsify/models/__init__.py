@@ -7,17 +7,19 @@ from typing import Any
 
 from torch import nn
 
+from falsify.models.cnn import CNN, build_cnn
 from falsify.models.mlp import MLP, build_mlp
 from falsify.models.resnet import ResNet20, build_resnet20
 from falsify.models.user import build_user_model
 
-__all__ = ["ARCHITECTURES", "MLP", "ResNet20", "build_model", "unit_layers"]
+__all__ = ["ARCHITECTURES", "CNN", "MLP", "ResNet20", "build_model", "unit_layers"]
 
 # kind -> builder(spec, input_shape, n_classes)
 ARCHITECTURES: dict[str, Callable[[Any, tuple[int, ...], int], nn.Module]] = {
     "mlp": build_mlp,
     "resnet20": build_resnet20,
     "factory": build_user_model,  # the user's own, by import path
+    "cnn": build_cnn,
 }
 
 

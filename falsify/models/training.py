@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,6 +15,8 @@ from falsify.models import build_model
 from falsify.models.regularizers import build_regularizers, captured_activations
 
 __all__ = ["TrainResult", "evaluate", "train_replicate", "training_labels"]
+
+_LABEL_STREAM = 1  # tags the random stream of label randomization (see training_labels)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,10 @@ def training_labels(spec: TrainingSpec, y: torch.Tensor, n_classes: int, seed: i
     """
     if spec.label_noise == 0:
         return y
-    g = torch.Generator().manual_seed(seed)
+    # A stream of its own: seeded with ``seed`` alone it would repeat the first epoch's
+    # shuffle, and the randomized examples would all come first in that epoch.
+    stream = np.random.SeedSequence([seed, _LABEL_STREAM]).generate_state(1)[0]
+    g = torch.Generator().manual_seed(int(stream))
     n_random = round(spec.label_noise * len(y))
     which = torch.randperm(len(y), generator=g)[:n_random]
     out = y.clone()

@@ -17,9 +17,10 @@ __all__ = ["outcome_by_condition"]
 
 def _mean_ci(values: np.ndarray, level: float) -> tuple[float, float, float]:
     m = float(np.mean(values))
-    if len(values) < 2:
+    sem = float(stats.sem(values)) if len(values) > 1 else 0.0
+    if sem == 0:  # one model, or identical outcomes: the interval is the point
         return m, m, m
-    lo, hi = stats.t.interval(level, len(values) - 1, loc=m, scale=stats.sem(values))
+    lo, hi = stats.t.interval(level, len(values) - 1, loc=m, scale=sem)
     return m, float(lo), float(hi)
 
 

@@ -68,7 +68,8 @@ def _reading(o: Outcome) -> str:
     nums = "; ".join(
         f"{r.part}: {stat} = {fmt(r.estimate)}, {level} CI {_ci(r)}" for r in deciding.itertuples()
     )
-    n = int(o.parts["n_replicates"].max())
+    # Every trained model counts (a grid trains several per seed); parts count seeds.
+    n = int(o.provenance.get("replicates") or o.parts["n_replicates"].max())
     if o.verdict is Verdict.SUPPORTED:
         if pred.direction == "none":
             return f"Across {n} trained models the effect is negligible, as claimed ({nums})."
@@ -151,11 +152,15 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
             f"the CIs shown are the unadjusted {level} intervals."
         )
     out += ["", "## Result", ""]
+    # Parts that predict different directions (e.g. one outcome to fall, another to rise)
+    # say which one each predicts.
+    mixed = "direction" in o.parts and o.parts["direction"].nunique() > 1
     out.append(
         _table(
             o.parts,
             {
                 "part": "part",
+                **({"direction": "predicted"} if mixed else {}),
                 "estimate": "estimate",
                 "ci_low": f"{level} CI low",
                 "ci_high": f"{level} CI high",

@@ -77,6 +77,17 @@ def validate_between(hf: HypothesisFile, data: Dataset) -> None:
     hyp = hf.hypothesis
     test = hyp.test
     assert isinstance(test, BetweenConditionsTest)
+    if test.outcome is not None and test.outcomes:
+        raise hf.error(
+            ("test", "outcomes"), "absent when 'outcome' is given (one or the other)", "both"
+        )
+    if test.outcome is None and not test.outcomes:
+        raise hf.error(("test",), "given an 'outcome' or a list of 'outcomes'", "neither")
+    seen: set[str] = set()
+    for i, op in enumerate(test.outcomes):
+        if op.name in seen:
+            raise hf.error(("test", "outcomes", i, "name"), "a name no other outcome has", op.name)
+        seen.add(op.name)
     conditions = expand(hyp.population)
     if len(conditions) < 2:
         raise hf.error(
@@ -211,7 +222,7 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
     kind = "difference in" if isinstance(test.compare, ReferenceContrast) else "slope of"
     labels = {
         "statistic": f"{kind} {label}",
-        "replicate_statistic": label,
+        "replicate_statistic": f"outcome: {label}" if not several else "value",
         "part": "condition",
     }
     level = 1 - 2 * hyp.prediction.alpha

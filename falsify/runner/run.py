@@ -59,6 +59,10 @@ def _layer_fields(
             out += [((*loc, name, i), layer) for i, layer in enumerate(value)]
         elif hasattr(type(value), "model_fields"):
             out += _layer_fields(value, (*loc, name))
+        elif isinstance(value, tuple):
+            for i, item in enumerate(value):
+                if hasattr(type(item), "model_fields"):
+                    out += _layer_fields(item, (*loc, name, i))
     return out
 
 

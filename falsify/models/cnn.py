@@ -1,0 +1,71 @@
+"""A small convolutional network with named blocks, for image datasets.
+
+Block ``i`` (1-based) is the module ``conv{i}``: 3×3 convolution (padding 1) → (BatchNorm) →
+ReLU → 2×2 max pooling (while the image is at least 2 pixels wide) → (Dropout). Its output is
+``[batch, channels, h, w]`` and non-negative, so a channel is a unit: class selectivity averages
+each channel over space (:func:`falsify.measures.selectivity.class_conditional_means`) and
+ablation clamps a whole channel (the batched engine broadcasts a ``[channels]`` mask over
+space). ``head`` is the linear read-out of the flattened last block.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from falsify.errors import FalsifyError
+from falsify.hypothesis.schema import CNNSpec
+
+__all__ = ["CNN", "ConvBlock", "build_cnn"]
+
+
+class ConvBlock(nn.Module):
+    """Conv3×3 → (BatchNorm) → ReLU → (MaxPool 2×2) → (Dropout)."""
+
+    def __init__(self, c_in: int, c_out: int, batch_norm: bool, dropout: float, pool: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
+        self.norm: nn.Module = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+        self.act = nn.ReLU()
+        self.pool: nn.Module = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, c_in, H, W] -> [B, c_out, H', W']
+        return self.drop(self.pool(self.act(self.norm(self.conv(x)))))
+
+
+class CNN(nn.Module):
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        channels: tuple[int, ...],
+        n_classes: int,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        for i, c_out in enumerate(channels, start=1):
+            pool = min(h, w) >= 2
+            self.add_module(f"conv{i}", ConvBlock(c, c_out, batch_norm, dropout, pool))
+            c, h, w = c_out, (h // 2 if pool else h), (w // 2 if pool else w)
+        self.n_blocks = len(channels)
+        self.unit_layers = tuple(f"conv{i}" for i in range(1, len(channels) + 1))
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(c * h * w, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, classes]
+        for i in range(1, self.n_blocks + 1):
+            x = getattr(self, f"conv{i}")(x)
+        return self.head(self.flatten(x))
+
+
+def build_cnn(spec: CNNSpec, input_shape: tuple[int, ...], n_classes: int) -> CNN:
+    if len(input_shape) != 3:
+        raise FalsifyError(
+            f"The 'population.model' must be an architecture for this data: a cnn needs images "
+            f"[channels, height, width]. Got inputs of shape {list(input_shape)} instead "
+            "(use kind: mlp)."
+        )
+    shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+    return CNN(shape, spec.channels, n_classes, spec.batch_norm, spec.dropout)
