@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "ENMESHMENT_FIELDS",
     "IMPORT_PATH_KEYS",
     "IMPORT_PATH_TAG",
     "AblationCurveOutcome",
@@ -287,6 +288,23 @@ class TrainingSpec(Frozen):
     selectivity_layers: tuple[str, ...] = ()
     # Morcos et al. (2018): this fraction of training labels is replaced by random classes.
     label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    # Golechha, Cope & Schoots (2024): loss = CE + λ · mean over layers of (1 − C(W, clusters)).
+    enmeshment_lambda: float = Field(0.0, ge=0.0)
+    # Layers whose weights the enmeshment term clusters; empty means every unit layer.
+    enmeshment_layers: tuple[str, ...] = ()
+    enmeshment_k: int = Field(4, ge=2)  # bipartite clusters per layer
+    # Optimizer steps between re-clusterings; None: once per epoch.
+    enmeshment_recluster_every: int | None = Field(None, ge=1)
+
+
+# Settings that do nothing while ``enmeshment_lambda`` is 0. The cache recipe leaves them out
+# then, so every recipe without the term keeps the key it had before the term existed.
+ENMESHMENT_FIELDS = (
+    "enmeshment_lambda",
+    "enmeshment_layers",
+    "enmeshment_k",
+    "enmeshment_recluster_every",
+)
 
 
 class Population(Frozen):
