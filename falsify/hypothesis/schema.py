@@ -39,6 +39,7 @@ __all__ = [
     "CIFAR10Data",
     "Checkpointed",
     "ClassSelectivity",
+    "ClusterabilityOutcome",
     "CorruptionAccuracyOutcome",
     "DataSpec",
     "DigitsData",
@@ -49,6 +50,7 @@ __all__ = [
     "LayerConductanceScore",
     "LayerIntegratedGradientsScore",
     "LayerNoiseOutcome",
+    "LevelContrast",
     "MLPSpec",
     "MNISTData",
     "MeanSelectivityOutcome",
@@ -607,8 +609,28 @@ class EffectiveDimensionalityOutcome(Frozen):
     split: Literal["test", "train"] = "test"
 
 
+class ClusterabilityOutcome(Frozen):
+    """Clusterability of the named layers' weights, mean over layers (Golechha, Cope & Schoots
+    2024; modularity.md): spectral co-clustering of |W| into ``k`` bipartite clusters, then the
+    share of the squared weight inside them; optionally minus a baseline.
+
+    ``baseline``: ``none`` (C itself); ``random_partition`` (C − its expectation under a random
+    partition with the co-clustering's cluster sizes, ≈ 1/k); ``shuffled`` (C − the mean C of
+    ``shuffle_draws`` edge-shuffled copies of the same weights, each co-clustered afresh: the
+    null that includes the co-clustering's own search, which the random partition does not).
+    """
+
+    kind: Literal["clusterability"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer (the linear layer feeding it)
+    k: int = Field(4, ge=2)
+    baseline: Literal["none", "random_partition", "shuffled"] = "none"
+    shuffle_draws: int = Field(5, ge=1)
+    seed: int = 0  # with the replicate's seed, fixes the shuffles
+
+
 ModelOutcome = Annotated[
-    AccuracyOutcome
+    ClusterabilityOutcome
+    | AccuracyOutcome
     | MeanSelectivityOutcome
     | AblationCurveOutcome
     | DirectionAblationOutcome
@@ -618,14 +640,6 @@ ModelOutcome = Annotated[
     | EffectiveDimensionalityOutcome,
     Field(discriminator="kind"),
 ]
-
-
-class OutcomePart(Frozen):
-    """One of several outcomes of a between-conditions test, with its own predicted direction."""
-
-    name: str = Field(min_length=1)
-    outcome: ModelOutcome
-    direction: Literal["positive", "negative", "none"] | None = None  # default: the prediction's
 
 
 class ReferenceContrast(Frozen):
@@ -643,7 +657,29 @@ class TrendContrast(Frozen):
     scale: Literal["value", "rank"] = "value"  # slope per unit of the value, or per grid step
 
 
-Comparison = Annotated[ReferenceContrast | TrendContrast, Field(discriminator="kind")]
+class LevelContrast(Frozen):
+    """The outcome's mean in each listed condition against 0, over seeds: one part per
+    condition. Meant for an outcome that is already a difference from its own baseline (e.g.
+    clusterability minus its shuffled-weights baseline)."""
+
+    kind: Literal["level"]
+    # each entry: grid field -> value, for every grid field; empty: every condition
+    conditions: tuple[dict[str, Any], ...] = ()
+
+
+Comparison = Annotated[
+    ReferenceContrast | TrendContrast | LevelContrast, Field(discriminator="kind")
+]
+
+
+class OutcomePart(Frozen):
+    """One of several outcomes of a between-conditions test, with its own predicted direction
+    and, optionally, its own comparison (default: the test's ``compare``)."""
+
+    name: str = Field(min_length=1)
+    outcome: ModelOutcome
+    direction: Literal["positive", "negative", "none"] | None = None  # default: the prediction's
+    compare: Comparison | None = None
 
 
 class BetweenConditionsTest(Frozen):

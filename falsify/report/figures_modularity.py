@@ -1,0 +1,94 @@
+"""Modularity figures: clusterability per condition against its baselines, and the clusters ×
+classes damage heatmap (Golechha, Cope & Schoots 2024; modularity.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["DETAIL_FIGURES", "clusterability_by_condition", "damage_heatmap"]
+
+
+def _mean_ci(values: np.ndarray, level: float) -> tuple[float, float, float]:
+    m = float(np.mean(values))
+    if len(values) < 2:
+        return m, m, m
+    lo, hi = stats.t.interval(level, len(values) - 1, loc=m, scale=stats.sem(values))
+    return m, float(lo), float(hi)
+
+
+def clusterability_by_condition(
+    details: pd.DataFrame, order: list[str], spec: Any, level: float, path: Path
+) -> None:
+    """Per condition: each seed's clusterability C (grey, seeds joined), the mean of C with its
+    t CI, and the means of its two baselines (random partition, shuffled weights).
+
+    ``details`` has columns condition, seed, clusterability, random_baseline, shuffled_baseline.
+    """
+    pos = {c: i for i, c in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(order) + 2.5), 4.4))
+    for _, g in details.groupby("seed"):
+        g = g.assign(x=g["condition"].map(pos)).sort_values("x")
+        ax.plot(g["x"], g["clusterability"], color="0.75", lw=0.8, marker="o", ms=3, zorder=1)
+    styles = [
+        ("clusterability", "C0", "s", "clusterability C"),
+        ("shuffled_baseline", "C3", "v", "shuffled-weights baseline"),
+        ("random_baseline", "C2", "D", "random-partition baseline"),
+    ]
+    for j, (col, color, marker, label) in enumerate(styles):
+        for i, c in enumerate(order):
+            m, lo, hi = _mean_ci(details.loc[details["condition"] == c, col].to_numpy(float), level)
+            ax.errorbar(
+                pos[c] + 0.08 * (j - 1),
+                m,
+                yerr=[[m - lo], [hi - m]],
+                fmt=marker,
+                color=color,
+                ms=6,
+                capsize=3,
+                zorder=2,
+                label=label if i == 0 else None,
+            )
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels([c.replace(", ", "\n") for c in order], fontsize=8)
+    ax.set_ylabel(f"clusterability (k = {spec.k}, mean over layers)")
+    ax.set_title(f"clusterability vs its baselines: mean and {100 * level:g}% CI", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def damage_heatmap(
+    damage: np.ndarray, title: str, class_names: list[str] | None, path: Path
+) -> None:
+    """The ``[clusters, classes]`` per-class accuracy drop from ablating each cluster."""
+    n_clusters, n_classes = damage.shape
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.5 * n_classes + 2.5), 0.45 * n_clusters + 2.2))
+    limit = float(np.nanmax(np.abs(damage))) or 1.0
+    im = ax.imshow(damage, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(n_classes))
+    ax.set_xticklabels(class_names or [str(c) for c in range(n_classes)], fontsize=8)
+    ax.set_yticks(range(n_clusters))
+    ax.set_yticklabels([f"cluster {c}" for c in range(n_clusters)], fontsize=8)
+    ax.set_xlabel("class")
+    fig.colorbar(im, ax=ax, label="accuracy drop on the class")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# outcome kind -> draw(details rows, condition order, outcome spec, CI level, path)
+DETAIL_FIGURES: dict[str, Callable[[pd.DataFrame, list[str], Any, float, Path], None]] = {
+    "clusterability": clusterability_by_condition,
+}
