@@ -39,6 +39,7 @@ __all__ = [
     "CIFAR10Data",
     "Checkpointed",
     "ClassSelectivity",
+    "ClusterSpecializationTest",
     "ClusterabilityOutcome",
     "CorruptionAccuracyOutcome",
     "DataSpec",
@@ -510,6 +511,36 @@ class TargetedTest(Frozen):
         return tuple(items)
 
 
+class ClusterSpecializationTest(Frozen):
+    """Do a layer's weight clusters specialize in classes more than random groups of units?
+
+    Golechha, Cope & Schoots (2024); modularity.md. Per replicate and layer: co-cluster the
+    layer's incoming weights into ``k`` bipartite clusters, ablate each cluster's units and
+    take the specialization of its per-class accuracy drops (``statistic``: the share of the
+    damage on the ``m`` most damaged classes, or the Gini coefficient), minus the mean
+    specialization of ``draws`` random groups of the same size. The replicate's difference is
+    the mean over its clusters; differences are pooled over replicates by a one-sample t (the
+    targeted-vs-control design of PRODUCT.md §3); every layer is one part.
+    """
+
+    kind: Literal["cluster_specialization"]
+    layers: tuple[str, ...] = Field(min_length=1)
+    k: int = Field(4, ge=2)
+    statistic: Literal["top_share", "gini"] = "top_share"
+    m: int = Field(1, ge=1)  # top_share only: the number of most damaged classes
+    draws: int = Field(20, ge=2)
+    control_seed: int = 0
+    value: Literal["zero", "mean"] = "zero"
+    split: Literal["test", "train"] = "test"
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("a list of distinct layer names")
+        return v
+
+
 # --- model-level outcomes (one number per trained model) ---------------------------------------
 
 
@@ -712,7 +743,8 @@ class BetweenConditionsTest(Frozen):
 
 
 TestSpec = Annotated[
-    AssociationTest | TargetedTest | BetweenConditionsTest, Field(discriminator="kind")
+    AssociationTest | TargetedTest | BetweenConditionsTest | ClusterSpecializationTest,
+    Field(discriminator="kind"),
 ]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["DETAIL_FIGURES", "clusterability_by_condition", "damage_heatmap"]
+__all__ = ["DETAIL_FIGURES", "clusterability_by_condition", "damage_heatmaps"]
 
 
 def _mean_ci(values: np.ndarray, level: float) -> tuple[float, float, float]:
@@ -68,22 +68,39 @@ def clusterability_by_condition(
     plt.close(fig)
 
 
-def damage_heatmap(
-    damage: np.ndarray, title: str, class_names: list[str] | None, path: Path
+def damage_heatmaps(
+    panels: list[tuple[int, np.ndarray, np.ndarray]], layer: str, what: str, path: Path
 ) -> None:
-    """The ``[clusters, classes]`` per-class accuracy drop from ablating each cluster."""
-    n_clusters, n_classes = damage.shape
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.5 * n_classes + 2.5), 0.45 * n_clusters + 2.2))
-    limit = float(np.nanmax(np.abs(damage))) or 1.0
-    im = ax.imshow(damage, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-    ax.set_xticks(range(n_classes))
-    ax.set_xticklabels(class_names or [str(c) for c in range(n_classes)], fontsize=8)
-    ax.set_yticks(range(n_clusters))
-    ax.set_yticklabels([f"cluster {c}" for c in range(n_clusters)], fontsize=8)
-    ax.set_xlabel("class")
-    fig.colorbar(im, ax=ax, label="accuracy drop on the class")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    """One ``[clusters, classes]`` heatmap per replicate (up to 6): the per-class damage from
+    ablating each cluster of ``layer``. ``panels``: (seed, damage, cluster sizes). Clusters are
+    not matched across replicates, so each panel is its own model; rows are ordered by total
+    damage and labelled with the cluster's number of units."""
+    shown = panels[:6]
+    n_clusters, n_classes = shown[0][1].shape
+    limit = max(float(np.nanmax(np.abs(d))) for _, d, _ in shown) or 1.0
+    cols = min(3, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(cols * max(3.2, 0.32 * n_classes + 1.4), rows * (0.35 * n_clusters + 1.6)),
+        squeeze=False,
+        layout="constrained",
+    )
+    im = None
+    for ax, (seed, damage, sizes) in zip(axes.ravel(), shown, strict=False):
+        order = np.argsort(-np.nansum(damage, axis=1))
+        im = ax.imshow(damage[order], cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(n_classes))
+        ax.set_xticklabels([str(c) for c in range(n_classes)], fontsize=7)
+        ax.set_yticks(range(n_clusters))
+        ax.set_yticklabels([f"c{c} ({sizes[c]} units)" for c in order], fontsize=7)
+        ax.set_title(f"seed {seed}", fontsize=9)
+        ax.set_xlabel("class", fontsize=8)
+    for ax in axes.ravel()[len(shown) :]:
+        ax.axis("off")
+    fig.suptitle(f"{layer}: {what} per class from ablating each cluster", fontsize=10)
+    fig.colorbar(im, ax=axes.ravel().tolist(), label=what, shrink=0.8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -55,7 +55,9 @@ def _layer_fields(
     fields = getattr(type(spec), "model_fields", {})
     for name in fields:
         value = getattr(spec, name)
-        if name in ("layers", "selectivity_layers") and isinstance(value, tuple):
+        if name in ("layers", "selectivity_layers", "enmeshment_layers") and isinstance(
+            value, tuple
+        ):
             out += [((*loc, name, i), layer) for i, layer in enumerate(value)]
         elif hasattr(type(value), "model_fields"):
             out += _layer_fields(value, (*loc, name))
