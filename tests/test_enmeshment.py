@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from falsify.data import load_dataset
@@ -127,3 +128,31 @@ def test_training_with_the_term_raises_model_clusterability_on_digits() -> None:
 
     assert c(trained.model) > c(plain.model) + 0.1
     assert trained.test_accuracy > 0.5  # still a working classifier
+
+
+def test_enmeshment_layers_must_hold_one_weight_layer(write, tmp_path) -> None:
+    from falsify.errors import FalsifyError
+    from falsify.hypothesis import load
+    from falsify.runner import ModelCache
+    from falsify.runner.run import plan
+
+    text = """\
+id: enmeshment_on_an_activation
+claim: An activation holds no weights, so it cannot be clustered.
+population:
+  data: {kind: digits}
+  model: {kind: mlp, hidden: [8]}
+  training: {epochs: 1, enmeshment_layers: [hidden1.act]}
+  seeds: 2
+  conditions: {training.enmeshment_lambda: [0, 1]}
+test:
+  kind: between_conditions
+  outcome: {kind: clusterability, k: 2}
+  compare: {kind: reference, reference: {training.enmeshment_lambda: 0}}
+prediction: {direction: positive, sesoi: 0.1}
+"""
+    path = write(text)
+    with pytest.raises(FalsifyError, match="hold exactly one, linear or conv") as exc:
+        plan(load(path), ModelCache(tmp_path), CPU)
+    assert "enmeshment_layers" in str(exc.value) and str(path) in str(exc.value)
+    assert plan(load(write(text.replace(".act]", ".linear]"))), ModelCache(tmp_path), CPU)
