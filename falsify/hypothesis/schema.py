@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "ENMESHMENT_FIELDS",
     "IMPORT_PATH_KEYS",
     "IMPORT_PATH_TAG",
     "AblationCurveOutcome",
@@ -39,6 +40,8 @@ __all__ = [
     "CNNSpec",
     "Checkpointed",
     "ClassSelectivity",
+    "ClusterSpecializationTest",
+    "ClusterabilityOutcome",
     "CorruptionAccuracyOutcome",
     "DataSpec",
     "DigitsData",
@@ -49,6 +52,7 @@ __all__ = [
     "LayerConductanceScore",
     "LayerIntegratedGradientsScore",
     "LayerNoiseOutcome",
+    "LevelContrast",
     "MLPSpec",
     "MNISTData",
     "MeanSelectivityOutcome",
@@ -298,6 +302,23 @@ class TrainingSpec(Frozen):
     selectivity_layers: tuple[str, ...] = ()
     # Morcos et al. (2018): this fraction of training labels is replaced by random classes.
     label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    # Golechha, Cope & Schoots (2024): loss = CE + λ · mean over layers of (1 − C(W, clusters)).
+    enmeshment_lambda: float = Field(0.0, ge=0.0)
+    # Layers whose weights the enmeshment term clusters; empty means every unit layer.
+    enmeshment_layers: tuple[str, ...] = ()
+    enmeshment_k: int = Field(4, ge=2)  # bipartite clusters per layer
+    # Optimizer steps between re-clusterings; None: once per epoch.
+    enmeshment_recluster_every: int | None = Field(None, ge=1)
+
+
+# Settings that do nothing while ``enmeshment_lambda`` is 0. The cache recipe leaves them out
+# then, so every recipe without the term keeps the key it had before the term existed.
+ENMESHMENT_FIELDS = (
+    "enmeshment_lambda",
+    "enmeshment_layers",
+    "enmeshment_k",
+    "enmeshment_recluster_every",
+)
 
 
 class Population(Frozen):
@@ -501,6 +522,36 @@ class TargetedTest(Frozen):
         return tuple(items)
 
 
+class ClusterSpecializationTest(Frozen):
+    """Do a layer's weight clusters specialize in classes more than random groups of units?
+
+    Golechha, Cope & Schoots (2024); modularity.md. Per replicate and layer: co-cluster the
+    layer's incoming weights into ``k`` bipartite clusters, ablate each cluster's units and
+    take the specialization of its per-class accuracy drops (``statistic``: the share of the
+    damage on the ``m`` most damaged classes, or the Gini coefficient), minus the mean
+    specialization of ``draws`` random groups of the same size. The replicate's difference is
+    the mean over its clusters; differences are pooled over replicates by a one-sample t (the
+    targeted-vs-control design of PRODUCT.md §3); every layer is one part.
+    """
+
+    kind: Literal["cluster_specialization"]
+    layers: tuple[str, ...] = Field(min_length=1)
+    k: int = Field(4, ge=2)
+    statistic: Literal["top_share", "gini"] = "top_share"
+    m: int = Field(1, ge=1)  # top_share only: the number of most damaged classes
+    draws: int = Field(20, ge=2)
+    control_seed: int = 0
+    value: Literal["zero", "mean"] = "zero"
+    split: Literal["test", "train"] = "test"
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("a list of distinct layer names")
+        return v
+
+
 # --- model-level outcomes (one number per trained model) ---------------------------------------
 
 
@@ -600,8 +651,28 @@ class EffectiveDimensionalityOutcome(Frozen):
     split: Literal["test", "train"] = "test"
 
 
+class ClusterabilityOutcome(Frozen):
+    """Clusterability of the named layers' weights, mean over layers (Golechha, Cope & Schoots
+    2024; modularity.md): spectral co-clustering of |W| into ``k`` bipartite clusters, then the
+    share of the squared weight inside them; optionally minus a baseline.
+
+    ``baseline``: ``none`` (C itself); ``random_partition`` (C − its expectation under a random
+    partition with the co-clustering's cluster sizes, ≈ 1/k); ``shuffled`` (C − the mean C of
+    ``shuffle_draws`` edge-shuffled copies of the same weights, each co-clustered afresh: the
+    null that includes the co-clustering's own search, which the random partition does not).
+    """
+
+    kind: Literal["clusterability"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer (the linear layer feeding it)
+    k: int = Field(4, ge=2)
+    baseline: Literal["none", "random_partition", "shuffled"] = "none"
+    shuffle_draws: int = Field(5, ge=1)
+    seed: int = 0  # with the replicate's seed, fixes the shuffles
+
+
 ModelOutcome = Annotated[
-    AccuracyOutcome
+    ClusterabilityOutcome
+    | AccuracyOutcome
     | MeanSelectivityOutcome
     | AblationCurveOutcome
     | DirectionAblationOutcome
@@ -611,14 +682,6 @@ ModelOutcome = Annotated[
     | EffectiveDimensionalityOutcome,
     Field(discriminator="kind"),
 ]
-
-
-class OutcomePart(Frozen):
-    """One of several outcomes of a between-conditions test, with its own predicted direction."""
-
-    name: str = Field(min_length=1)
-    outcome: ModelOutcome
-    direction: Literal["positive", "negative", "none"] | None = None  # default: the prediction's
 
 
 class ReferenceContrast(Frozen):
@@ -636,7 +699,29 @@ class TrendContrast(Frozen):
     scale: Literal["value", "rank"] = "value"  # slope per unit of the value, or per grid step
 
 
-Comparison = Annotated[ReferenceContrast | TrendContrast, Field(discriminator="kind")]
+class LevelContrast(Frozen):
+    """The outcome's mean in each listed condition against 0, over seeds: one part per
+    condition. Meant for an outcome that is already a difference from its own baseline (e.g.
+    clusterability minus its shuffled-weights baseline)."""
+
+    kind: Literal["level"]
+    # each entry: grid field -> value, for every grid field; empty: every condition
+    conditions: tuple[dict[str, Any], ...] = ()
+
+
+Comparison = Annotated[
+    ReferenceContrast | TrendContrast | LevelContrast, Field(discriminator="kind")
+]
+
+
+class OutcomePart(Frozen):
+    """One of several outcomes of a between-conditions test, with its own predicted direction
+    and, optionally, its own comparison (default: the test's ``compare``)."""
+
+    name: str = Field(min_length=1)
+    outcome: ModelOutcome
+    direction: Literal["positive", "negative", "none"] | None = None  # default: the prediction's
+    compare: Comparison | None = None
 
 
 class BetweenConditionsTest(Frozen):
@@ -663,7 +748,8 @@ class BetweenConditionsTest(Frozen):
 
 
 TestSpec = Annotated[
-    AssociationTest | TargetedTest | BetweenConditionsTest, Field(discriminator="kind")
+    AssociationTest | TargetedTest | BetweenConditionsTest | ClusterSpecializationTest,
+    Field(discriminator="kind"),
 ]
 
 

@@ -1,7 +1,8 @@
 """Model-level outcomes: one number per trained model, looked up by the outcome's ``kind``.
 
 These are what the between-conditions shape compares across training conditions (PRODUCT.md
-§3): accuracy, the achieved mean class selectivity, the area under an ablation curve.
+§3): accuracy, the achieved mean class selectivity, the area under an ablation curve, the
+clusterability of the weights.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from falsify.hypothesis.schema import AccuracyOutcome, Population
 from falsify.interventions.curves import ablation_curves, curve_auc
 from falsify.interventions.perturb import direction_ablation_curves, noise_curve
 from falsify.measures.adversarial import adversarial_accuracy
+from falsify.measures.clusterability import model_clusterability
 from falsify.measures.dimensionality import (
     covariance_spectrum,
     participation_ratio,
@@ -30,7 +32,7 @@ from falsify.measures.selectivity import mean_selectivity, unit_activations
 from falsify.models import unit_layers
 from falsify.models.training import training_labels
 
-__all__ = ["MODEL_OUTCOMES", "TrainedModel", "model_outcome"]
+__all__ = ["MODEL_OUTCOMES", "MODEL_OUTCOME_DETAILS", "TrainedModel", "model_outcome"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,33 @@ def _effective_dimensionality(spec: Any, t: TrainedModel) -> float:
     return float(np.mean(values))
 
 
+_BASELINE_COLUMN = {"random_partition": "random_baseline", "shuffled": "shuffled_baseline"}
+
+
+def _clusterability_details(spec: Any, t: TrainedModel) -> dict[str, float]:
+    """C and both its baselines (mean over the layers), and ``value``: the outcome."""
+    table = model_clusterability(
+        t.model,
+        t.layers(spec.layers),
+        spec.k,
+        shuffle_draws=spec.shuffle_draws,
+        generator=_generator(spec, t),
+    )
+    mean = table.iloc[-1]
+    out = {
+        "clusterability": float(mean["clusterability"]),
+        "random_baseline": float(mean["random_baseline"]),
+        "shuffled_baseline": float(mean["shuffled_baseline"]),
+    }
+    column = _BASELINE_COLUMN.get(spec.baseline)
+    out["value"] = out["clusterability"] - (out[column] if column else 0.0)
+    return out
+
+
+def _clusterability(spec: Any, t: TrainedModel) -> float:
+    return _clusterability_details(spec, t)["value"]
+
+
 # kind -> fn(spec, trained model) -> float
 MODEL_OUTCOMES: dict[str, Callable[[Any, TrainedModel], float]] = {
     "accuracy": _accuracy,
@@ -154,6 +183,13 @@ MODEL_OUTCOMES: dict[str, Callable[[Any, TrainedModel], float]] = {
     "corruption_accuracy": _corruption_accuracy,
     "adversarial_accuracy": _adversarial_accuracy,
     "effective_dimensionality": _effective_dimensionality,
+    "clusterability": _clusterability,
+}
+
+# kind -> fn(spec, trained model) -> {"value": the outcome, **what it was computed from}, for
+# outcomes whose report shows more than the outcome itself (e.g. clusterability's baselines).
+MODEL_OUTCOME_DETAILS: dict[str, Callable[[Any, TrainedModel], dict[str, float]]] = {
+    "clusterability": _clusterability_details,
 }
 
 

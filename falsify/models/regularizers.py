@@ -6,7 +6,9 @@ loop captures the (not detached) outputs of every layer some term names, once pe
 pass, and passes them as ``{layer: tensor}``. Terms are built from the training recipe by the
 builders in :data:`REGULARIZERS`; a builder returns ``None`` when its term is switched off
 (e.g. α = 0), so an unregularized recipe trains exactly as plain cross-entropy does. A new
-term (e.g. the enmeshment loss of Golechha et al. 2024) is one more builder.
+term is one more builder, e.g. the enmeshment loss of Golechha et al. (2024) in
+:mod:`falsify.models.enmeshment`. Builders also receive the number of optimizer steps per epoch
+(for terms with a schedule, such as the enmeshment term's re-clustering).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from falsify.hypothesis.schema import TrainingSpec
 from falsify.interventions.hooks import hooked
 from falsify.measures.selectivity import selectivity_index
 from falsify.models import unit_layers
+from falsify.models.enmeshment import EnmeshmentTerm
 
 __all__ = [
     "REGULARIZERS",
+    "EnmeshmentTerm",
     "RegularizerTerm",
     "SelectivityTerm",
     "batch_selectivity",
@@ -94,24 +98,37 @@ class SelectivityTerm:
         return -self.alpha * si.mean()
 
 
-def _selectivity(spec: TrainingSpec, model: nn.Module, n_classes: int) -> SelectivityTerm | None:
+def _selectivity(
+    spec: TrainingSpec, model: nn.Module, n_classes: int, steps_per_epoch: int
+) -> SelectivityTerm | None:
     if spec.selectivity_alpha == 0:
         return None
     layers = spec.selectivity_layers or unit_layers(model)
     return SelectivityTerm(spec.selectivity_alpha, tuple(layers), n_classes)
 
 
-# name -> builder(training recipe, model, n_classes) -> term, or None when switched off
-REGULARIZERS: dict[str, Callable[[TrainingSpec, nn.Module, int], Any]] = {
+def _enmeshment(
+    spec: TrainingSpec, model: nn.Module, n_classes: int, steps_per_epoch: int
+) -> EnmeshmentTerm | None:
+    if spec.enmeshment_lambda == 0:
+        return None
+    layers = spec.enmeshment_layers or unit_layers(model)
+    every = spec.enmeshment_recluster_every or max(steps_per_epoch, 1)
+    return EnmeshmentTerm(spec.enmeshment_lambda, tuple(layers), spec.enmeshment_k, every)
+
+
+# name -> builder(training recipe, model, n_classes, steps per epoch) -> term, or None when off
+REGULARIZERS: dict[str, Callable[[TrainingSpec, nn.Module, int, int], Any]] = {
     "selectivity": _selectivity,
+    "enmeshment": _enmeshment,
 }
 
 
 def build_regularizers(
-    spec: TrainingSpec, model: nn.Module, n_classes: int
+    spec: TrainingSpec, model: nn.Module, n_classes: int, steps_per_epoch: int = 1
 ) -> list[RegularizerTerm]:
     """The active terms of a recipe, in registry order."""
-    terms = (build(spec, model, n_classes) for build in REGULARIZERS.values())
+    terms = (build(spec, model, n_classes, steps_per_epoch) for build in REGULARIZERS.values())
     return [t for t in terms if t is not None]
 
 

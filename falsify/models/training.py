@@ -94,10 +94,12 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         has_batch_norm = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
         )
-        terms = build_regularizers(spec, model, data.n_classes)
         x = data.x_train.to(device)
         y = training_labels(spec, data.y_train, data.n_classes, seed).to(device)
         n = len(y)
+        # Optimizer steps per epoch: a last batch of one is skipped under batch norm.
+        steps = -(-n // spec.batch_size) - int(has_batch_norm and n % spec.batch_size == 1)
+        terms = build_regularizers(spec, model, data.n_classes, steps)
         last = 0.0
         with captured_activations(model, [layer for t in terms for layer in t.layers]) as acts:
             for _ in range(spec.epochs):

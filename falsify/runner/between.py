@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,15 +14,16 @@ from falsify.data import Dataset
 from falsify.errors import FalsifyError
 from falsify.hypothesis.conditions import Condition, canonical, expand, format_value
 from falsify.hypothesis.loader import HypothesisFile
-from falsify.hypothesis.schema import BetweenConditionsTest, ReferenceContrast
-from falsify.measures.model_level import TrainedModel, model_outcome
+from falsify.hypothesis.schema import BetweenConditionsTest, LevelContrast, ReferenceContrast
+from falsify.measures.model_level import MODEL_OUTCOME_DETAILS, TrainedModel, model_outcome
 from falsify.measures.selectivity import mean_selectivity
 from falsify.models import unit_layers
 from falsify.report.figures_between import outcome_by_condition
+from falsify.report.figures_modularity import DETAIL_FIGURES
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import Replicate
 from falsify.stats import Part, decide
-from falsify.stats.between import BetweenFit, fit_contrasts, fit_trend
+from falsify.stats.between import BetweenFit, fit_contrasts, fit_levels, fit_trend
 
 __all__ = ["run_between", "validate_between"]
 
@@ -32,6 +36,14 @@ _OUTCOME_LABELS = {
     "corruption_accuracy": "accuracy under corruptions",
     "adversarial_accuracy": "adversarial accuracy",
     "effective_dimensionality": "effective dimensionality",
+    "clusterability": "clusterability",
+}
+
+
+_EFFECT_KINDS = {
+    "ReferenceContrast": "d_z (paired by seed)",
+    "TrendContrast": "d_z of per-seed slopes",
+    "LevelContrast": "d (mean / SD over seeds)",
 }
 
 
@@ -41,13 +53,14 @@ def _label(outcome: Any) -> str:
     return f"{split} {label}" if split else label
 
 
-def _reference(hf: HypothesisFile, conditions: list[Condition]) -> Condition:
-    """The condition the reference mapping names (validated with line-aware errors)."""
-    test = hf.hypothesis.test
-    assert isinstance(test, BetweenConditionsTest) and isinstance(test.compare, ReferenceContrast)
+def _reference(
+    hf: HypothesisFile,
+    conditions: list[Condition],
+    ref: dict[str, Any],
+    loc: tuple[str | int, ...],
+) -> Condition:
+    """The condition a mapping of grid fields names (validated with line-aware errors)."""
     fields = list(hf.hypothesis.population.conditions)
-    ref = test.compare.reference
-    loc = ("test", "compare", "reference")
     for key in ref:
         if key not in fields:
             raise hf.error((*loc, key), f"one of the grid fields {fields}", key, fields)
@@ -72,8 +85,31 @@ def _coerce(cond: Condition, field: str, value: Any) -> Any:
     return value
 
 
+def _comparisons(test: BetweenConditionsTest) -> list[tuple[Any, tuple[str | int, ...]]]:
+    """Each outcome part's comparison and its location in the file."""
+    if test.outcome is not None:
+        return [(test.compare, ("test", "compare"))]
+    return [
+        (op.compare, ("test", "outcomes", i, "compare"))
+        if op.compare is not None
+        else (test.compare, ("test", "compare"))
+        for i, op in enumerate(test.outcomes)
+    ]
+
+
+def _levels(
+    hf: HypothesisFile, conditions: list[Condition], compare: LevelContrast, loc: tuple
+) -> list[Condition]:
+    if not compare.conditions:
+        return conditions
+    return [
+        _reference(hf, conditions, mapping, (*loc, "conditions", i))
+        for i, mapping in enumerate(compare.conditions)
+    ]
+
+
 def validate_between(hf: HypothesisFile, data: Dataset) -> None:
-    """Checks before training: a grid of ≥ 2 conditions; the reference or factor exists."""
+    """Checks before training: a grid of ≥ 2 conditions; the reference, levels or factor exist."""
     hyp = hf.hypothesis
     test = hyp.test
     assert isinstance(test, BetweenConditionsTest)
@@ -95,15 +131,24 @@ def validate_between(hf: HypothesisFile, data: Dataset) -> None:
             "a grid of at least 2 conditions (a between-conditions test compares them)",
             dict(hyp.population.conditions),
         )
-    if isinstance(test.compare, ReferenceContrast):
-        _reference(hf, conditions)
+    for compare, loc in _comparisons(test):
+        _validate_compare(hf, conditions, compare, loc)
+
+
+def _validate_compare(
+    hf: HypothesisFile, conditions: list[Condition], compare: Any, loc: tuple
+) -> None:
+    hyp = hf.hypothesis
+    if isinstance(compare, ReferenceContrast):
+        _reference(hf, conditions, compare.reference, (*loc, "reference"))
+        return
+    if isinstance(compare, LevelContrast):
+        _levels(hf, conditions, compare, loc)
         return
     fields = list(hyp.population.conditions)
-    factor = test.compare.factor
+    factor = compare.factor
     if factor not in fields:
-        raise hf.error(
-            ("test", "compare", "factor"), f"one of the grid fields {fields}", factor, fields
-        )
+        raise hf.error((*loc, "factor"), f"one of the grid fields {fields}", factor, fields)
     if len(fields) > 1:
         raise hf.error(
             ("population", "conditions"),
@@ -113,33 +158,60 @@ def validate_between(hf: HypothesisFile, data: Dataset) -> None:
         )
     values = [c.value(factor) for c in conditions]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    if test.compare.scale == "value" and not numeric:
+    if compare.scale == "value" and not numeric:
         raise hf.error(
-            ("test", "compare", "scale"),
-            "'rank' for a factor whose values are not numbers",
-            test.compare.scale,
+            (*loc, "scale"), "'rank' for a factor whose values are not numbers", compare.scale
         )
 
 
 def _fit(
-    hf: HypothesisFile, table: pd.DataFrame, conditions: list[Condition]
+    hf: HypothesisFile,
+    table: pd.DataFrame,
+    conditions: list[Condition],
+    compare: Any,
+    loc: tuple,
 ) -> tuple[BetweenFit, list[tuple[str, str]]]:
     """The statistical fit and (part name, estimate key) pairs, in condition order."""
     test = hf.hypothesis.test
     assert isinstance(test, BetweenConditionsTest)
     names = [c.name for c in conditions]
-    if isinstance(test.compare, ReferenceContrast):
-        ref = _reference(hf, conditions).name
+    if isinstance(compare, ReferenceContrast):
+        ref = _reference(hf, conditions, compare.reference, (*loc, "reference")).name
         fit = fit_contrasts(table, ref, names, test.model)
         return fit, [(f"{c} vs {ref}", c) for c in names if c != ref]
-    factor = test.compare.factor
+    if isinstance(compare, LevelContrast):
+        chosen = [c.name for c in _levels(hf, conditions, compare, loc)]
+        return fit_levels(table, chosen), [(f"{c} vs 0", c) for c in chosen]
+    factor = compare.factor
     position = {c.name: i for i, c in enumerate(conditions)}
     value = {c.name: c.value(factor) for c in conditions}
-    xs = table["condition"].map(position if test.compare.scale == "rank" else value)
+    xs = table["condition"].map(position if compare.scale == "rank" else value)
     fit = fit_trend(table.assign(x=xs.astype(float)), test.model)
-    unit = "grid step" if test.compare.scale == "rank" else "unit"
+    unit = "grid step" if compare.scale == "rank" else "unit"
     short = factor.rsplit(".", 1)[-1]
     return fit, [(f"slope per {unit} of {short}", "trend")]
+
+
+def _detail_figures(
+    named: list[Any], details: list[dict[str, Any]], order: list[str], level: float
+) -> dict[str, Callable[[Path], None]]:
+    """One extra figure per outcome part whose kind draws its details (e.g. baselines)."""
+    out: dict[str, Callable[[Path], None]] = {}
+    if not details:
+        return out
+    table = pd.DataFrame(details)
+    drawn: set[tuple[Any, str]] = set()
+    for op in named:
+        draw = DETAIL_FIGURES.get(op.outcome.kind)
+        rows = table[table["outcome"] == op.name]
+        # outcomes that differ only in how they use the same details (e.g. clusterability
+        # against one baseline or another) share one figure
+        same = (draw, rows.drop(columns=["outcome", "value"]).to_csv(index=False))
+        if draw is not None and len(rows) and same not in drawn:
+            drawn.add(same)
+            suffix = "-" + re.sub(r"[^A-Za-z0-9]+", "-", op.name).strip("-").lower()
+            out[suffix] = partial(draw, rows, order, op.outcome, level)
+    return out
 
 
 def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Outcome:
@@ -152,6 +224,7 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
     named = test.named_outcomes()
     several = len(named) > 1
     rows: list[dict[str, Any]] = []
+    details: list[dict[str, Any]] = []
     for rep in reps:
         cond = by_name[rep.condition]
         trained = TrainedModel(rep.model, cond.population, data, rep.seed)
@@ -162,11 +235,17 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
             layers = cond.population.training.selectivity_layers or unit_layers(rep.model)
             achieved = mean_selectivity(rep.model, layers, x_test, y_test, data.n_classes)
         for part in named:
+            detail = MODEL_OUTCOME_DETAILS.get(part.outcome.kind)
+            found = detail(part.outcome, trained) if detail is not None else {}
+            if found:
+                details.append(
+                    {"outcome": part.name, "condition": rep.condition, "seed": rep.seed, **found}
+                )
             rows.append(
                 {
                     "part": rep.condition,
                     "seed": rep.seed,
-                    "statistic": model_outcome(part.outcome, trained),
+                    "statistic": found["value"] if found else model_outcome(part.outcome, trained),
                     **({"outcome": part.name} if several else {}),
                     "test_accuracy": rep.test_accuracy,
                     "mean_selectivity": achieved,
@@ -178,13 +257,13 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
     parts: list[Part] = []
     notes: list[str] = []
     methods: list[str] = []
-    for op in named:
+    for op, (compare, loc) in zip(named, _comparisons(test), strict=True):
         sub = replicates[replicates["outcome"] == op.name] if several else replicates
         table = sub.rename(columns={"part": "condition", "statistic": "y"})[
             ["condition", "seed", "y"]
         ]
         try:
-            fit, part_keys = _fit(hf, table, conditions)
+            fit, part_keys = _fit(hf, table, conditions, compare, loc)
         except ValueError as exc:
             raise FalsifyError(f"{hf.path}: no verdict for {op.name}: {exc}.") from None
         notes += [f"{op.name}: {n}" if several else n for n in fit.notes]
@@ -200,9 +279,7 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
                 estimate=fit.estimates[key],
                 n_replicates=n_seeds,
                 effect_size=fit.effect_sizes.get(key, float("nan")),
-                effect_size_kind="d_z (paired by seed)"
-                if key != "trend"
-                else "d_z of per-seed slopes",
+                effect_size_kind=_EFFECT_KINDS[type(compare).__name__],
                 method=fit.method,
                 direction=op.direction,
             )
@@ -215,11 +292,17 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
     tidy = replicates.rename(columns={"part": "condition", "statistic": "value"}).merge(
         settings, on="condition", how="left"
     )
+    if details:
+        extra = pd.DataFrame(details).drop(columns="value")
+        keys = ["condition", "seed"] + (["outcome"] if several else [])
+        tidy = tidy.merge(extra if several else extra.drop(columns="outcome"), on=keys, how="left")
     if not several:
         tidy = tidy.rename(columns={"value": "outcome"})
     outcome_labels = {op.name: _label(op.outcome) for op in named}
     label = _label(named[0].outcome) if not several else "outcome"
-    kind = "difference in" if isinstance(test.compare, ReferenceContrast) else "slope of"
+    kind = {"reference": "difference in", "trend": "slope of", "level": "mean of"}[
+        test.compare.kind
+    ]
     labels = {
         "statistic": f"{kind} {label}",
         "replicate_statistic": f"outcome: {label}" if not several else "value",
@@ -245,7 +328,8 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
                 [c.name for c in conditions],
                 outcome_labels,
                 level,
-            )
+            ),
+            **_detail_figures(named, details, [c.name for c in conditions], level),
         },
         notes=list(dict.fromkeys(notes)),
     )

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from falsify.data import Dataset, load_dataset
 from falsify.errors import FalsifyError
 from falsify.hypothesis.conditions import expand
-from falsify.hypothesis.schema import Population
+from falsify.hypothesis.schema import ENMESHMENT_FIELDS, Population
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
 from falsify.models.training import evaluate, train_replicate
@@ -51,6 +51,9 @@ def recipe_of(population: Population) -> dict[str, Any]:
     (:func:`falsify.hypothesis.conditions.expand`).
     """
     recipe = population.model_dump(mode="json", exclude={"seeds", "conditions"})
+    if population.training.enmeshment_lambda == 0:
+        for name in ENMESHMENT_FIELDS:
+            recipe["training"].pop(name)
     identity = population_identity(population)
     if identity:  # only for user code and data folders, so built-in keys are unchanged
         recipe["identity"] = identity

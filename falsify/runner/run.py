@@ -9,13 +9,16 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 import torch
+from torch import nn
 
 from falsify._imports import UserCodeError
 from falsify.data import Dataset, load_dataset
+from falsify.errors import FalsifyError
 from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
-from falsify.models import build_model
+from falsify.measures.clusterability import weight_module
+from falsify.models import build_model, unit_layers
 from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor
@@ -55,7 +58,9 @@ def _layer_fields(
     fields = getattr(type(spec), "model_fields", {})
     for name in fields:
         value = getattr(spec, name)
-        if name in ("layers", "selectivity_layers") and isinstance(value, tuple):
+        if name in ("layers", "selectivity_layers", "enmeshment_layers") and isinstance(
+            value, tuple
+        ):
             out += [((*loc, name, i), layer) for i, layer in enumerate(value)]
         elif hasattr(type(value), "model_fields"):
             out += _layer_fields(value, (*loc, name))
@@ -77,6 +82,7 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
     for loc, layer in located:
         if layer not in names:
             raise hf.error(loc, f"one of {names}", layer, names)
+    _check_enmeshment_layers(hf, model)
     if hyp.population.conditions and hyp.test.kind not in GRID_SHAPES:
         raise hf.error(
             ("population", "conditions"),
@@ -87,6 +93,26 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
     check = SHAPE_CHECKS.get(hyp.test.kind)
     if check is not None:
         check(hf, model, data)
+
+
+def _check_enmeshment_layers(hf: HypothesisFile, model: nn.Module) -> None:
+    """The enmeshment term's layers (named, or by default every unit layer) each are, or
+    hold exactly one, linear or conv layer, whenever some condition switches the term on."""
+    pop = hf.hypothesis.population
+    lambdas = pop.conditions.get("training.enmeshment_lambda", (pop.training.enmeshment_lambda,))
+    if all(lam == 0 for lam in lambdas):
+        return
+    named = pop.training.enmeshment_layers
+    for layer in named or unit_layers(model):
+        try:
+            weight_module(model, layer)
+        except FalsifyError:
+            raise hf.error(
+                ("population", "training", "enmeshment_layers"),
+                "layers that are, or hold exactly one, linear or conv layer (their weights are "
+                f"clustered); {layer!r} is not" + ("" if named else " (a default unit layer)"),
+                list(named),
+            ) from None
 
 
 def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:

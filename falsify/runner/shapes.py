@@ -12,6 +12,7 @@ from falsify.runner.association import check_association, run_association
 from falsify.runner.between import run_between, validate_between
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import Replicate
+from falsify.runner.specialization import check_cluster_specialization, run_cluster_specialization
 from falsify.runner.targeted import check_targeted, run_targeted
 
 __all__ = ["GRID_SHAPES", "SHAPES", "SHAPE_CHECKS"]
@@ -21,6 +22,7 @@ SHAPES: dict[str, Callable[[HypothesisFile, Dataset, list[Replicate]], Outcome]]
     "association": run_association,
     "targeted": run_targeted,
     "between_conditions": run_between,
+    "cluster_specialization": run_cluster_specialization,
 }
 
 # kind -> check(hypothesis file, untrained model, dataset): validation that needs the real model
@@ -29,6 +31,7 @@ SHAPE_CHECKS: dict[str, Callable[[HypothesisFile, nn.Module, Dataset], None]] = 
     "association": check_association,
     "targeted": check_targeted,
     "between_conditions": lambda hf, _model, data: validate_between(hf, data),
+    "cluster_specialization": check_cluster_specialization,
 }
 
 

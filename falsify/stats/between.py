@@ -14,6 +14,9 @@ comparison is paired by seed. Two models are offered; the report says which one 
   balanced paired design HC2 equals the classical standard error and the estimate is the mean
   within-seed difference, so the test is exactly the paired t-test (checked against
   ``scipy.stats.ttest_rel`` in the tests).
+- Level of one condition (``compare: {kind: level}``): its mean outcome against 0, one-sample
+  t over seeds (mean, SD/√n, n − 1 df), for an outcome that is a difference from its own
+  baseline; no pairing is involved.
 - Trend over an ordered grid: fit ``y ~ x + seed`` on all models with errors clustered by seed
   (the replicate; this allows each seed its own slope and any within-seed correlation); t
   reference with n − 1 df (Cameron & Miller 2015, J. Human Resources 50:317, §VI: G − 1 df for
@@ -40,7 +43,7 @@ import statsmodels.api as sm
 
 from falsify.stats.estimate import TEstimate
 
-__all__ = ["BetweenFit", "fit_contrasts", "fit_trend"]
+__all__ = ["BetweenFit", "fit_contrasts", "fit_levels", "fit_trend"]
 
 
 @dataclass(frozen=True)
@@ -194,3 +197,22 @@ def fit_trend(table: pd.DataFrame, model: str) -> BetweenFit:
         f"OLS with seed fixed effects, SE clustered by seed; t with n−1 = {n - 1} df",
         notes,
     )
+
+
+def fit_levels(table: pd.DataFrame, conditions: list[str]) -> BetweenFit:
+    """Each condition's mean outcome against 0; ``table`` has columns condition, seed, y.
+
+    The one-sample t over the condition's seeds: estimate = mean, SE = SD / √n, n − 1 df.
+    """
+    est: dict[str, TEstimate] = {}
+    effect: dict[str, float] = {}
+    ns = []
+    for c in conditions:
+        y = table.loc[table["condition"] == c, "y"].dropna().to_numpy(float)
+        if len(y) < 2:
+            raise ValueError(f"the level of {c} needs at least 2 seeds with an outcome")
+        est[c] = TEstimate(float(y.mean()), float(y.std(ddof=1) / np.sqrt(len(y))), len(y) - 1)
+        effect[c] = _d_z(y)
+        ns.append(len(y))
+    dfs = ", ".join(sorted({str(n - 1) for n in ns}))
+    return BetweenFit(est, effect, f"one-sample t over seeds against 0; t with n−1 = {dfs} df")
