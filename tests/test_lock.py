@@ -75,3 +75,11 @@ def test_corrupt_lock_file_is_a_clear_error(setup, capsys) -> None:
     lock.write_text("not json")
     assert main(["lock", str(path), "--lock", str(lock)]) == 2
     assert "must be JSON written by `falsify lock`" in capsys.readouterr().err
+
+
+def test_fields_at_their_default_do_not_count_as_changes(setup, tiny_yaml) -> None:
+    # Writing out a default explicitly (as a newer version's new field would be) is no change.
+    path, out, lock, run = setup
+    assert main(["lock", str(path), "--lock", str(lock), "--out", str(out)]) == 0
+    path.write_text(tiny_yaml.replace("  sesoi: 0.1", "  sesoi: 0.1\n  alpha: 0.05"))
+    assert _status(run()) == "PRE-REGISTERED"

@@ -43,8 +43,13 @@ _DECISION_FIELDS = {"population", "test", "prediction"}
 
 
 def decision_content(h: Hypothesis) -> dict[str, Any]:
-    """Everything a verdict depends on, flattened to ``{"prediction.sesoi": 0.1, ...}``."""
-    return _flatten(h.model_dump(mode="json", include=_DECISION_FIELDS))
+    """Everything a verdict depends on, flattened to ``{"prediction.sesoi": 0.1, ...}``.
+
+    Fields at their default value are left out, so a field added to the file format in a
+    later version (with a default that keeps the old behaviour) does not turn an old lock
+    into CHANGED AFTER LOCK.
+    """
+    return _flatten(h.model_dump(mode="json", include=_DECISION_FIELDS, exclude_defaults=True))
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
