@@ -21,6 +21,7 @@ from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
 from falsify.stats.association import pool_correlations
+from falsify.stats.between import fit_contrasts, fit_trend
 from falsify.stats.estimate import TEstimate
 from falsify.stats.paired import paired_t
 from falsify.stats.verdict import Verdict, p_values, verdict_from_p
@@ -102,6 +103,52 @@ def _targeted_model(skewed: bool) -> str:
     )
 
 
+_N_CONDITIONS = 4  # a reference and three treated conditions, as in the bundled grids
+_SIGMA_SEED = 0.01  # shared seed effect (what pairing by seed removes)
+_SIGMA_MODEL_OUTCOME = 0.006  # each trained model's own deviation
+
+
+def _grid(rng: np.random.Generator, k: int, theta: float, trend: bool) -> pd.DataFrame:
+    """One simulated grid: condition c = 0..3 at seeds 0..k−1, outcome y.
+
+    Contrast: the last condition differs from the reference (c = 0) by θ, the middle ones by
+    θ/2. Trend: y rises by θ per unit of x = c, with a per-seed slope jitter of θ/4 + 0.002.
+    """
+    c = np.repeat(np.arange(_N_CONDITIONS), k)
+    seed = np.tile(np.arange(k), _N_CONDITIONS)
+    u = rng.normal(0.0, _SIGMA_SEED, size=k)[seed]
+    e = rng.normal(0.0, _SIGMA_MODEL_OUTCOME, size=len(c))
+    if trend:
+        slope = theta + rng.normal(0.0, abs(theta) / 4 + 0.002, size=k)[seed]
+        y = u + slope * c + e
+    else:
+        shift = np.where(c == _N_CONDITIONS - 1, theta, np.where(c == 0, 0.0, theta / 2))
+        y = u + shift + e
+    return pd.DataFrame({"condition": c.astype(str), "seed": seed, "x": c.astype(float), "y": y})
+
+
+def _contrast(model: str) -> Simulate:
+    def simulate(rng: np.random.Generator, k: int, theta: float) -> TEstimate:
+        conditions = [str(i) for i in range(_N_CONDITIONS)]
+        fit = fit_contrasts(_grid(rng, k, theta, False), "0", conditions, model)
+        return fit.estimates[conditions[-1]]
+
+    return simulate
+
+
+def _trend(model: str) -> Simulate:
+    def simulate(rng: np.random.Generator, k: int, theta: float) -> TEstimate:
+        return fit_trend(_grid(rng, k, theta, True), model).estimates["trend"]
+
+    return simulate
+
+
+_GRID_MODEL = (
+    f"{_N_CONDITIONS} conditions × k seeds; y = seed effect N(0, {_SIGMA_SEED}²) + condition "
+    f"effect + N(0, {_SIGMA_MODEL_OUTCOME}²) per model; contrast of the last condition (θ) "
+    "against the reference, or slope θ per grid step with per-seed slope jitter"
+)
+
 _ASSOC_MODEL = (
     f"per replicate, {_N_UNITS} units with bivariate-normal (x, y); the replicate's true "
     f"Spearman correlation is tanh(atanh(θ) + N(0, {_TAU}²)); Spearman r per replicate"
@@ -130,6 +177,27 @@ SIMULATORS: list[Simulator] = [
         _targeted_model(True),
         _targeted(True),
         stress=True,
+    ),
+    Simulator(
+        "between-conditions",
+        "contrast: OLS, seed fixed effects, HC2",
+        0.01,
+        _GRID_MODEL,
+        _contrast("ols"),
+    ),
+    Simulator(
+        "between-conditions",
+        "contrast: MixedLM, seed random intercept",
+        0.01,
+        _GRID_MODEL,
+        _contrast("mixed"),
+    ),
+    Simulator(
+        "between-conditions",
+        "trend: OLS, seed fixed effects, clustered SE",
+        0.01,
+        _GRID_MODEL,
+        _trend("ols"),
     ),
     Simulator(
         "association",
