@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,8 @@ from tqdm import tqdm
 from falsify.data import Dataset
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
-from falsify.models.training import train_replicate
+from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
+from falsify.models.training import TrainResult, train_replicate
 from falsify.runner.cache import ModelCache, replicate_key
 
 __all__ = ["Replicate", "obtain_replicates", "recipe_of"]
@@ -43,20 +45,23 @@ def obtain_replicates(
     device: torch.device,
     progress: bool = True,
 ) -> list[Replicate]:
+    """Every seed's model: cached ones loaded, the rest trained (as one ensemble when the recipe
+    allows it, bit-identical to training them one by one) and then cached per replicate."""
     recipe = recipe_of(population)
-    out: list[Replicate] = []
-    bar = tqdm(population.seeds, desc="replicates", unit="model", disable=not progress, leave=False)
-    for seed in bar:
+    found: dict[int, Replicate] = {}
+    missing: list[int] = []
+    for seed in population.seeds:
         key = replicate_key(recipe, seed, device)
         with torch.random.fork_rng(devices=[]):
             model = build_model(population.model, data.input_shape, data.n_classes).to(device)
         info = cache.load(key, model)
-        if info is not None:
-            model.eval()
-            out.append(Replicate(seed, model, key, True, info["test_accuracy"], info["train_loss"]))
+        if info is None:
+            missing.append(seed)
             continue
-        start = time.perf_counter()
-        trained = train_replicate(population, data, seed, device)
+        model.eval()
+        found[seed] = Replicate(seed, model, key, True, info["test_accuracy"], info["train_loss"])
+    for seed, trained, seconds, trainer in _train(population, data, missing, device, progress):
+        key = replicate_key(recipe, seed, device)
         info = {
             "recipe": recipe,
             "seed": seed,
@@ -64,10 +69,36 @@ def obtain_replicates(
             "torch": torch.__version__,
             "test_accuracy": trained.test_accuracy,
             "train_loss": trained.train_loss,
-            "train_seconds": time.perf_counter() - start,
+            "train_seconds": seconds,
+            "trainer": trainer,
         }
         cache.save(key, trained.model, info)
-        out.append(
-            Replicate(seed, trained.model, key, False, trained.test_accuracy, trained.train_loss)
+        found[seed] = Replicate(
+            seed, trained.model, key, False, trained.test_accuracy, trained.train_loss
         )
-    return out
+    return [found[seed] for seed in population.seeds]
+
+
+def _train(
+    population: Population,
+    data: Dataset,
+    seeds: list[int],
+    device: torch.device,
+    progress: bool,
+) -> Iterator[tuple[int, TrainResult, float, str]]:
+    """``(seed, result, seconds, trainer)`` per seed; an ensemble's time is shared equally."""
+    if len(seeds) > 1 and supports_ensemble(population):
+        start = time.perf_counter()
+        try:
+            results = train_ensemble(population, data, seeds, device)
+        except NotBatchable:
+            pass
+        else:
+            each = (time.perf_counter() - start) / len(seeds)
+            yield from ((s, r, each, "ensemble") for s, r in zip(seeds, results, strict=True))
+            return
+    bar = tqdm(seeds, desc="replicates", unit="model", disable=not progress, leave=False)
+    for seed in bar:
+        start = time.perf_counter()
+        trained = train_replicate(population, data, seed, device)
+        yield seed, trained, time.perf_counter() - start, "sequential"
