@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 256 * 2**20
+_PROBE = 64  # examples the chain check runs on
 
 Strategy = Literal["auto", "rank_one", "split", "hooks"]
 STRATEGIES: tuple[str, ...] = ("auto", "rank_one", "split", "hooks")
@@ -96,8 +97,8 @@ class _Chain:
             x = m(x)
         return x
 
-    def run_suffix(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
-        for m in self.suffix[start:]:
+    def run_suffix(self, h: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for m in self.suffix[start:stop]:
             h = m(h)
         return h
 
@@ -268,19 +269,27 @@ def ablation_sweep(
     masks = masks.to(device=device, dtype=torch.bool)
     fill = fill.to(device)
     n_groups, n_units = masks.shape
-    name, chain = plan_strategy(model, layer, x[:batch_size], strategy)
+    # A few examples suffice to check that the chain reproduces the model bit for bit.
+    name, chain = plan_strategy(model, layer, x[:_PROBE], strategy)
     get_layer(model, layer)  # a clear error for an unknown layer name
     row_bytes = _probe_row_bytes(model, layer, x[:1], chain)
     chunk_rows = max(1, min(max_rows, max_bytes // row_bytes))
 
     # The layer's output for every example, computed once, and the intact statistics.
+    lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
     hs: list[torch.Tensor] = []
+    zs: list[torch.Tensor] = []
     base: list[torch.Tensor] = []
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         if chain is not None:
             h = chain.run_prefix(xb)
-            logits = chain.run_suffix(h)
+            if lin is not None:
+                # The linear module's intact output is kept for the low-rank updates.
+                zs.append(chain.run_suffix(h, 0, lin + 1))
+                logits = chain.run_suffix(zs[-1], lin + 1)
+            else:
+                logits = chain.run_suffix(h)
         else:
             with capture(model, layer) as seen:
                 logits = model(xb)
@@ -291,14 +300,10 @@ def ablation_sweep(
     base_rows = torch.cat(base)  # [N, K]
     intact = base_rows.sum(dim=0)
     differs = (h_all != fill.unsqueeze(0)).reshape(len(x), n_units, -1).any(dim=-1)  # [N, U]
-
-    z = w_t = None
-    lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
-    if chain is not None and lin is not None:
-        z = torch.cat(  # [N, out]: the intact output of the linear module after the layer
-            [_run_upto(chain, h_all[i : i + batch_size], lin) for i in range(0, len(x), batch_size)]
-        )
-        w_t = chain.suffix[lin].weight.T.contiguous()  # [units, out]
+    z = torch.cat(zs) if zs else None  # [N, out]
+    w_t = (
+        chain.suffix[lin].weight.T.contiguous() if (chain is not None and lin is not None) else None
+    )
     single = masks.sum(dim=1) == 1
     unit_of = masks.to(torch.int64).argmax(dim=1)  # the unit of a single-unit mask
 
@@ -334,13 +339,6 @@ def ablation_sweep(
     )
 
 
-def _run_upto(chain: _Chain, h: torch.Tensor, lin: int) -> torch.Tensor:
-    """The output of the suffix's linear module (index ``lin``) on ``h``."""
-    for m in chain.suffix[: lin + 1]:
-        h = m(h)
-    return h
-
-
 def _low_rank(
     z: torch.Tensor,  # [N, out] intact output of the linear module
     w_t: torch.Tensor,  # [units, out]
@@ -353,9 +351,10 @@ def _low_rank(
     b: torch.Tensor,  # [rows]
 ) -> torch.Tensor:  # [rows, out]
     """The linear module's output with mask ``g`` applied to example ``b``: ``z − (d ⊙ m) Wᵀ``."""
+    out = z.index_select(0, b)  # a fresh copy, updated in place: two passes over memory fewer
     if bool(single[g].all()):
         u = unit_of[g]
         d = h[b, u] - fill[u]  # [rows]
-        return z[b] - d.unsqueeze(1) * w_t[u]
-    d = (h[b] - fill.unsqueeze(0)) * masks[g]
-    return z[b] - d @ w_t
+        return out.addcmul_(d.unsqueeze(1), w_t.index_select(0, u), value=-1.0)
+    d = (h.index_select(0, b) - fill.unsqueeze(0)) * masks.index_select(0, g)
+    return out.addmm_(d, w_t, alpha=-1.0)
