@@ -76,6 +76,38 @@ _GRAD_BIAS = (
     lambda g: torch.stack([g[s].sum(dim=0) for s in range(len(g))]),
 )
 
+# Each replicate's mean cross-entropy (logits [S, B, C], labels [S, B] -> [S]).
+_LOSS = (
+    lambda lg, y: (
+        F.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1), reduction="none")
+        .view(y.shape)
+        .mean(dim=1)
+    ),
+    lambda lg, y: torch.stack([F.cross_entropy(a, b) for a, b in zip(lg, y, strict=True)]),
+)
+
+
+def _plan_loss(s: int, b: int, c: int, device: torch.device) -> int:
+    """The first variant of ``_LOSS`` whose gradient equals ``nn.CrossEntropyLoss``'s exactly.
+
+    The batched variant's loss value may differ from the per-replicate mean in the last bit
+    (its sum runs in another order); only the gradient moves the weights.
+    """
+    gen = torch.Generator().manual_seed(1)
+    logits = (3 * torch.randn(s, b, c, generator=gen)).to(device)
+    y = torch.randint(0, c, (s, b), generator=gen).to(device)
+    ref = []
+    for i in range(s):
+        li = logits[i].clone().requires_grad_()
+        F.cross_entropy(li, y[i]).backward()
+        ref.append(li.grad)
+    for k, fn in enumerate(_LOSS):
+        lg = logits.clone().requires_grad_()
+        fn(lg, y).sum().backward()
+        if lg.grad is not None and all(torch.equal(lg.grad[i], r) for i, r in enumerate(ref)):
+            return k
+    raise _NotExact
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -156,16 +188,19 @@ class NotBatchable(Exception):
 
 def _plans(
     s: int, sizes: list[int], widths: list[int], device: torch.device, exact: bool
-) -> dict[tuple[int, int], _Plan]:
-    """A plan per (mini-batch size, layer), probed once per shape."""
+) -> tuple[dict[tuple[int, int], _Plan], dict[int, int]]:
+    """A plan per (mini-batch size, layer) and a loss variant per mini-batch size."""
     if not exact:
-        return {(b, i): _Plan(0, 0, 0, 0) for b in sizes for i in range(len(widths) - 1)}
+        return {(b, i): _Plan(0, 0, 0, 0) for b in sizes for i in range(len(widths) - 1)}, {
+            b: 0 for b in sizes
+        }
     try:
-        return {
+        linear = {
             (b, i): _plan_linear(s, b, widths[i], widths[i + 1], device)
             for b in sizes
             for i in range(len(widths) - 1)
         }
+        return linear, {b: _plan_loss(s, b, widths[-1], device) for b in sizes}
     except _NotExact as err:
         raise NotBatchable("no batched arithmetic equals the sequential one here") from err
 
@@ -211,7 +246,7 @@ def train_ensemble(
     n, s = len(y), len(seeds)
     widths = [weights[0].shape[2]] + [w.shape[1] for w in weights]
     sizes = sorted({min(spec.batch_size, n), n % spec.batch_size} - {0})
-    plans = _plans(s, sizes, widths, device, exact)
+    plans, loss_plans = _plans(s, sizes, widths, device, exact)
     # Parameters in model.parameters() order (weight, bias per layer), as sequential training.
     opt = _optimizer([p for wb in zip(weights, biases, strict=True) for p in wb], spec)
     shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -227,10 +262,8 @@ def train_ensemble(
                 h = _StackedLinear.apply(h, w, b, plans[(idx.shape[1], i)])
                 if i < n_layers - 1:
                     h = torch.relu(h)
-            # Each replicate's own mean cross-entropy, computed as nn.CrossEntropyLoss does.
-            losses = torch.stack(
-                [F.cross_entropy(lg, yb) for lg, yb in zip(h.unbind(0), y[idx], strict=True)]
-            )
+            # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient.
+            losses = _LOSS[loss_plans[idx.shape[1]]](h, y[idx])
             losses.sum().backward()
             opt.step()
             total += losses.detach().to(torch.float64) * idx.shape[1]
