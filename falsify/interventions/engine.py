@@ -269,9 +269,9 @@ def ablation_sweep(
     masks = masks.to(device=device, dtype=torch.bool)
     fill = fill.to(device)
     n_groups, n_units = masks.shape
+    get_layer(model, layer)  # a clear error for an unknown layer name
     # A few examples suffice to check that the chain reproduces the model bit for bit.
     name, chain = plan_strategy(model, layer, x[:_PROBE], strategy)
-    get_layer(model, layer)  # a clear error for an unknown layer name
     row_bytes = _probe_row_bytes(model, layer, x[:1], chain)
     chunk_rows = max(1, min(max_rows, max_bytes // row_bytes))
 
@@ -313,7 +313,11 @@ def ablation_sweep(
     evaluated = 0
     for g0 in range(0, n_groups, groups_per_block):
         block = masks[g0 : g0 + groups_per_block]
-        pairs = _affected(differs, block).T.nonzero()  # [P, 2]: (mask in block, example)
+        if bool(single[g0 : g0 + groups_per_block].all()):
+            affected = differs[:, unit_of[g0 : g0 + groups_per_block]]
+        else:
+            affected = _affected(differs, block)
+        pairs = affected.T.nonzero()  # [P, 2]: (mask in block, example)
         for p0 in range(0, len(pairs), chunk_rows):
             g_loc, b = pairs[p0 : p0 + chunk_rows].unbind(dim=1)
             g = g_loc + g0
