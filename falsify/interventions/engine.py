@@ -51,6 +51,7 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 _PROBE = 64  # examples the chain check runs on
+_CPU_CHUNK_BYTES = 8 * 2**20
 
 Strategy = Literal["auto", "rank_one", "split", "hooks"]
 STRATEGIES: tuple[str, ...] = ("auto", "rank_one", "split", "hooks")
@@ -274,6 +275,11 @@ def ablation_sweep(
     name, chain = plan_strategy(model, layer, x[:_PROBE], strategy)
     row_bytes = _probe_row_bytes(model, layer, x[:1], chain)
     chunk_rows = max(1, min(max_rows, max_bytes // row_bytes))
+    if device.type == "cpu":
+        # Chunks whose tensors stay in the allocator's reused memory: a fresh multi-megabyte
+        # tensor per chunk is mapped and zeroed by the kernel each time, which costs more than
+        # the arithmetic (measured in docs/performance.md).
+        chunk_rows = min(chunk_rows, max(64, _CPU_CHUNK_BYTES // row_bytes))
 
     # The layer's output for every example, computed once, and the intact statistics.
     lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
@@ -324,7 +330,7 @@ def ablation_sweep(
             evaluated += len(b)
             if chain is not None and z is not None and w_t is not None and lin is not None:
                 zr = _low_rank(z, w_t, h_all, fill, masks, single, unit_of, g, b)
-                logits = chain.run_suffix(zr, lin + 1)
+                logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
             else:
                 m = masks[g].view(len(g), n_units, *([1] * (h_all.dim() - 2)))
                 rows = torch.where(m, fill.unsqueeze(0), h_all[b])
@@ -341,6 +347,17 @@ def ablation_sweep(
         rows_evaluated=evaluated,
         chunk_rows=chunk_rows,
     )
+
+
+def _relu_in_place(chain: _Chain, start: int, rows: torch.Tensor) -> int:
+    """Apply the ReLUs that follow (through pass-throughs) in place on ``rows``, a fresh tensor
+    this chunk owns, sparing an allocation; the index of the first module still to run."""
+    i = start
+    while i < len(chain.suffix) and isinstance(chain.suffix[i], (*_PASS_THROUGH, nn.ReLU)):
+        if isinstance(chain.suffix[i], nn.ReLU):
+            rows.relu_()
+        i += 1
+    return i
 
 
 def _low_rank(
