@@ -51,7 +51,12 @@ def test_ray_executor_equals_sequential(write, tiny_yaml, tmp_path) -> None:
 
 
 def test_killed_run_leaves_whole_cache_and_resumes(write, tiny_yaml, tmp_path) -> None:
-    slow = tiny_yaml.replace("seeds: 3", "seeds: 8").replace("epochs: 3", "epochs: 40")
+    # Dropout keeps training sequential (one model at a time), so the kill lands between saves.
+    slow = (
+        tiny_yaml.replace("seeds: 3", "seeds: 8")
+        .replace("epochs: 3", "epochs: 40")
+        .replace("hidden: [16]}", "hidden: [16], dropout: 0.1}")
+    )
     path = write(slow)
     out, cache = tmp_path / "out", tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,13 +1,10 @@
-"""Unit and group ablation (Morcos et al. 2018), evaluated many ablations per forward pass.
+"""Unit and group ablation (Morcos et al. 2018): the effect on accuracy or loss of clamping units.
 
 An ablation sets some units of a layer to a fill value (0, or each unit's mean activation) for
-every input. The engine puts the ablations on a leading dimension: the network runs up to the
-layer once per batch of inputs, a forward hook expands the layer's output ``[batch, units, …]``
-into ``[groups × batch, units, …]`` with each group's units replaced, and the rest of the
-network runs on the expanded batch. This is exact whenever the layers after the hook treat
-examples independently (true of MLPs, CNNs and any model in eval mode without connections that
-skip over the hooked layer). :func:`ablation_effects` checks for the rare model where it is
-not (a shape error) and falls back to one forward per ablation.
+every input. :func:`ablation_effects` turns the summed per-example statistics that the sweep
+engine (:mod:`falsify.interventions.engine`) computes for many ablations at once into effects;
+``batched=False`` runs the plain reference loop instead, one hooked forward per ablation, which
+works for any model and is what the engine is tested against.
 """
 
 from __future__ import annotations
@@ -19,6 +16,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from falsify.interventions.engine import (
+    DEFAULT_MAX_BYTES,
+    RowStats,
+    Strategy,
+    ablation_sweep,
+    row_stats_correct_ce,
+)
 from falsify.interventions.hooks import hooked
 
 __all__ = [
@@ -51,19 +55,6 @@ def fill_values(
     return outs[0].mean(dim=0)
 
 
-def _expand_hook(masks: torch.Tensor, fill: torch.Tensor):
-    """Forward hook: output ``[B, U, …]`` → ``[G·B, U, …]`` with group g's units set to fill."""
-
-    def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:
-        g = masks.shape[0]
-        shape = (1, *masks.shape[1:]) + (1,) * (out.dim() - 2)
-        m = masks.view(g, *shape)  # [G, 1, U, 1…]
-        expanded = torch.where(m, fill.unsqueeze(0).unsqueeze(0), out.unsqueeze(0))
-        return expanded.reshape(g * out.shape[0], *out.shape[1:])
-
-    return hook
-
-
 @contextmanager
 def ablated(
     model: nn.Module, layer: str, mask: torch.Tensor, fill: torch.Tensor
@@ -78,21 +69,19 @@ def ablated(
         yield model
 
 
-def _scores(
-    logits: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Correct count and summed cross-entropy per class: logits ``[…, B, C]`` → ``[…, K]``.
+def _per_class_stats(n_classes: int):
+    """Row statistics ``[rows, 2·K]``: correct and cross-entropy, each spread over true classes."""
 
-    ``onehot`` ``[B, K]`` (float64) assigns each example to its true class.
-    """
-    correct = (logits.argmax(dim=-1) == y).to(torch.float64)  # [..., B]
-    target = y.expand(logits.shape[:-1]).unsqueeze(-1)
-    ce = -logits.log_softmax(dim=-1).gather(-1, target).squeeze(-1).to(torch.float64)
-    return correct @ onehot, ce @ onehot
+    def stats(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        both = row_stats_correct_ce(logits, y)  # [rows, 2]
+        onehot = torch.nn.functional.one_hot(y, n_classes).to(torch.float64)  # [rows, K]
+        return torch.cat([both[:, :1] * onehot, both[:, 1:] * onehot], dim=-1)
+
+    return stats
 
 
 @torch.no_grad()
-def _sweep(
+def _class_sums(
     model: nn.Module,
     layer: str,
     x: torch.Tensor,
@@ -103,29 +92,35 @@ def _sweep(
     batch_size: int,
     max_rows: int,
     batched: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-class sums over ``x``: intact correct and CE ``[K]``, ablated correct and CE ``[G, K]``."""
+    max_bytes: int,
+    strategy: Strategy,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class sums over ``x``: intact ``[2, K]`` and per ablation ``[groups, 2, K]``.
+
+    Row 0 of the middle axis counts correct predictions, row 1 sums cross-entropy.
+    """
     model.eval()
-    masks = masks.to(torch.bool)
+    masks = masks.to(device=x.device, dtype=torch.bool)
     fill = fill_values(model, layer, x, value)
-    n_groups = masks.shape[0]
-    base_correct = torch.zeros(n_classes, dtype=torch.float64)
-    base_ce = torch.zeros(n_classes, dtype=torch.float64)
-    correct = torch.zeros(n_groups, n_classes, dtype=torch.float64)
-    ce = torch.zeros(n_groups, n_classes, dtype=torch.float64)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        onehot = torch.nn.functional.one_hot(yb, n_classes).to(torch.float64)
-        c0, l0 = _scores(model(xb), yb, onehot)
-        base_correct += c0.cpu()
-        base_ce += l0.cpu()
-        chunk = max(1, max_rows // len(xb))
-        for g0 in range(0, n_groups, chunk):
-            block = masks[g0 : g0 + chunk]
-            c, loss = _run_block(model, layer, xb, yb, onehot, block, fill, batched)
-            correct[g0 : g0 + len(block)] += c.cpu()
-            ce[g0 : g0 + len(block)] += loss.cpu()
-    return base_correct, base_ce, correct, ce
+    stats = _per_class_stats(n_classes)
+    if batched:
+        res = ablation_sweep(
+            model,
+            layer,
+            x,
+            y,
+            masks,
+            fill,
+            row_stats=stats,
+            batch_size=batch_size,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            strategy=strategy,
+        )
+        intact, ablated_sums = res.intact.cpu(), res.ablated.cpu()
+    else:
+        intact, ablated_sums = _hook_loop(model, layer, x, y, masks, fill, batch_size, stats)
+    return intact.view(2, n_classes), ablated_sums.view(-1, 2, n_classes)
 
 
 @torch.no_grad()
@@ -141,21 +136,42 @@ def ablation_effects(
     batch_size: int = 1024,
     max_rows: int = 1 << 16,
     batched: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    strategy: Strategy = "auto",
 ) -> torch.Tensor:
     """Effect of each ablation in ``masks`` ``[groups, units]`` on ``metric``, ``[groups]``.
 
     ``accuracy_drop`` = accuracy(intact) − accuracy(ablated); ``loss_increase`` =
-    mean cross-entropy(ablated) − mean cross-entropy(intact). ``max_rows`` bounds the expanded
-    batch (groups × examples) of one forward pass, and so the memory of the sweep.
+    mean cross-entropy(ablated) − mean cross-entropy(intact). The sweep runs in
+    :func:`falsify.interventions.engine.ablation_sweep` (``strategy`` picks its path, ``auto`` the
+    fastest exact one); ``max_rows`` and ``max_bytes`` bound one forward pass's expanded batch of
+    (ablation, example) rows, and so the memory of the sweep. ``batched=False`` is the plain
+    reference loop: one hooked forward of the whole model per ablation.
     """
-    n_classes = int(y.max().item()) + 1 if len(y) else 1
-    base_correct, base_ce, correct, ce = _sweep(
-        model, layer, x, y, masks, value, n_classes, batch_size, max_rows, batched
-    )
-    n = len(x)
-    if metric == "accuracy_drop":
-        return ((base_correct.sum() - correct.sum(dim=1)) / n).to(torch.float32)
-    return ((ce.sum(dim=1) - base_ce.sum()) / n).to(torch.float32)
+    model.eval()
+    masks = masks.to(device=x.device, dtype=torch.bool)
+    fill = fill_values(model, layer, x, value)
+    if batched:
+        res = ablation_sweep(
+            model,
+            layer,
+            x,
+            y,
+            masks,
+            fill,
+            batch_size=batch_size,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            strategy=strategy,
+        )
+        intact, ablated_sums = res.intact.cpu(), res.ablated.cpu()
+    else:
+        intact, ablated_sums = _hook_loop(
+            model, layer, x, y, masks, fill, batch_size, row_stats_correct_ce
+        )
+    column = 0 if metric == "accuracy_drop" else 1
+    change = (ablated_sums[:, column] - intact[column]) / len(x)
+    return (-change if metric == "accuracy_drop" else change).to(torch.float32)
 
 
 @torch.no_grad()
@@ -172,6 +188,8 @@ def class_ablation_effects(
     batch_size: int = 1024,
     max_rows: int = 1 << 16,
     batched: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    strategy: Strategy = "auto",
 ) -> torch.Tensor:
     """Per-class effect of each ablation in ``masks`` ``[groups, units]``: ``[groups, n_classes]``.
 
@@ -180,39 +198,47 @@ def class_ablation_effects(
     cross-entropy. A class with no example in ``y`` gets NaN. Weighting the row by the class
     frequencies gives back :func:`ablation_effects`.
     """
-    base_correct, base_ce, correct, ce = _sweep(
-        model, layer, x, y, masks, value, n_classes, batch_size, max_rows, batched
+    intact, ablated_sums = _class_sums(
+        model,
+        layer,
+        x,
+        y,
+        masks,
+        value,
+        n_classes,
+        batch_size,
+        max_rows,
+        batched,
+        max_bytes,
+        strategy,
     )
     counts = torch.bincount(y.cpu(), minlength=n_classes).to(torch.float64)
     counts = torch.where(counts > 0, counts, torch.full_like(counts, float("nan")))
-    if metric == "accuracy_drop":
-        return ((base_correct - correct) / counts).to(torch.float32)
-    return ((ce - base_ce) / counts).to(torch.float32)
+    column = 0 if metric == "accuracy_drop" else 1
+    change = (ablated_sums[:, column] - intact[column]) / counts
+    return (-change if metric == "accuracy_drop" else change).to(torch.float32)
 
 
-def _run_block(
+def _hook_loop(
     model: nn.Module,
     layer: str,
-    xb: torch.Tensor,
-    yb: torch.Tensor,
-    onehot: torch.Tensor,
-    block: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    masks: torch.Tensor,
     fill: torch.Tensor,
-    batched: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if batched:
-        try:
-            with hooked(model, {layer: _expand_hook(block, fill)}):
-                logits = model(xb)
-            return _scores(logits.view(len(block), len(xb), -1), yb, onehot)
-        except RuntimeError:
-            # A connection that skips over the hooked layer meets the expanded batch with the
-            # original one; fall back to one forward per ablation below.
-            pass
-    out_c, out_l = [], []
-    for mask in block:
+    batch_size: int,
+    row_stats: RowStats,
+) -> tuple[torch.Tensor, torch.Tensor]:  # [S], [groups, S]: summed row statistics
+    def sums() -> torch.Tensor:
+        parts = [
+            row_stats(model(x[i : i + batch_size]), y[i : i + batch_size]).sum(dim=0)
+            for i in range(0, len(x), batch_size)
+        ]
+        return torch.stack(parts).sum(dim=0).cpu()
+
+    intact = sums()
+    out = []
+    for mask in masks:
         with ablated(model, layer, mask, fill):
-            c, loss = _scores(model(xb), yb, onehot)
-        out_c.append(c)
-        out_l.append(loss)
-    return torch.stack(out_c), torch.stack(out_l)
+            out.append(sums())
+    return intact, torch.stack(out) if out else torch.zeros(0, len(intact), dtype=torch.float64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,12 +77,34 @@ def train_replicate(
     product's summation order, and so its last bits, depend on the thread count, and a
     replicate must not depend on how many jobs shared the machine.
     """
+    with one_thread():
+        return _train(population, data, seed, device)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one CPU thread (training's thread count is part of its arithmetic)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(population, data, seed, device)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def record_metrics(
+    model: nn.Module, population: Population, data: Dataset, device: torch.device
+) -> dict[str, float]:
+    """Model-level records of a trained model, e.g. its achieved mean class selectivity.
+
+    Recorded so reports can show what a selectivity regularizer achieved; a user model that
+    declares no unit layers (and names none) has nothing to record.
+    """
+    layers = population.training.selectivity_layers or getattr(model, "unit_layers", ())
+    if not layers:
+        return {}
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    return {"mean_selectivity": mean_selectivity(model, layers, x_test, y_test, data.n_classes)}
 
 
 def _train(population: Population, data: Dataset, seed: int, device: torch.device) -> TrainResult:
@@ -120,14 +144,6 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
                     total += ce.item() * len(idx)
                 last = total / n
         model.eval()
-        x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-        acc = evaluate(model, x_test, y_test)
-        # Recorded so reports can show what a selectivity regularizer achieved; a user model
-        # that declares no unit layers (and names none) has nothing to record.
-        layers = spec.selectivity_layers or getattr(model, "unit_layers", ())
-        metrics = (
-            {"mean_selectivity": mean_selectivity(model, layers, x_test, y_test, data.n_classes)}
-            if layers
-            else {}
-        )
+        acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
+        metrics = record_metrics(model, population, data, device)
     return TrainResult(model=model, train_loss=last, test_accuracy=acc, metrics=metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,11 +13,12 @@ from tqdm import tqdm
 
 from falsify.data import Dataset, load_dataset
 from falsify.errors import FalsifyError
-from falsify.hypothesis.conditions import expand
+from falsify.hypothesis.conditions import Condition, expand
 from falsify.hypothesis.schema import ENMESHMENT_FIELDS, Population
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
-from falsify.models.training import evaluate, train_replicate
+from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
+from falsify.models.training import TrainResult, evaluate, one_thread, train_replicate
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor, threads_per_job
 from falsify.runner.identity import population_identity
@@ -60,18 +62,16 @@ def recipe_of(population: Population) -> dict[str, Any]:
     return recipe
 
 
-def _train_and_save(
+def _save(
     population: Population,
-    data: Dataset,
-    seed: int,
     device: torch.device,
     cache: ModelCache,
-    condition: str = "",
-) -> Replicate:
+    seed: int,
+    trained: TrainResult,
+    seconds: float,
+    trainer: str,
+) -> None:
     recipe = recipe_of(population)
-    key = replicate_key(recipe, seed, device)
-    start = time.perf_counter()
-    trained = train_replicate(population, data, seed, device)
     info = {
         "recipe": recipe,
         "seed": seed,
@@ -80,19 +80,10 @@ def _train_and_save(
         "test_accuracy": trained.test_accuracy,
         "train_loss": trained.train_loss,
         "metrics": trained.metrics,
-        "train_seconds": time.perf_counter() - start,
+        "train_seconds": seconds,
+        "trainer": trainer,
     }
-    cache.save(key, trained.model, info)
-    return Replicate(
-        seed,
-        trained.model,
-        key,
-        False,
-        trained.test_accuracy,
-        trained.train_loss,
-        condition,
-        trained.metrics,
-    )
+    cache.save(replicate_key(recipe, seed, device), trained.model, info)
 
 
 def train_to_cache(
@@ -104,13 +95,9 @@ def train_to_cache(
     """
     torch.set_num_threads(threads)
     population = Population.model_validate(population_json)
-    _train_and_save(
-        population,
-        load_dataset(population.data),
-        seed,
-        torch.device(device),
-        ModelCache(cache_root),
-    )
+    dev = torch.device(device)
+    for result in _train(population, load_dataset(population.data), [seed], dev, False):
+        _save(population, dev, ModelCache(cache_root), *result)
     return seed
 
 
@@ -140,57 +127,80 @@ def obtain_replicates(
         return checkpointed_replicates(population, data, device)
     jobs = [(c, seed) for c in expand(population) for seed in population.seeds]
     keys = [replicate_key(recipe_of(c.population), seed, device) for c, seed in jobs]
-    missing = {i for i, key in enumerate(keys) if not cache.contains(key)}
+    found = {
+        i: rep for i in range(len(jobs)) if (rep := _load(jobs[i], keys[i], data, cache, device))
+    }
+    missing = [i for i in range(len(jobs)) if i not in found]
     if executor is not None and len(missing) > 1:
-        threads = threads_per_job(executor.jobs)
-        todo = sorted(missing)
-        devices = _job_devices(device, len(todo))
-        args = [
-            (
-                jobs[i][0].population.model_dump(mode="json"),
-                jobs[i][1],
-                dev,
-                str(cache.root),
-                threads,
-            )
-            for i, dev in zip(todo, devices, strict=True)
-        ]
-        done = executor.map(train_to_cache, args)
-        for _ in tqdm(
-            done, total=len(args), desc="training", unit="model", disable=not progress, leave=False
-        ):
-            pass
-        lost = sorted({jobs[i][1] for i in todo if not cache.contains(keys[i])})
-        if lost:
+        _train_jobs(executor, [jobs[i] for i in missing], cache, device, progress)
+    else:
+        # In this process: each condition's missing seeds together (one ensemble where the
+        # recipe allows it, bit-identical to training them one by one).
+        by_condition: dict[int, list[int]] = {}
+        for i in missing:
+            by_condition.setdefault(jobs[i][0].index, []).append(i)
+        for rows in by_condition.values():
+            pop = jobs[rows[0]][0].population
+            for result in _train(pop, data, [jobs[i][1] for i in rows], device, progress):
+                _save(pop, device, cache, *result)
+    for i in missing:
+        rep = _load(jobs[i], keys[i], data, cache, device, hit=False)
+        if rep is None:
             raise FalsifyError(
-                f"Training jobs for seeds {lost} finished but their models are not in the cache "
-                f"folder {cache.root}: with a cluster, --cache must be a folder every node shares."
+                f"The model of seed {jobs[i][1]} was trained but is not readable in the cache "
+                f"folder {cache.root}: it must be writable, not full, and (with a cluster) a "
+                "folder every node shares."
             )
-    out: list[Replicate] = []
-    bar = tqdm(range(len(jobs)), desc="replicates", unit="model", disable=not progress, leave=False)
-    for i in bar:
-        condition, seed = jobs[i]
-        pop = condition.population
-        with torch.random.fork_rng(devices=[]):
-            model = build_model(pop.model, data.input_shape, data.n_classes).to(device)
-        info = cache.load(keys[i], model)
-        if info is None:
-            out.append(_train_and_save(pop, data, seed, device, cache, condition.name))
-            continue
-        model.eval()
-        out.append(
-            Replicate(
-                seed,
-                model,
-                keys[i],
-                i not in missing,
-                info["test_accuracy"],
-                info["train_loss"],
-                condition.name,
-                info.get("metrics", {}),
-            )
-        )
-    return out
+        found[i] = rep
+    return [found[i] for i in range(len(jobs))]
+
+
+def _load(
+    job: tuple[Condition, int],
+    key: str,
+    data: Dataset,
+    cache: ModelCache,
+    device: torch.device,
+    hit: bool = True,
+) -> Replicate | None:
+    """The cached replicate, or None when it is missing or unreadable."""
+    condition, seed = job
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(condition.population.model, data.input_shape, data.n_classes)
+    info = cache.load(key, model.to(device))
+    if info is None:
+        return None
+    model.eval()
+    return Replicate(
+        seed,
+        model,
+        key,
+        hit,
+        info["test_accuracy"],
+        info["train_loss"],
+        condition.name,
+        info.get("metrics", {}),
+    )
+
+
+def _train_jobs(
+    executor: Executor,
+    jobs: list[tuple[Condition, int]],
+    cache: ModelCache,
+    device: torch.device,
+    progress: bool,
+) -> None:
+    """Train ``jobs`` as independent tasks of ``executor``, each writing to the cache."""
+    threads = threads_per_job(executor.jobs)
+    args = [
+        (condition.population.model_dump(mode="json"), seed, dev, str(cache.root), threads)
+        for (condition, seed), dev in zip(jobs, _job_devices(device, len(jobs)), strict=True)
+    ]
+    done = executor.map(train_to_cache, args)
+    for _ in tqdm(
+        done, total=len(args), desc="training", unit="model", disable=not progress, leave=False
+    ):
+        pass
 
 
 def checkpointed_replicates(
@@ -210,3 +220,29 @@ def checkpointed_replicates(
         acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
         out.append(Replicate(seed, model, file_sha256(path), False, acc, float("nan")))
     return out
+
+
+def _train(
+    population: Population,
+    data: Dataset,
+    seeds: list[int],
+    device: torch.device,
+    progress: bool,
+) -> Iterator[tuple[int, TrainResult, float, str]]:
+    """``(seed, result, seconds, trainer)`` per seed; an ensemble's time is shared equally."""
+    if len(seeds) > 1 and supports_ensemble(population):
+        start = time.perf_counter()
+        try:
+            with one_thread():  # as sequential training, so the weights are the same
+                results = train_ensemble(population, data, seeds, device)
+        except NotBatchable:
+            pass
+        else:
+            each = (time.perf_counter() - start) / len(seeds)
+            yield from ((s, r, each, "ensemble") for s, r in zip(seeds, results, strict=True))
+            return
+    bar = tqdm(seeds, desc="replicates", unit="model", disable=not progress, leave=False)
+    for seed in bar:
+        start = time.perf_counter()
+        trained = train_replicate(population, data, seed, device)
+        yield seed, trained, time.perf_counter() - start, "sequential"

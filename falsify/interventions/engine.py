@@ -1,0 +1,381 @@
+"""The ablation sweep engine: many unit or group ablations (Morcos et al. 2018) per forward pass.
+
+A sweep asks, for each of G masks over the units of one layer, how a per-example score (correct
+or not, cross-entropy, …) changes when the masked units are clamped to a fill value. The naive
+sweep (and captum's ``LayerFeatureAblation``) runs the whole network once per mask. This engine
+computes the same numbers with far less work, using three facts that are exact:
+
+1. **The prefix does not depend on the ablation.** Where the model is a chain of modules (an
+   ``nn.Sequential``, or a module whose ``forward`` composes its children in order, as the
+   built-in MLP does; checked bit for bit on the data before it is trusted) the network is cut at
+   the layer: the prefix runs once over the inputs and its output ``h`` is cached; only the
+   suffix runs per ablation. Any other model uses the generic path: a forward hook on the layer
+   replaces its output, and the prefix is recomputed for each row (still batched, never one
+   forward per mask).
+2. **An example whose masked units already equal the fill value is unchanged** (a ReLU unit
+   that is off, ablated to zero). Only the affected ``(mask, example)`` pairs are evaluated; the
+   others contribute the intact score. The pairs are put on one leading dimension and evaluated
+   in chunks whose working set fits a memory budget in bytes.
+3. **A linear module after the layer turns an ablation into a low-rank update.** If the first
+   non-identity module of the suffix is ``nn.Linear`` with weight ``W`` ``[out, units]``, its
+   output for mask ``m`` is ``z − ((h − fill) ⊙ m) Wᵀ``, where ``z`` is the intact output computed
+   once; for a single-unit mask that is the rank-one term ``(h_u − fill_u) · W[:, u]``, costing
+   ``out`` instead of ``units × out`` multiply-adds per example.
+
+All tensors stay on the device of ``x``; the code is device-agnostic, so CUDA runs the same
+arithmetic as the CPU. Results differ from a full forward only by float rounding (the low-rank
+update and the full matrix product sum in different orders); see docs/performance.md for the
+differences measured against captum and the plain hook loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from falsify.interventions.hooks import capture, get_layer, hooked
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "STRATEGIES",
+    "RowStats",
+    "SweepResult",
+    "ablation_sweep",
+    "plan_strategy",
+    "row_stats_correct_ce",
+]
+
+DEFAULT_MAX_BYTES = 256 * 2**20
+_PROBE = 64  # examples the chain check runs on
+_CPU_CHUNK_BYTES = 8 * 2**20
+
+Strategy = Literal["auto", "rank_one", "split", "hooks"]
+STRATEGIES: tuple[str, ...] = ("auto", "rank_one", "split", "hooks")
+
+# (logits [rows, classes], labels [rows]) -> per-row statistics [rows, K], float64
+RowStats = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Modules that are the identity in evaluation mode: skipped when looking for the next linear.
+_PASS_THROUGH: tuple[type[nn.Module], ...] = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.AlphaDropout,
+)
+
+
+def row_stats_correct_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[rows, 2]``: 1 where the prediction is correct, and the cross-entropy of the row."""
+    correct = (logits.argmax(dim=-1) == y).to(torch.float64)
+    ce = -logits.log_softmax(dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    return torch.stack([correct, ce.to(torch.float64)], dim=-1)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Summed row statistics over the examples: intact ``[K]`` and per mask ``[groups, K]``."""
+
+    intact: torch.Tensor
+    ablated: torch.Tensor
+    strategy: str
+    rows_evaluated: int  # (mask, example) pairs that went through the suffix
+    chunk_rows: int  # pairs per chunk allowed by the budget
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """The model as ``prefix ∘ suffix``, cut just after ``layer``."""
+
+    prefix: list[nn.Module]
+    suffix: list[nn.Module]
+
+    def run_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.prefix:
+            x = m(x)
+        return x
+
+    def run_suffix(self, h: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for m in self.suffix[start:stop]:
+            h = m(h)
+        return h
+
+    def next_linear(self) -> int | None:
+        """Index in ``suffix`` of the first module that is not a pass-through, if it is linear."""
+        for i, m in enumerate(self.suffix):
+            if isinstance(m, _PASS_THROUGH):
+                continue
+            return i if isinstance(m, nn.Linear) else None
+        return None
+
+
+def _chain(model: nn.Module, expand: set[str], prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """Children of ``model`` in registration order, expanding those named in ``expand``."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, child in model.named_children():
+        full = f"{prefix}{name}"
+        if full in expand:
+            out.extend(_chain(child, expand, f"{full}."))
+        else:
+            out.append((full, child))
+    return out
+
+
+def _find_chain(
+    model: nn.Module, layer: str, probe: torch.Tensor, want_linear: bool
+) -> _Chain | None:
+    """Cut ``model`` after ``layer`` if composing its modules in order reproduces ``model``.
+
+    The ancestors of ``layer`` are expanded into their children; with ``want_linear`` the first
+    module after the layer is expanded too until a linear module (or a leaf) comes next. The
+    cut is trusted only if the composition equals ``model(probe)`` bit for bit.
+    """
+    parts = layer.split(".")
+    expand = {".".join(parts[:i]) for i in range(1, len(parts))}
+    stages = _chain(model, expand)
+    for _ in range(64):  # bounded descent into nested first children
+        names = [n for n, _ in stages]
+        if layer not in names:
+            return None
+        cut = names.index(layer) + 1
+        chain = _Chain([m for _, m in stages[:cut]], [m for _, m in stages[cut:]])
+        if not want_linear:
+            break
+        nxt = next(
+            ((n, m) for n, m in stages[cut:] if not isinstance(m, _PASS_THROUGH)),
+            None,
+        )
+        if nxt is None or isinstance(nxt[1], nn.Linear) or not list(nxt[1].children()):
+            break
+        expand.add(nxt[0])
+        stages = _chain(model, expand)
+    with torch.no_grad():
+        try:
+            composed = chain.run_suffix(chain.run_prefix(probe))
+        except (RuntimeError, TypeError, ValueError):
+            return None
+        intact = model(probe)
+    if not isinstance(intact, torch.Tensor) or not torch.equal(composed, intact):
+        return None
+    return chain
+
+
+def plan_strategy(
+    model: nn.Module, layer: str, probe: torch.Tensor, strategy: Strategy = "auto"
+) -> tuple[str, _Chain | None]:
+    """The fastest exact strategy for ``layer`` (or the one asked for, if the model allows it).
+
+    ``rank_one`` needs a chain whose layer output is ``[batch, units]`` followed (through
+    pass-through modules) by an ``nn.Linear`` over those units; ``split`` needs a chain;
+    ``hooks`` works for any model whose examples do not interact in evaluation mode.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "hooks":
+        return "hooks", None
+    chain = None
+    if strategy in ("auto", "rank_one"):
+        chain = _find_chain(model, layer, probe, want_linear=True)
+        if chain is not None and _rank_one_applies(chain, probe):
+            return "rank_one", chain
+        if strategy == "rank_one":
+            raise ValueError(f"the model is not a chain with nn.Linear after {layer!r}")
+    chain = _find_chain(model, layer, probe, want_linear=False)
+    if chain is not None:
+        return "split", chain
+    if strategy == "split":
+        raise ValueError(f"the model cannot be cut after {layer!r} into a chain of modules")
+    return "hooks", None
+
+
+def _rank_one_applies(chain: _Chain, probe: torch.Tensor) -> bool:
+    lin = chain.next_linear()
+    if lin is None:
+        return False
+    linear = chain.suffix[lin]
+    with torch.no_grad():
+        h = chain.run_prefix(probe[:1])
+    return h.dim() == 2 and isinstance(linear, nn.Linear) and linear.in_features == h.shape[1]
+
+
+def _probe_row_bytes(model: nn.Module, layer: str, x1: torch.Tensor, chain: _Chain | None) -> int:
+    """Bytes one (mask, example) row needs in the suffix (or in the whole model).
+
+    The sum of every module output's size is an upper bound on what is alive at once (autograd
+    is off, so intermediate tensors are freed as soon as the next module has consumed them).
+    """
+    sizes: list[int] = []
+    layer_numel: list[int] = []
+
+    def record(_m: nn.Module, _i: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    try:
+        with hooked(model, {layer: lambda _m, _i, o: layer_numel.append(o[0].numel())}):
+            model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    total = sum(sizes) + x1.numel() * x1.element_size()
+    if chain is not None:
+        # Only the suffix runs per row: count what comes after the layer's output.
+        h = chain.run_prefix(x1)
+        suffix_sizes: list[int] = []
+        for m in chain.suffix:
+            h = m(h)
+            suffix_sizes.append(h.numel() * h.element_size())
+        total = sum(suffix_sizes) + 2 * layer_numel[0] * x1.element_size()
+    # Indices (mask, example), the gathered mask row and the statistics of a row.
+    return total + 64 + layer_numel[0]
+
+
+def _affected(
+    differs: torch.Tensor, masks: torch.Tensor
+) -> torch.Tensor:  # [N, U] bool, [g, U] bool -> [N, g] bool
+    """Examples on which each mask changes something: any masked unit differs from its fill."""
+    hits = differs.to(torch.float32) @ masks.to(torch.float32).T  # exact counts below 2**24
+    return hits > 0
+
+
+@torch.no_grad()
+def ablation_sweep(
+    model: nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    masks: torch.Tensor,
+    fill: torch.Tensor,
+    *,
+    row_stats: RowStats = row_stats_correct_ce,
+    batch_size: int = 1024,
+    max_rows: int = 1 << 16,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    strategy: Strategy = "auto",
+) -> SweepResult:
+    """Sum ``row_stats`` over ``x`` for the intact model and with each mask of ``masks`` applied.
+
+    ``masks`` ``[groups, units]`` (bool) selects the units of ``layer`` (its dimension 1) that
+    each ablation sets to ``fill`` ``[units, *spatial]``. ``batch_size`` examples go through the
+    prefix at a time; at most ``max_rows`` (mask, example) pairs, and no more than fit in
+    ``max_bytes`` of suffix activations, are evaluated per forward.
+    """
+    model.eval()
+    device = x.device
+    masks = masks.to(device=device, dtype=torch.bool)
+    fill = fill.to(device)
+    n_groups, n_units = masks.shape
+    get_layer(model, layer)  # a clear error for an unknown layer name
+    # A few examples suffice to check that the chain reproduces the model bit for bit.
+    name, chain = plan_strategy(model, layer, x[:_PROBE], strategy)
+    row_bytes = _probe_row_bytes(model, layer, x[:1], chain)
+    chunk_rows = max(1, min(max_rows, max_bytes // row_bytes))
+    if device.type == "cpu":
+        # Chunks whose tensors stay in the allocator's reused memory: a fresh multi-megabyte
+        # tensor per chunk is mapped and zeroed by the kernel each time, which costs more than
+        # the arithmetic (measured in docs/performance.md).
+        chunk_rows = min(chunk_rows, max(64, _CPU_CHUNK_BYTES // row_bytes))
+
+    # The layer's output for every example, computed once, and the intact statistics.
+    lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
+    hs: list[torch.Tensor] = []
+    zs: list[torch.Tensor] = []
+    base: list[torch.Tensor] = []
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        if chain is not None:
+            h = chain.run_prefix(xb)
+            if lin is not None:
+                # The linear module's intact output is kept for the low-rank updates.
+                zs.append(chain.run_suffix(h, 0, lin + 1))
+                logits = chain.run_suffix(zs[-1], lin + 1)
+            else:
+                logits = chain.run_suffix(h)
+        else:
+            with capture(model, layer) as seen:
+                logits = model(xb)
+            h = seen[0]
+        hs.append(h)
+        base.append(row_stats(logits, yb))
+    h_all = torch.cat(hs)  # [N, units, *spatial]
+    base_rows = torch.cat(base)  # [N, K]
+    intact = base_rows.sum(dim=0)
+    differs = (h_all != fill.unsqueeze(0)).reshape(len(x), n_units, -1).any(dim=-1)  # [N, U]
+    z = torch.cat(zs) if zs else None  # [N, out]
+    w_t = (
+        chain.suffix[lin].weight.T.contiguous() if (chain is not None and lin is not None) else None
+    )
+    single = masks.sum(dim=1) == 1
+    unit_of = masks.to(torch.int64).argmax(dim=1)  # the unit of a single-unit mask
+
+    delta = torch.zeros(n_groups, base_rows.shape[1], dtype=torch.float64, device=device)
+    # Bound the [N, groups] bookkeeping (affected flags and pair indices) by the budget too.
+    groups_per_block = max(1, (max_bytes // 4) // (len(x) * 24 + 1))
+    evaluated = 0
+    for g0 in range(0, n_groups, groups_per_block):
+        block = masks[g0 : g0 + groups_per_block]
+        if bool(single[g0 : g0 + groups_per_block].all()):
+            affected = differs[:, unit_of[g0 : g0 + groups_per_block]]
+        else:
+            affected = _affected(differs, block)
+        pairs = affected.T.nonzero()  # [P, 2]: (mask in block, example)
+        for p0 in range(0, len(pairs), chunk_rows):
+            g_loc, b = pairs[p0 : p0 + chunk_rows].unbind(dim=1)
+            g = g_loc + g0
+            evaluated += len(b)
+            if chain is not None and z is not None and w_t is not None and lin is not None:
+                zr = _low_rank(z, w_t, h_all, fill, masks, single, unit_of, g, b)
+                logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
+            else:
+                m = masks[g].view(len(g), n_units, *([1] * (h_all.dim() - 2)))
+                rows = torch.where(m, fill.unsqueeze(0), h_all[b])
+                if chain is not None:
+                    logits = chain.run_suffix(rows)
+                else:
+                    with hooked(model, {layer: lambda _m, _i, _o, r=rows: r}):
+                        logits = model(x[b])
+            delta.index_add_(0, g, row_stats(logits, y[b]) - base_rows[b])
+    return SweepResult(
+        intact=intact,
+        ablated=intact.unsqueeze(0) + delta,
+        strategy=name,
+        rows_evaluated=evaluated,
+        chunk_rows=chunk_rows,
+    )
+
+
+def _relu_in_place(chain: _Chain, start: int, rows: torch.Tensor) -> int:
+    """Apply the ReLUs that follow (through pass-throughs) in place on ``rows``, a fresh tensor
+    this chunk owns, sparing an allocation; the index of the first module still to run."""
+    i = start
+    while i < len(chain.suffix) and isinstance(chain.suffix[i], (*_PASS_THROUGH, nn.ReLU)):
+        if isinstance(chain.suffix[i], nn.ReLU):
+            rows.relu_()
+        i += 1
+    return i
+
+
+def _low_rank(
+    z: torch.Tensor,  # [N, out] intact output of the linear module
+    w_t: torch.Tensor,  # [units, out]
+    h: torch.Tensor,  # [N, units]
+    fill: torch.Tensor,  # [units]
+    masks: torch.Tensor,  # [groups, units]
+    single: torch.Tensor,  # [groups] bool
+    unit_of: torch.Tensor,  # [groups]
+    g: torch.Tensor,  # [rows]
+    b: torch.Tensor,  # [rows]
+) -> torch.Tensor:  # [rows, out]
+    """The linear module's output with mask ``g`` applied to example ``b``: ``z − (d ⊙ m) Wᵀ``."""
+    out = z.index_select(0, b)  # a fresh copy, updated in place: two passes over memory fewer
+    if bool(single[g].all()):
+        u = unit_of[g]
+        d = h[b, u] - fill[u]  # [rows]
+        return out.addcmul_(d.unsqueeze(1), w_t.index_select(0, u), value=-1.0)
+    d = (h.index_select(0, b) - fill.unsqueeze(0)) * masks.index_select(0, g)
+    return out.addmm_(d, w_t, alpha=-1.0)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from falsify.data import load_dataset
+from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, TrainingSpec
+from falsify.models import ensemble
+from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
+from falsify.models.training import train_replicate
+from falsify.runner.cache import ModelCache
+from falsify.runner.replicates import obtain_replicates
+
+CPU = torch.device("cpu")
+DATA = DigitsData(kind="digits")
+
+
+def population(**training: object) -> Population:
+    return Population(
+        data=DATA,
+        model=MLPSpec(kind="mlp", hidden=(16, 8)),
+        # 1437 training examples: batches of 100 leave a last batch of 37.
+        training=TrainingSpec(epochs=2, batch_size=100, **training),
+        seeds=3,
+    )
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    "training",
+    [
+        {"optimizer": "adam", "lr": 0.01},
+        {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3},
+        {"optimizer": "adam", "lr": 0.01, "weight_decay": 1e-2},
+    ],
+)
+def test_each_model_equals_sequential_training_bit_for_bit(training) -> None:
+    pop = population(**training)
+    data = load_dataset(DATA)
+    together = train_ensemble(pop, data, list(pop.seeds), CPU)
+    for seed, ens in zip(pop.seeds, together, strict=True):
+        seq = train_replicate(pop, data, seed, CPU)
+        assert same_weights(ens.model, seq.model), seed
+        # The reported loss may differ in the last bit (batched sum order); weights do not.
+        assert ens.train_loss == pytest.approx(seq.train_loss, rel=1e-6)
+        assert ens.test_accuracy == seq.test_accuracy
+    assert not same_weights(together[0].model, together[1].model)
+
+
+def test_a_model_does_not_depend_on_the_other_members() -> None:
+    pop = population(lr=0.01)
+    data = load_dataset(DATA)
+    alone = train_ensemble(pop, data, [2], CPU)[0]
+    among = train_ensemble(pop, data, [5, 2, 0], CPU)[1]
+    assert same_weights(alone.model, among.model)
+
+
+def test_fast_mode_agrees_to_float_rounding() -> None:
+    pop = population(lr=0.01)
+    data = load_dataset(DATA)
+    fast = train_ensemble(pop, data, list(pop.seeds), CPU, exact=False)
+    for seed, ens in zip(pop.seeds, fast, strict=True):
+        seq = train_replicate(pop, data, seed, CPU).model.state_dict()
+        for k, v in ens.model.state_dict().items():
+            assert torch.allclose(v, seq[k], atol=1e-4), k
+
+
+@pytest.mark.parametrize("model", [{"batch_norm": True}, {"dropout": 0.2}])
+def test_recipes_it_cannot_reproduce_are_trained_sequentially(tmp_path, model) -> None:
+    pop = population().model_copy(update={"model": MLPSpec(kind="mlp", hidden=(8,), **model)})
+    assert not supports_ensemble(pop)
+    data = load_dataset(DATA)
+    with pytest.raises(NotBatchable):
+        train_ensemble(pop, data, [0, 1], CPU)
+    reps = obtain_replicates(pop, data, ModelCache(tmp_path), CPU, progress=False)
+    assert {_trainer(tmp_path, r.key) for r in reps} == {"sequential"}
+
+
+def test_no_exact_batched_arithmetic_falls_back_to_sequential(tmp_path, monkeypatch) -> None:
+    # A bias gradient that no longer matches nn.Linear's: the probe must refuse to batch.
+    wrong = (lambda g: g.sum(dim=1) * 1.5, lambda g: g.sum(dim=1) * 1.5)
+    monkeypatch.setattr(ensemble, "_GRAD_BIAS", wrong)
+    pop = population(lr=0.01)
+    data = load_dataset(DATA)
+    with pytest.raises(NotBatchable):
+        train_ensemble(pop, data, [0, 1], CPU)
+    reps = obtain_replicates(pop, data, ModelCache(tmp_path), CPU, progress=False)
+    assert {_trainer(tmp_path, r.key) for r in reps} == {"sequential"}
+    assert same_weights(reps[0].model, train_replicate(pop, data, 0, CPU).model)
+
+
+def test_runner_trains_misses_as_an_ensemble_and_caches_each_replicate(tmp_path) -> None:
+    pop = population(lr=0.01)
+    data = load_dataset(DATA)
+    first = obtain_replicates(pop, data, ModelCache(tmp_path), CPU, progress=False)
+    assert [r.cache_hit for r in first] == [False, False, False]
+    assert {_trainer(tmp_path, r.key) for r in first} == {"ensemble"}
+    # One entry lost: only that seed is retrained (alone), to the same weights.
+    _entry(tmp_path, first[1].key, "json").unlink()
+    again = obtain_replicates(pop, data, ModelCache(tmp_path), CPU, progress=False)
+    assert [r.cache_hit for r in again] == [True, False, True]
+    assert [r.key for r in again] == [r.key for r in first]
+    for a, b in zip(first, again, strict=True):
+        assert same_weights(a.model, b.model)
+    assert _trainer(tmp_path, again[1].key) == "sequential"
+
+
+def _entry(root, key: str, ext: str):
+    return root / "models" / key[:2] / f"{key}.{ext}"
+
+
+def _trainer(root, key: str) -> str:
+    return json.loads(_entry(root, key, "json").read_text())["trainer"]
