@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -51,6 +52,31 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 def _cli(*args: str) -> int:
     return main(list(args))
+
+
+def test_user_model_through_the_targeted_shape(write, dirs) -> None:
+    # The same user model and loader, tested as targeted-vs-control: ablate the 4 units of
+    # `body` with the largest mean |gradient × activation| against random groups of 4.
+    out, cache = dirs
+    text = USER.replace(
+        """  kind: association
+  layers: [body, act2]
+  x: {kind: class_selectivity}
+  y: {kind: unit_ablation, metric: loss_increase}""",
+        """  kind: targeted
+  layers: [body]
+  scores: [{kind: gradient_x_activation}]
+  k: [4]
+  draws: 10
+  metric: loss_increase""",
+    ).replace("id: user_net", "id: user_targeted")
+    path = write(text)
+    assert _cli("run", str(path), "--out", str(out), "--cache", str(cache), "--quiet") == 0
+    parts = pd.read_csv(out / "user_targeted.parts.csv")
+    assert list(parts["n_replicates"]) == [2]
+    assert "gradient_x_activation" in parts["part"].iloc[0]
+    tidy = pd.read_csv(out / "user_targeted.csv")
+    assert set(tidy["seed"]) == {0, 1}
 
 
 def test_user_model_and_loader_run_end_to_end(write, dirs, capsys) -> None:

@@ -180,3 +180,23 @@ def test_hksj_with_equal_units_is_the_t_interval() -> None:
     t = pool_correlations(rs, [64] * 5, "t")
     re = pool_correlations(rs, [64] * 5, "random_effects", "spearman")
     assert (re.estimate, re.se, re.df) == pytest.approx((t.estimate, t.se, t.df), rel=1e-9)
+
+
+@pytest.mark.parametrize("direction,est,delta", [("positive", 0.05, 0.1), ("none", 0.02, 0.1)])
+def test_replicates_needed_reaches_the_power_it_promises(direction, est, delta) -> None:
+    # Independent check with scipy's noncentral t: with n replicates the one-sided test at α of
+    # the distance to a decision has power ≥ 0.8, and with n − 1 it does not.
+    from scipy import stats
+
+    from falsify.stats.power import replicates_needed
+
+    k, sd = 5, 0.15
+    e = TEstimate(est, sd / np.sqrt(k), k - 1)
+    n = replicates_needed(e, k, direction, delta, 0.05)
+    distance = max(est, delta - est) if direction == "positive" else abs(delta - abs(est))
+
+    def power(m: int) -> float:
+        crit = stats.t.ppf(0.95, m - 1)
+        return float(stats.nct.sf(crit, m - 1, distance / sd * np.sqrt(m)))
+
+    assert n is not None and power(n) >= 0.8 > power(n - 1)
