@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from falsify.data import Dataset
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import MLP, build_model
-from falsify.models.training import TrainResult, evaluate, record_metrics
+from falsify.models.training import TrainResult, evaluate, one_thread, record_metrics
 
 __all__ = ["NotBatchable", "supports_ensemble", "train_ensemble"]
 
@@ -231,6 +231,13 @@ def train_ensemble(
     batched kernels differ, equal to sequential training only to float rounding, which training
     then amplifies). Raises :class:`NotBatchable` when the recipe cannot be batched exactly.
     """
+    with one_thread():  # as train_replicate: the thread count is part of the arithmetic
+        return _train_ensemble(population, data, seeds, device, exact)
+
+
+def _train_ensemble(
+    population: Population, data: Dataset, seeds: list[int], device: torch.device, exact: bool
+) -> list[TrainResult]:
     if not supports_ensemble(population):
         raise NotBatchable(
             "batch norm, dropout, regularizers and randomized labels need sequential training"

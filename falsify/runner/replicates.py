@@ -18,7 +18,7 @@ from falsify.hypothesis.schema import ENMESHMENT_FIELDS, Population
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
 from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
-from falsify.models.training import TrainResult, evaluate, one_thread, train_replicate
+from falsify.models.training import TrainResult, evaluate, train_replicate
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor, threads_per_job
 from falsify.runner.identity import population_identity
@@ -233,8 +233,7 @@ def _train(
     if len(seeds) > 1 and supports_ensemble(population):
         start = time.perf_counter()
         try:
-            with one_thread():  # as sequential training, so the weights are the same
-                results = train_ensemble(population, data, seeds, device)
+            results = train_ensemble(population, data, seeds, device)
         except NotBatchable:
             pass
         else:
