@@ -81,46 +81,44 @@ def _per_class_stats(n_classes: int):
 
 
 @torch.no_grad()
-def _class_sums(
+def _sums(
     model: nn.Module,
     layer: str,
     x: torch.Tensor,
     y: torch.Tensor,
     masks: torch.Tensor,
     value: Literal["zero", "mean"],
-    n_classes: int,
+    row_stats: RowStats,
     batch_size: int,
     max_rows: int,
     batched: bool,
     max_bytes: int,
     strategy: Strategy,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class sums over ``x``: intact ``[2, K]`` and per ablation ``[groups, 2, K]``.
+    """``row_stats`` summed over ``x``: intact ``[S]`` and per ablation ``[groups, S]``.
 
-    Row 0 of the middle axis counts correct predictions, row 1 sums cross-entropy.
+    ``batched`` runs the engine; otherwise the plain reference loop (one hooked forward of the
+    whole model per ablation).
     """
     model.eval()
     masks = masks.to(device=x.device, dtype=torch.bool)
     fill = fill_values(model, layer, x, value)
-    stats = _per_class_stats(n_classes)
-    if batched:
-        res = ablation_sweep(
-            model,
-            layer,
-            x,
-            y,
-            masks,
-            fill,
-            row_stats=stats,
-            batch_size=batch_size,
-            max_rows=max_rows,
-            max_bytes=max_bytes,
-            strategy=strategy,
-        )
-        intact, ablated_sums = res.intact.cpu(), res.ablated.cpu()
-    else:
-        intact, ablated_sums = _hook_loop(model, layer, x, y, masks, fill, batch_size, stats)
-    return intact.view(2, n_classes), ablated_sums.view(-1, 2, n_classes)
+    if not batched:
+        return _hook_loop(model, layer, x, y, masks, fill, batch_size, row_stats)
+    res = ablation_sweep(
+        model,
+        layer,
+        x,
+        y,
+        masks,
+        fill,
+        row_stats=row_stats,
+        batch_size=batch_size,
+        max_rows=max_rows,
+        max_bytes=max_bytes,
+        strategy=strategy,
+    )
+    return res.intact.cpu(), res.ablated.cpu()
 
 
 @torch.no_grad()
@@ -148,27 +146,20 @@ def ablation_effects(
     (ablation, example) rows, and so the memory of the sweep. ``batched=False`` is the plain
     reference loop: one hooked forward of the whole model per ablation.
     """
-    model.eval()
-    masks = masks.to(device=x.device, dtype=torch.bool)
-    fill = fill_values(model, layer, x, value)
-    if batched:
-        res = ablation_sweep(
-            model,
-            layer,
-            x,
-            y,
-            masks,
-            fill,
-            batch_size=batch_size,
-            max_rows=max_rows,
-            max_bytes=max_bytes,
-            strategy=strategy,
-        )
-        intact, ablated_sums = res.intact.cpu(), res.ablated.cpu()
-    else:
-        intact, ablated_sums = _hook_loop(
-            model, layer, x, y, masks, fill, batch_size, row_stats_correct_ce
-        )
+    intact, ablated_sums = _sums(
+        model,
+        layer,
+        x,
+        y,
+        masks,
+        value,
+        row_stats_correct_ce,
+        batch_size,
+        max_rows,
+        batched,
+        max_bytes,
+        strategy,
+    )
     column = 0 if metric == "accuracy_drop" else 1
     change = (ablated_sums[:, column] - intact[column]) / len(x)
     return (-change if metric == "accuracy_drop" else change).to(torch.float32)
@@ -198,20 +189,21 @@ def class_ablation_effects(
     cross-entropy. A class with no example in ``y`` gets NaN. Weighting the row by the class
     frequencies gives back :func:`ablation_effects`.
     """
-    intact, ablated_sums = _class_sums(
+    intact, ablated_sums = _sums(
         model,
         layer,
         x,
         y,
         masks,
         value,
-        n_classes,
+        _per_class_stats(n_classes),
         batch_size,
         max_rows,
         batched,
         max_bytes,
         strategy,
     )
+    intact, ablated_sums = intact.view(2, n_classes), ablated_sums.view(-1, 2, n_classes)
     counts = torch.bincount(y.cpu(), minlength=n_classes).to(torch.float64)
     counts = torch.where(counts > 0, counts, torch.full_like(counts, float("nan")))
     column = 0 if metric == "accuracy_drop" else 1
