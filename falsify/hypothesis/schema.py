@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -445,23 +446,26 @@ UnitEffect = UnitAblationEffect
 # --- tests ------------------------------------------------------------------------------------
 
 
+def _distinct_layers(v: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(v)) != len(v):
+        raise ValueError("a list of distinct layer names")
+    return v
+
+
+# The layers a test names: distinct, as each is a part of the hypothesis.
+Layers = Annotated[tuple[str, ...], AfterValidator(_distinct_layers)]
+
+
 class AssociationTest(Frozen):
     """Per-unit x vs per-unit y within each model, pooled over models (PRODUCT.md §3)."""
 
     kind: Literal["association"]
-    layers: tuple[str, ...] = Field(min_length=1)
+    layers: Layers = Field(min_length=1)
     x: UnitMeasure
     y: UnitEffect
     correlation: Literal["spearman", "pearson", "kendall"] = "spearman"
     pooling: Literal["t", "random_effects"] = "t"
     split: Literal["test", "train"] = "test"
-
-    @field_validator("layers")
-    @classmethod
-    def _distinct_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(v)) != len(v):
-            raise ValueError("a list of distinct layer names")
-        return v
 
 
 class TargetedTest(Frozen):
@@ -474,7 +478,7 @@ class TargetedTest(Frozen):
     """
 
     kind: Literal["targeted"]
-    layers: tuple[str, ...] = Field(min_length=1)
+    layers: Layers = Field(min_length=1)
     scores: tuple[UnitMeasure, ...]
     k: tuple[int | float, ...]
     draws: int = Field(20, ge=2)
@@ -482,13 +486,6 @@ class TargetedTest(Frozen):
     value: Literal["zero", "mean"] = "zero"
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
     split: Literal["test", "train"] = "test"
-
-    @field_validator("layers")
-    @classmethod
-    def _distinct_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(v)) != len(v):
-            raise ValueError("a list of distinct layer names")
-        return v
 
     @field_validator("scores")
     @classmethod
@@ -535,7 +532,7 @@ class ClusterSpecializationTest(Frozen):
     """
 
     kind: Literal["cluster_specialization"]
-    layers: tuple[str, ...] = Field(min_length=1)
+    layers: Layers = Field(min_length=1)
     k: int = Field(4, ge=2)
     statistic: Literal["top_share", "gini"] = "top_share"
     m: int = Field(1, ge=1)  # top_share only: the number of most damaged classes
@@ -543,13 +540,6 @@ class ClusterSpecializationTest(Frozen):
     control_seed: int = 0
     value: Literal["zero", "mean"] = "zero"
     split: Literal["test", "train"] = "test"
-
-    @field_validator("layers")
-    @classmethod
-    def _distinct_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(v)) != len(v):
-            raise ValueError("a list of distinct layer names")
-        return v
 
 
 # --- model-level outcomes (one number per trained model) ---------------------------------------
