@@ -18,30 +18,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from falsify.errors import FalsifyError, field_error
+from falsify.errors import LocatedError
 
 __all__ = ["UserCodeError", "import_callable", "source_sha256"]
 
 
-class UserCodeError(FalsifyError):
-    """A problem with a field of ``population`` that names user code or user files.
-
-    ``loc`` is the field's path inside the hypothesis file (e.g. ``("population", "model",
-    "factory")``), so the runner can point at its line; ``str()`` reads well on its own.
-    """
-
-    def __init__(
-        self,
-        loc: tuple[str | int, ...],
-        expected: str,
-        found: object,
-        choices: Iterable[str] | None = None,
-    ) -> None:
-        self.loc = loc
-        self.expected = expected
-        self.found = found
-        self.choices = list(choices) if choices is not None else None
-        super().__init__(field_error(None, ".".join(map(str, loc)), expected, found, None, choices))
+class UserCodeError(LocatedError):
+    """A problem with a field of ``population`` that names user code or user files."""
 
 
 @contextlib.contextmanager

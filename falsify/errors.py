@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["FalsifyError", "HypothesisError", "did_you_mean", "field_error"]
+__all__ = ["FalsifyError", "HypothesisError", "LocatedError", "did_you_mean", "field_error"]
 
 
 class FalsifyError(Exception):
@@ -21,6 +21,28 @@ class FalsifyError(Exception):
 
 class HypothesisError(FalsifyError):
     """A hypothesis file that cannot be read or validated."""
+
+
+class LocatedError(FalsifyError):
+    """A user mistake about one field of a hypothesis file, raised where it is found.
+
+    Builders, data readers, kinds' checks and options raise it with the field's location
+    inside the file (e.g. ``("test", "layers", 0)``); one boundary (the runner) turns it into
+    the file's one-line message with the line number. ``str()`` reads well on its own.
+    """
+
+    def __init__(
+        self,
+        loc: tuple[str | int, ...],
+        expected: str,
+        found: object,
+        choices: Iterable[str] | None = None,
+    ) -> None:
+        self.loc = loc
+        self.expected = expected
+        self.found = found
+        self.choices = list(choices) if choices is not None else None
+        super().__init__(field_error(None, ".".join(map(str, loc)), expected, found, None, choices))
 
 
 def did_you_mean(found: object, choices: Iterable[str]) -> str:

@@ -11,9 +11,8 @@ from importlib import metadata
 import torch
 from torch import nn
 
-from falsify._imports import UserCodeError
 from falsify.data import Dataset, load_dataset
-from falsify.errors import FalsifyError
+from falsify.errors import FalsifyError, LocatedError
 from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
@@ -127,7 +126,7 @@ def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
         keys = [
             replicate_key(recipe_of(c.population), s, device) for c in conditions for s in pop.seeds
         ]
-    except UserCodeError as exc:
+    except LocatedError as exc:
         raise hf.error(exc.loc, exc.expected, exc.found, exc.choices) from None
     return Plan(hf, data, len(keys), sum(cache.contains(k) for k in keys))
 
