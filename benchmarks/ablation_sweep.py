@@ -25,9 +25,11 @@ from torch.nn import functional as F
 
 from benchmarks.common import PeakMemory, Timing, all_digits, describe_machine, timed
 from falsify.data import load_dataset
-from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, TrainingSpec
+from falsify.data.digits import DigitsData
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.interventions import ablation_effects, fill_values, get_layer, single_unit_masks
 from falsify.interventions.engine import ablation_sweep
+from falsify.models.mlp import MLPSpec
 from falsify.models.training import train_replicate
 
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import torch
 
 from falsify.data import load_dataset
-from falsify.hypothesis.schema import DigitsData
+from falsify.data.digits import DigitsData
 
 __all__ = ["PeakMemory", "Timing", "all_digits", "describe_machine", "timed"]
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,9 @@ def run(
     outcome = run_hypothesis(hf, ModelCache(cache), resolve_device(device), progress, pool)
     if out is not None:
         out = Path(out)
-        outcome.preregistration = preregistration(
-            hf, Path(lock), first_result_at(out, hf.hypothesis.id)
+        outcome = replace(
+            outcome,
+            preregistration=preregistration(hf, Path(lock), first_result_at(out, hf.hypothesis.id)),
         )
         write_outcome(outcome, out)
     return outcome

@@ -6,7 +6,9 @@ from captum.attr import LayerFeatureAblation
 from torch.nn import functional as F
 
 from falsify.data import load_dataset, planted_model
-from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, SyntheticData, TrainingSpec
+from falsify.data.digits import DigitsData
+from falsify.data.synthetic import SyntheticData
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.interventions import (
     ablated,
     ablation_effects,
@@ -15,6 +17,7 @@ from falsify.interventions import (
     single_unit_masks,
 )
 from falsify.measures import class_conditional_means, selectivity_index
+from falsify.models.mlp import MLPSpec
 from falsify.models.training import train_replicate
 
 SPEC = SyntheticData(kind="synthetic", noise=0.1, n_samples=800)

@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from falsify.cli.main import main
-from falsify.hypothesis.schema import MLPSpec
 from falsify.interventions import get_layer
-from falsify.measures import attribution_scores, measure_units
-from falsify.models.mlp import build_mlp
+from falsify.measures import attribution_scores
+from falsify.models.mlp import MLPSpec, build_mlp
 
 METHODS = ["layer_conductance", "layer_integrated_gradients", "gradient_x_activation"]
 
@@ -65,11 +64,11 @@ def test_methods_differ_where_the_closed_forms_do(tiny) -> None:
 
 
 def test_measure_registry_reads_the_spec(tiny) -> None:
-    from falsify.hypothesis.schema import LayerIntegratedGradientsScore
+    from falsify.measures.attribution import LayerIntegratedGradientsScore
 
     model, x, y = tiny
     spec = LayerIntegratedGradientsScore(kind="layer_integrated_gradients", baseline="mean")
-    got = measure_units(spec, model, "hidden1", x, y, 4)
+    got = spec.measure(model, "hidden1", x, y, 4)
     assert torch.allclose(got, _closed_form("ig", model, x, y, "mean"), atol=1e-5)
 
 

@@ -129,8 +129,9 @@ def test_every_model_outcome_on_the_planted_model(spec) -> None:
     from pydantic import TypeAdapter
 
     from falsify.data import load_dataset, planted_model
-    from falsify.hypothesis.schema import ModelOutcome, Population, SyntheticData
-    from falsify.measures.model_level import TrainedModel, model_outcome
+    from falsify.data.synthetic import SyntheticData
+    from falsify.hypothesis.schema import ModelOutcome, Population
+    from falsify.measures.model_level import TrainedModel
 
     data_spec = SyntheticData(kind="synthetic", n_samples=200, n_classes=4, n_features=8)
     model, _ = planted_model(data_spec)
@@ -139,7 +140,7 @@ def test_every_model_outcome_on_the_planted_model(spec) -> None:
     )
     trained = TrainedModel(model, pop, load_dataset(data_spec), seed=0)
     outcome = TypeAdapter(ModelOutcome).validate_python(spec)
-    value = model_outcome(outcome, trained)
+    value = outcome.compute(trained)
     assert 0.0 < value <= 1.0
     # Deterministic: the same replicate seed gives the same random orders and noise.
-    assert model_outcome(outcome, trained) == value
+    assert outcome.compute(trained) == value

@@ -3,8 +3,10 @@ from __future__ import annotations
 import torch
 
 from falsify.data import load_dataset
-from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, TrainingSpec
+from falsify.data.digits import DigitsData
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
+from falsify.models.mlp import MLPSpec
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.replicates import obtain_replicates, recipe_of
 

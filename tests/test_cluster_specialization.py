@@ -115,7 +115,7 @@ def test_planted_clusters_specialize_only_when_aligned_with_classes(
 ) -> None:
     from falsify.data import load_dataset
     from falsify.runner.replicates import Replicate
-    from falsify.runner.specialization import run_cluster_specialization
+    from falsify.shapes.base import run_shape
 
     hf = load(write(PLANTED))
     data = load_dataset(hf.hypothesis.population.data)
@@ -130,11 +130,11 @@ def test_planted_clusters_specialize_only_when_aligned_with_classes(
         )
         for s in (0, 1, 2)
     ]
-    outcome = run_cluster_specialization(hf, data, reps)
+    evidence, parts, verdict = run_shape(hf, data, reps)
     # the co-clustering recovers the four blocks of three units
-    assert (outcome.tidy["size"] == 3).all()
-    estimate = float(outcome.parts["estimate"].iloc[0])
+    assert (evidence.tidy["size"] == 3).all()
+    estimate = float(parts["estimate"].iloc[0])
     if aligned:
-        assert estimate > 0.2 and outcome.verdict.value == "SUPPORTED"
+        assert estimate > 0.2 and verdict.value == "SUPPORTED"
     else:
-        assert estimate < 0.05 and outcome.verdict.value != "SUPPORTED"
+        assert estimate < 0.05 and verdict.value != "SUPPORTED"

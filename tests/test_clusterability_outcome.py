@@ -11,13 +11,14 @@ import torch
 from scipy import stats
 
 from falsify.data import load_dataset
+from falsify.data.digits import DigitsData
 from falsify.errors import FalsifyError
 from falsify.hypothesis import load
 from falsify.hypothesis.conditions import expand
-from falsify.hypothesis.schema import ClusterabilityOutcome, DigitsData, MLPSpec, Population
+from falsify.hypothesis.schema import Population
 from falsify.measures.clusterability import model_clusterability
-from falsify.measures.model_level import TrainedModel, model_outcome
-from falsify.models.mlp import MLP
+from falsify.measures.model_level import ClusterabilityOutcome, TrainedModel
+from falsify.models.mlp import MLP, MLPSpec
 from falsify.report import write_outcome
 from falsify.runner import ModelCache, run_hypothesis
 from falsify.stats.between import fit_levels
@@ -53,8 +54,8 @@ def test_clusterability_outcome_is_c_minus_the_chosen_baseline(baseline: str) ->
     model = MLP(64, (20, 12), 10)
     trained = TrainedModel(model, POP, load_dataset(POP.data), seed=3)
     spec = ClusterabilityOutcome(kind="clusterability", k=3, baseline=baseline, shuffle_draws=2)
-    value = model_outcome(spec, trained)
-    assert model_outcome(spec, trained) == value  # the shuffles are seeded
+    value = spec.compute(trained)
+    assert spec.compute(trained) == value  # the shuffles are seeded
     table = model_clusterability(model, ("hidden1", "hidden2"), 3)
     c, random = table.iloc[-1]["clusterability"], table.iloc[-1]["random_baseline"]
     if baseline == "none":
@@ -67,7 +68,7 @@ def test_clusterability_outcome_is_c_minus_the_chosen_baseline(baseline: str) ->
         assert value < c - random
     named = ClusterabilityOutcome(kind="clusterability", k=3, layers=("hidden2",))
     only = model_clusterability(model, ("hidden2",), 3).iloc[-1]["clusterability"]
-    assert model_outcome(named, trained) == pytest.approx(only)
+    assert named.compute(trained) == pytest.approx(only)
 
 
 FAST = [

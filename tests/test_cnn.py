@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from falsify.data import load_dataset
+from falsify.data.digits import DigitsData
 from falsify.errors import FalsifyError
 from falsify.hypothesis import load
-from falsify.hypothesis.schema import CNNSpec, DigitsData
 from falsify.interventions import ablated, ablation_effects, capture
 from falsify.measures import class_conditional_means
 from falsify.models import build_model, unit_layers
+from falsify.models.cnn import CNNSpec
 from falsify.runner import ModelCache, run_hypothesis
 
 DIGITS = DigitsData(kind="digits")

@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from falsify.data import load_dataset
+from falsify.data.digits import DigitsData
 from falsify.errors import HypothesisError
 from falsify.hypothesis import load
 from falsify.hypothesis.conditions import ConditionError, expand
-from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, TrainingSpec
+from falsify.hypothesis.schema import Population, TrainingSpec
+from falsify.models.mlp import MLPSpec
 from falsify.models.training import training_labels
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.replicates import obtain_replicates, recipe_of

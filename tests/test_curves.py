@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from falsify.data import load_dataset, planted_model
-from falsify.hypothesis.schema import SyntheticData
+from falsify.data.synthetic import SyntheticData
 from falsify.interventions import ablated
 from falsify.interventions.curves import ablation_curves, cumulative_masks, curve_auc
 from falsify.interventions.perturb import (

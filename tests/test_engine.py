@@ -7,9 +7,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from falsify.data import load_dataset
-from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, TrainingSpec
+from falsify.data.digits import DigitsData
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.interventions import ablation_effects, fill_values, get_layer, single_unit_masks
 from falsify.interventions.engine import ablation_sweep, plan_strategy
+from falsify.models.mlp import MLPSpec
 from falsify.models.training import train_replicate
 
 

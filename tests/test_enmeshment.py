@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from falsify.data import load_dataset
-from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, TrainingSpec
+from falsify.data.digits import DigitsData
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.measures.clusterability import cluster_layer, clusterability, weight_module
 from falsify.models.enmeshment import EnmeshmentTerm
-from falsify.models.mlp import MLP
+from falsify.models.mlp import MLP, MLPSpec
 from falsify.models.regularizers import build_regularizers
 from falsify.models.training import train_replicate
 from falsify.runner.cache import replicate_key

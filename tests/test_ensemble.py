@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from falsify.data import load_dataset
-from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, TrainingSpec
+from falsify.data.digits import DigitsData
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import ensemble
 from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
+from falsify.models.mlp import MLPSpec
 from falsify.models.training import train_replicate
 from falsify.runner.cache import ModelCache
 from falsify.runner.replicates import obtain_replicates

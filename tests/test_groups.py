@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from falsify.data import load_dataset, planted_model
-from falsify.hypothesis.schema import SyntheticData
+from falsify.data.synthetic import SyntheticData
 from falsify.interventions import (
     ablated,
     ablation_effects,

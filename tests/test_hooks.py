@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from falsify.data import load_dataset, planted_model
+from falsify.data.synthetic import SyntheticData
 from falsify.errors import FalsifyError
-from falsify.hypothesis.schema import SyntheticData
 from falsify.interventions import (
     ablated,
     ablation_effects,

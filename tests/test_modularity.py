@@ -7,8 +7,8 @@ from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
 from falsify.data import load_dataset, planted_model
+from falsify.data.synthetic import SyntheticData
 from falsify.errors import FalsifyError
-from falsify.hypothesis.schema import MLPSpec, SyntheticData
 from falsify.interventions import class_ablation_effects, cluster_masks
 from falsify.measures.clusterability import (
     Coclusters,
@@ -27,7 +27,7 @@ from falsify.measures.specialization import (
     specialization,
     specialization_vs_random,
 )
-from falsify.models.mlp import build_mlp
+from falsify.models.mlp import MLPSpec, build_mlp
 
 ROWS, COLS = (40, 60, 100), (30, 70, 100)  # unequal blocks: output × input units per cluster
 

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from falsify.cli.main import main
-from falsify.hypothesis.schema import ResNet20Spec
 from falsify.interventions import ablated, ablation_effects, capture, single_unit_masks
 from falsify.interventions.engine import plan_strategy
 from falsify.measures import class_conditional_means, selectivity_index
 from falsify.models import build_model
+from falsify.models.resnet import ResNet20Spec
 
 
 @pytest.fixture(autouse=True, scope="module")

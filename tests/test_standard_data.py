@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from falsify.cli.main import main
-from falsify.data.standard import load_cifar10, load_mnist
+from falsify.data.standard import CIFAR10Data, MNISTData, load_cifar10, load_mnist
 from falsify.errors import FalsifyError
-from falsify.hypothesis.schema import CIFAR10Data, MNISTData
 from tests.helpers.formats import cifar_bytes, idx_bytes, write_cifar10, write_mnist
 
 

@@ -11,10 +11,11 @@ from scipy import stats
 
 from falsify.cli.main import main
 from falsify.data import load_dataset, planted_model
+from falsify.data.synthetic import SyntheticData
 from falsify.errors import HypothesisError
 from falsify.hypothesis import load
-from falsify.hypothesis.schema import Prediction, SyntheticData
-from falsify.runner.targeted import (
+from falsify.hypothesis.schema import Prediction
+from falsify.shapes.targeted import (
     control_generator,
     paired_differences,
     pooled_parts,

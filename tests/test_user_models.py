@@ -339,8 +339,8 @@ def test_checkpoint_needs_a_seed_template_and_existing_files(write, tmp_path) ->
 
 
 def test_builtin_model_takes_a_checkpoint(write, tiny_yaml, tmp_path) -> None:
-    from falsify.hypothesis.schema import MLPSpec
     from falsify.models import build_model
+    from falsify.models.mlp import MLPSpec
 
     (tmp_path / "w").mkdir()
     for s in (0, 1, 2):

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from falsify.errors import FalsifyError
@@ -309,8 +310,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             outcome = run_hypothesis(hf, cache, device, not args.quiet, executor)
-            outcome.preregistration = preregistration(
-                hf, args.lock, first_result_at(args.out, hf.hypothesis.id)
+            outcome = replace(
+                outcome,
+                preregistration=preregistration(
+                    hf, args.lock, first_result_at(args.out, hf.hypothesis.id)
+                ),
             )
             report = write_outcome(outcome, args.out)
         except FalsifyError as exc:

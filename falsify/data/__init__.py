@@ -4,28 +4,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
 
 from falsify.data.base import Dataset
-from falsify.data.digits import load_digits_dataset
-from falsify.data.standard import files_stamp, load_cifar10, load_mnist
-from falsify.data.synthetic import load_synthetic, planted_model
-from falsify.data.user import load_user_data
+from falsify.data.standard import files_stamp
+from falsify.data.synthetic import planted_model
 from falsify.errors import FalsifyError
+from falsify.hypothesis.kinds import DataKind
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "planted_model"]
-
-DATASETS: dict[str, Callable[[Any], Dataset]] = {
-    "digits": load_digits_dataset,
-    "synthetic": load_synthetic,
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
-    "loader": load_user_data,
-}
+__all__ = ["Dataset", "load_dataset", "planted_model"]
 
 
-def load_dataset(spec: Any) -> Dataset:
+def load_dataset(spec: DataKind) -> Dataset:
     """Load the dataset a validated spec names (memoized: specs are frozen and hashable).
 
     Data read from a folder is memoized with its files' sizes and times, so an edited or
@@ -35,9 +24,9 @@ def load_dataset(spec: Any) -> Dataset:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(spec: Any, _stamp: tuple[tuple[str, int, int], ...]) -> Dataset:
+def _load(spec: DataKind, _stamp: tuple[tuple[str, int, int], ...]) -> Dataset:
     try:
-        return DATASETS[spec.kind](spec)
+        return spec.load()  # type: ignore[attr-defined]
     except ValueError as exc:
         # scikit-learn's split refuses e.g. a test set smaller than the number of classes.
         raise FalsifyError(

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import numpy as np
 import torch
+from pydantic import Field
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from falsify.data.base import Dataset
-from falsify.hypothesis.schema import DigitsData
+from falsify.hypothesis.kinds import DataKind, register
 
 __all__ = ["load_digits_dataset"]
+
+
+
+@register
+class DigitsData(DataKind):
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes)."""
+
+    kind: Literal["digits"]
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = Field(0, ge=0)
+
+    label: ClassVar[str] = "digits (scikit-learn)"
+    docs: ClassVar[str] = "docs/file-format.md"
+
+    def load(self) -> Dataset:
+        return load_digits_dataset(self)
 
 
 def load_digits_dataset(spec: DigitsData) -> Dataset:

@@ -23,14 +23,17 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from sklearn.model_selection import StratifiedShuffleSplit
 
 from falsify.data.base import Dataset
 from falsify.errors import FalsifyError
-from falsify.hypothesis.schema import CIFAR10Data, MNISTData
+from falsify.hypothesis.kinds import DataKind, register
+from falsify.hypothesis.types import FromFiles
 
 __all__ = [
     "files_stamp",
@@ -49,6 +52,46 @@ _CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 _CIFAR_TEST = "test_batch.bin"
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 _UBYTE = 0x08
+
+
+
+class _StandardData(FromFiles, DataKind):
+    root: str = Field(min_length=1)
+    limit_train: int | None = Field(None, ge=10)
+    limit_test: int | None = Field(None, ge=10)
+    subset_seed: int = 0
+
+    docs: ClassVar[str] = "docs/own-models-and-data.md"
+    example: ClassVar[dict[str, Any]] = {"root": "data"}
+
+    def identity(self) -> dict[str, Any]:
+        # The same relative root in two hypothesis files can name different folders.
+        return {"data_root": str(self.resolve(self.root))}
+
+
+@register
+class MNISTData(_StandardData):
+    """MNIST (LeCun et al. 1998) from its idx files in ``root`` (plain or ``.gz``).
+
+    ``limit_train`` / ``limit_test`` keep a class-stratified subset fixed by ``subset_seed``.
+    """
+
+    kind: Literal["mnist"]
+    label: ClassVar[str] = "MNIST (local idx files)"
+
+    def load(self) -> Dataset:
+        return load_mnist(self)
+
+
+@register
+class CIFAR10Data(_StandardData):
+    """CIFAR-10 (Krizhevsky 2009), binary version (``data_batch_1.bin`` …) in ``root``."""
+
+    kind: Literal["cifar10"]
+    label: ClassVar[str] = "CIFAR-10 (local binary files)"
+
+    def load(self) -> Dataset:
+        return load_cifar10(self)
 
 
 def _fail(what: str, path: Path, expected: str, found: str) -> FalsifyError:

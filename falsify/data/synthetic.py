@@ -16,17 +16,48 @@ so that the framework's measures and interventions can be checked against the tr
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
+from pydantic import Field, model_validator
 from sklearn.model_selection import train_test_split
 
 from falsify.data.base import Dataset
-from falsify.hypothesis.schema import MLPSpec, SyntheticData
-from falsify.models.mlp import MLP, build_mlp
+from falsify.hypothesis.kinds import DataKind, register
+from falsify.models.mlp import MLP, MLPSpec, build_mlp
 
 __all__ = ["load_synthetic", "planted_model"]
 
 _THRESHOLD = 0.3  # hidden bias: noise below this never activates a planted unit
 _DEFAULT_CLASS_BIAS = 0.1  # a silent network predicts the last class, so ablation is visible
+
+
+
+@register
+class SyntheticData(DataKind):
+    """A generated task with planted ground truth (see :mod:`falsify.data.synthetic`)."""
+
+    kind: Literal["synthetic"]
+    n_samples: int = Field(2000, ge=20)
+    n_classes: int = Field(4, ge=2)
+    n_features: int = Field(16, ge=2)
+    noise: float = Field(0.3, ge=0.0)
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    split_seed: int = Field(0, ge=0)
+
+    label: ClassVar[str] = "synthetic task with planted ground truth"
+    docs: ClassVar[str] = "docs/file-format.md"
+
+    @model_validator(mode="after")
+    def _enough_features(self) -> SyntheticData:
+        if self.n_features < self.n_classes:
+            raise ValueError(
+                f"n_features at least n_classes ({self.n_classes}) so that each class has a feature"
+            )
+        return self
+
+    def load(self) -> Dataset:
+        return load_synthetic(self)
 
 
 def load_synthetic(spec: SyntheticData) -> Dataset:

@@ -8,21 +8,55 @@ float32 inputs and int64 labels, like the built-in datasets.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from falsify._imports import UserCodeError, import_callable
+from falsify._imports import UserCodeError, import_callable, source_sha256
 from falsify.data.base import Dataset
-from falsify.hypothesis.schema import UserData
+from falsify.hypothesis.kinds import DataKind, register
+from falsify.hypothesis.types import IMPORT_PATH, FromFiles, hash_by_json
 
 __all__ = ["load_user_data"]
 
 _LOC = ("population", "data", "loader")
 _SHAPE = "(x_train, y_train, x_test, y_test) tensors or a (train, test) pair of torch Datasets"
+
+
+
+@register
+class UserData(FromFiles, DataKind):
+    """The user's own data: ``loader`` is ``"package.module:function"``, called with ``kwargs``.
+
+    The function returns ``(x_train, y_train, x_test, y_test)`` tensors or a pair of
+    ``torch.utils.data.Dataset`` (train, test) whose items are ``(x, y)``.
+    """
+
+    loader: str = Field(pattern=IMPORT_PATH)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    label: ClassVar[str] = "the user's data (loader)"
+    docs: ClassVar[str] = "docs/own-models-and-data.md"
+    import_path_key: ClassVar[str | None] = "loader"
+    example: ClassVar[dict[str, Any]] = {"loader": "package.module:function"}
+
+    @property
+    def kind(self) -> str:
+        return "loader"
+
+    __hash__ = hash_by_json
+
+    def load(self) -> Dataset:
+        return load_user_data(self)
+
+    def identity(self) -> dict[str, Any]:
+        # Editing the loader's source file changes the data, so it retrains.
+        fn = import_callable(self.loader, _LOC, [self.base_dir])
+        return {"loader_source_sha256": source_sha256(fn)}
 
 
 def _as_tensor(v: Any, what: str, text: str) -> torch.Tensor:

@@ -21,7 +21,9 @@ from pydantic import BaseModel, ValidationError
 
 from falsify.errors import HypothesisError, did_you_mean, field_error
 from falsify.hypothesis.conditions import ConditionError, expand
-from falsify.hypothesis.schema import IMPORT_PATH_KEYS, IMPORT_PATH_TAG, Hypothesis
+from falsify.hypothesis.kinds import Kinds
+from falsify.hypothesis.schema import Hypothesis
+from falsify.hypothesis.types import IMPORT_PATH_KEYS, IMPORT_PATH_TAG
 
 __all__ = [
     "HypothesisFile",
@@ -287,6 +289,9 @@ def _candidates(tp: Any) -> list[Any]:
     """Flatten Annotated/Optional/Union annotations into their member types."""
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
+        kinds = [m for m in tp.__metadata__ if isinstance(m, Kinds)]
+        if kinds:
+            return list(kinds[0].members())
         return _candidates(typing.get_args(tp)[0])
     if origin in (typing.Union, types.UnionType):
         return [c for arg in typing.get_args(tp) for c in _candidates(arg)]

@@ -1,12 +1,10 @@
-"""Interventions: causal manipulations of a model, always scoped by a context manager."""
+"""Interventions: causal manipulations of a model, always scoped by a context manager.
+
+Each per-unit effect is a registered kind (``ablation.UnitAblationEffect``); this package
+re-exports the machinery: hooks, the ablation engine, groups.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
-
-import torch
-from torch import nn
 
 from falsify.interventions.ablation import (
     ablated,
@@ -19,7 +17,6 @@ from falsify.interventions.groups import cluster_masks, random_masks, resolve_k,
 from falsify.interventions.hooks import capture, get_layer, hooked, layer_names
 
 __all__ = [
-    "UNIT_EFFECTS",
     "ablated",
     "ablation_effects",
     "capture",
@@ -33,25 +30,5 @@ __all__ = [
     "resolve_k",
     "single_unit_masks",
     "top_k_masks",
-    "unit_effects",
 ]
 
-
-def _unit_ablation(
-    spec: Any, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    n_units = fill_values(model, layer, x, "zero").shape[0]
-    masks = single_unit_masks(n_units, device=x.device)
-    return ablation_effects(model, layer, x, y, masks, value=spec.value, metric=spec.metric)
-
-
-# kind -> fn(spec, model, layer, x, y) -> [units]
-UnitEffectFn = Callable[[Any, nn.Module, str, torch.Tensor, torch.Tensor], torch.Tensor]
-UNIT_EFFECTS: dict[str, UnitEffectFn] = {"unit_ablation": _unit_ablation}
-
-
-def unit_effects(
-    spec: Any, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """The effect of the per-unit intervention ``spec`` names on each unit of ``layer``."""
-    return UNIT_EFFECTS[spec.kind](spec, model, layer, x, y)

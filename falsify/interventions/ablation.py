@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from falsify.hypothesis.kinds import UnitEffectKind, register
 from falsify.interventions.engine import (
     DEFAULT_MAX_BYTES,
     RowStats,
@@ -234,3 +235,24 @@ def _hook_loop(
         with ablated(model, layer, mask, fill):
             out.append(sums())
     return intact, torch.stack(out) if out else torch.zeros(0, len(intact), dtype=torch.float64)
+
+
+@register
+class UnitAblationEffect(UnitEffectKind):
+    """Damage done by ablating each unit on its own (Morcos et al. 2018)."""
+
+    kind: Literal["unit_ablation"]
+    value: Literal["zero", "mean"] = "zero"
+    metric: Metric = "accuracy_drop"
+
+    label: ClassVar[str] = "unit ablation"
+    docs: ClassVar[str] = "docs/methods.md"
+
+    def describe(self) -> str:
+        return f"{self.metric.replace('_', ' ')} when ablated"
+
+    def effects(
+        self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        masks = single_unit_masks(fill_values(model, layer, x, "zero").shape[0], device=x.device)
+        return ablation_effects(model, layer, x, y, masks, value=self.value, metric=self.metric)

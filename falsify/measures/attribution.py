@@ -23,12 +23,13 @@ the trapezoid rule for conductance).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
-from captum.attr import LayerConductance, LayerGradientXActivation, LayerIntegratedGradients
+from pydantic import Field
 from torch import nn
 
+from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.interventions.hooks import get_layer
 
 __all__ = ["ATTRIBUTION_METHODS", "attribution_scores"]
@@ -43,6 +44,8 @@ def _conductance(
     # points; with the trapezoid rule the points include both ends of the path, so the sum
     # telescopes over the whole path and completeness holds exactly (Gauss–Legendre points
     # stop short of the ends).
+    from captum.attr import LayerConductance  # captum loads when first needed
+
     return LayerConductance(model, layer).attribute(
         x, baselines=base, target=y, n_steps=n, method="riemann_trapezoid"
     )
@@ -51,12 +54,16 @@ def _conductance(
 def _integrated_gradients(
     model: nn.Module, layer: nn.Module, x: torch.Tensor, y: torch.Tensor, base: torch.Tensor, n: int
 ) -> torch.Tensor:
+    from captum.attr import LayerIntegratedGradients
+
     return LayerIntegratedGradients(model, layer).attribute(x, baselines=base, target=y, n_steps=n)
 
 
 def _gradient_x_activation(
     model: nn.Module, layer: nn.Module, x: torch.Tensor, y: torch.Tensor, base: torch.Tensor, n: int
 ) -> torch.Tensor:
+    from captum.attr import LayerGradientXActivation
+
     return LayerGradientXActivation(model, layer).attribute(x, target=y)
 
 
@@ -100,3 +107,52 @@ def attribution_scores(
     if total is None:
         raise ValueError("no examples to attribute")
     return (total / len(x)).to(torch.float32)
+
+
+class _AttributionScore(UnitMeasureKind):
+    docs: ClassVar[str] = "docs/modularity-and-attribution.md"
+    uses_gradients: ClassVar[bool] = True
+
+    def measure(
+        self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, n_classes: int
+    ) -> torch.Tensor:
+        return attribution_scores(
+            self.kind,
+            model,
+            layer,
+            x,
+            y,
+            n_steps=getattr(self, "n_steps", 32),
+            baseline=getattr(self, "baseline", "zero"),
+        )
+
+
+@register
+class LayerConductanceScore(_AttributionScore):
+    """Mean |layer conductance| of each unit toward the true class (Dhamdhere et al. 2019)."""
+
+    kind: Literal["layer_conductance"]
+    n_steps: int = Field(32, ge=2)
+    baseline: Baseline = "zero"
+
+    label: ClassVar[str] = "mean |layer conductance|"
+
+
+@register
+class LayerIntegratedGradientsScore(_AttributionScore):
+    """Mean |layer integrated gradients| of each unit toward the true class (Sundararajan 2017)."""
+
+    kind: Literal["layer_integrated_gradients"]
+    n_steps: int = Field(32, ge=2)
+    baseline: Baseline = "zero"
+
+    label: ClassVar[str] = "mean |layer integrated gradients|"
+
+
+@register
+class GradientXActivationScore(_AttributionScore):
+    """Mean |activation × gradient of the true-class logit| of each unit (Shrikumar 2017)."""
+
+    kind: Literal["gradient_x_activation"]
+
+    label: ClassVar[str] = "mean |gradient × activation|"

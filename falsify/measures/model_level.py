@@ -1,4 +1,4 @@
-"""Model-level outcomes: one number per trained model, looked up by the outcome's ``kind``.
+"""Model-level outcomes: one number per trained model, each a registered kind.
 
 These are what the between-conditions shape compares across training conditions (PRODUCT.md
 §3): accuracy, the achieved mean class selectivity, the area under an ablation curve, the
@@ -7,18 +7,21 @@ clusterability of the weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 from scipy.integrate import trapezoid
 from torch import nn
 
 from falsify.data import Dataset
 from falsify.data.corruptions import corrupt
-from falsify.hypothesis.schema import AccuracyOutcome, Population
+from falsify.hypothesis.kinds import OutcomeKind, register
+from falsify.hypothesis.schema import Population
+from falsify.hypothesis.types import Split
 from falsify.interventions.curves import ablation_curves, curve_auc
 from falsify.interventions.perturb import direction_ablation_curves, noise_curve
 from falsify.measures.adversarial import adversarial_accuracy
@@ -32,7 +35,18 @@ from falsify.measures.selectivity import mean_selectivity, unit_activations
 from falsify.models import unit_layers
 from falsify.models.training import training_labels
 
-__all__ = ["MODEL_OUTCOMES", "MODEL_OUTCOME_DETAILS", "TrainedModel", "model_outcome"]
+__all__ = [
+    "AblationCurveOutcome",
+    "AccuracyOutcome",
+    "AdversarialAccuracyOutcome",
+    "ClusterabilityOutcome",
+    "CorruptionAccuracyOutcome",
+    "DirectionAblationOutcome",
+    "EffectiveDimensionalityOutcome",
+    "LayerNoiseOutcome",
+    "MeanSelectivityOutcome",
+    "TrainedModel",
+]
 
 
 @dataclass(frozen=True)
@@ -58,141 +72,265 @@ class TrainedModel:
         return named or unit_layers(self.model)
 
 
-@torch.no_grad()
-def _accuracy(spec: Any, t: TrainedModel) -> float:
-    x, y = t.split(spec.split)
-    t.model.eval()
-    return (t.model(x).argmax(dim=1) == y).double().mean().item()
-
-
-def _mean_selectivity(spec: Any, t: TrainedModel) -> float:
-    x, y = t.split(spec.split)
-    return mean_selectivity(t.model, t.layers(spec.layers), x, y, t.data.n_classes)
-
-
-def _generator(spec: Any, t: TrainedModel) -> torch.Generator:
+def _generator(seed: int, t: TrainedModel) -> torch.Generator:
     # The same (outcome seed, replicate seed) gives the same random draws in every condition,
     # so conditions compared at one seed are perturbed alike (common random numbers).
-    state = np.random.SeedSequence([spec.seed, t.seed]).generate_state(1)[0]
+    state = np.random.SeedSequence([seed, t.seed]).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
 
 
-def _ablation_auc(spec: Any, t: TrainedModel) -> float:
-    x, y = t.split(spec.split)
-    g = _generator(spec, t)
-    aucs = []
-    for layer in t.layers(spec.layers):
-        acc, base = ablation_curves(t.model, layer, x, y, spec.orders, g, spec.value)
-        aucs.append(curve_auc(acc, base))
-    return float(np.mean(aucs))
+class _Outcome(OutcomeKind):
+    docs: ClassVar[str] = "docs/between-conditions.md"
+
+    def describe(self) -> str:
+        split = getattr(self, "split", None)
+        return f"{split} {self.label}" if split else self.label
 
 
-def _direction_ablation_auc(spec: Any, t: TrainedModel) -> float:
-    x, y = t.split(spec.split)
-    g = _generator(spec, t)
-    aucs = []
-    for layer in t.layers(spec.layers):
-        acc, base = direction_ablation_curves(t.model, layer, x, y, spec.orders, g)
-        aucs.append(curve_auc(acc, base))
-    return float(np.mean(aucs))
+@register
+class AccuracyOutcome(_Outcome):
+    """Accuracy of each model; on ``train`` it is scored against the labels it was trained on."""
+
+    kind: Literal["accuracy"]
+    split: Split = "test"
+
+    label: ClassVar[str] = "accuracy"
+
+    @torch.no_grad()
+    def compute(self, t: TrainedModel) -> float:
+        x, y = t.split(self.split)
+        t.model.eval()
+        return (t.model(x).argmax(dim=1) == y).double().mean().item()
 
 
-def _noise_auc(spec: Any, t: TrainedModel) -> float:
-    x, y = t.split(spec.split)
-    g = _generator(spec, t)
-    base = _accuracy(AccuracyOutcome(kind="accuracy", split=spec.split), t)
-    if base <= 0:
-        return float("nan")
-    scales = np.asarray(spec.scales, dtype=float)
-    aucs = []
-    for layer in t.layers(spec.layers):
-        rel = noise_curve(t.model, layer, x, y, spec.scales, spec.draws, g).numpy() / base
-        aucs.append(trapezoid(rel, scales) / (scales[-1] - scales[0]))
-    return float(np.mean(aucs))
+@register
+class MeanSelectivityOutcome(_Outcome):
+    """Mean over layers of the mean class selectivity index over units (Leavitt & Morcos 2021)."""
+
+    kind: Literal["mean_selectivity"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer of the model
+    split: Split = "test"
+
+    label: ClassVar[str] = "mean class selectivity"
+    needs_unit_layers: ClassVar[bool] = True
+
+    def compute(self, t: TrainedModel) -> float:
+        x, y = t.split(self.split)
+        return mean_selectivity(t.model, t.layers(self.layers), x, y, t.data.n_classes)
 
 
-@torch.no_grad()
-def _corruption_accuracy(spec: Any, t: TrainedModel) -> float:
-    x, y = t.split(spec.split)
-    g = _generator(spec, t)
-    t.model.eval()
-    accs = [
-        (t.model(corrupt(x, name, sev, g)).argmax(dim=1) == y).double().mean().item()
-        for name in spec.corruptions
-        for sev in spec.severities
-    ]
-    return float(np.mean(accs))
+@register
+class AblationCurveOutcome(_Outcome):
+    """Area under the cumulative random-order ablation curve (Morcos et al. 2018).
+
+    Units of each layer are ablated one more at a time in ``orders`` random orders; the area
+    under accuracy / intact accuracy vs fraction ablated is 1 for a model that ignores the layer.
+    """
+
+    kind: Literal["ablation_auc"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer; the outcome is the mean over layers
+    orders: int = Field(5, ge=1)
+    value: Literal["zero", "mean"] = "zero"
+    split: Split = "test"
+    seed: int = 0  # with the replicate's seed, fixes the random orders
+
+    label: ClassVar[str] = "ablation-curve AUC"
+    needs_unit_layers: ClassVar[bool] = True
+
+    def compute(self, t: TrainedModel) -> float:
+        x, y = t.split(self.split)
+        g = _generator(self.seed, t)
+        aucs = []
+        for layer in t.layers(self.layers):
+            acc, base = ablation_curves(t.model, layer, x, y, self.orders, g, self.value)
+            aucs.append(curve_auc(acc, base))
+        return float(np.mean(aucs))
 
 
-def _adversarial_accuracy(spec: Any, t: TrainedModel) -> float:
-    x, y = t.split(spec.split)
-    step = spec.step_size or 2.5 * spec.epsilon / spec.steps
-    bounds = tuple(spec.bounds) if spec.bounds is not None else None
-    return adversarial_accuracy(
-        t.model, x, y, spec.attack, spec.epsilon, spec.steps, step, _generator(spec, t), bounds
+@register
+class DirectionAblationOutcome(_Outcome):
+    """Area under the curve of cumulative ablation of random orthonormal directions of a layer
+    (Morcos et al. 2018); 1 for a model that ignores the layer."""
+
+    kind: Literal["direction_ablation_auc"]
+    layers: tuple[str, ...] = ()
+    orders: int = Field(3, ge=1)  # random bases per model
+    split: Split = "test"
+    seed: int = 0
+
+    label: ClassVar[str] = "random-direction ablation AUC"
+    needs_unit_layers: ClassVar[bool] = True
+
+    def compute(self, t: TrainedModel) -> float:
+        x, y = t.split(self.split)
+        g = _generator(self.seed, t)
+        aucs = []
+        for layer in t.layers(self.layers):
+            acc, base = direction_ablation_curves(t.model, layer, x, y, self.orders, g)
+            aucs.append(curve_auc(acc, base))
+        return float(np.mean(aucs))
+
+
+@register
+class LayerNoiseOutcome(_Outcome):
+    """Area under accuracy / intact accuracy vs the scale of Gaussian noise added to a layer,
+    each unit's noise scaled by its own standard deviation (Morcos et al. 2018)."""
+
+    kind: Literal["noise_auc"]
+    layers: tuple[str, ...] = ()
+    scales: tuple[Annotated[float, Field(ge=0.0)], ...] = Field(
+        (0.0, 0.5, 1.0, 1.5, 2.0), min_length=2
     )
+    draws: int = Field(3, ge=1)  # noise draws per scale
+    split: Split = "test"
+    seed: int = 0
+
+    label: ClassVar[str] = "layer-noise AUC"
+    needs_unit_layers: ClassVar[bool] = True
+
+    @field_validator("scales")
+    @classmethod
+    def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError("an increasing list of noise scales")
+        return v
+
+    def compute(self, t: TrainedModel) -> float:
+        x, y = t.split(self.split)
+        g = _generator(self.seed, t)
+        base = AccuracyOutcome(kind="accuracy", split=self.split).compute(t)
+        if base <= 0:
+            return float("nan")
+        scales = np.asarray(self.scales, dtype=float)
+        aucs = []
+        for layer in t.layers(self.layers):
+            rel = noise_curve(t.model, layer, x, y, self.scales, self.draws, g).numpy() / base
+            aucs.append(trapezoid(rel, scales) / (scales[-1] - scales[0]))
+        return float(np.mean(aucs))
 
 
-def _effective_dimensionality(spec: Any, t: TrainedModel) -> float:
-    x, _ = t.split(spec.split)
-    values = []
-    for layer in t.layers(spec.layers):
-        eig = covariance_spectrum(unit_activations(t.model, layer, x))
-        values.append(
-            participation_ratio(eig)
-            if spec.measure == "participation_ratio"
-            else pcs_for_variance(eig)
+@register
+class CorruptionAccuracyOutcome(_Outcome):
+    """Mean accuracy over naturalistic corruptions × severities (Hendrycks & Dietterich 2019)."""
+
+    kind: Literal["corruption_accuracy"]
+    corruptions: tuple[Literal["gaussian_noise", "blur", "contrast"], ...] = Field(
+        ("gaussian_noise", "blur", "contrast"), min_length=1
+    )
+    severities: tuple[Annotated[int, Field(ge=0, le=5)], ...] = Field((1, 2, 3, 4, 5), min_length=1)
+    split: Split = "test"
+    seed: int = 0
+
+    label: ClassVar[str] = "accuracy under corruptions"
+
+    @torch.no_grad()
+    def compute(self, t: TrainedModel) -> float:
+        x, y = t.split(self.split)
+        g = _generator(self.seed, t)
+        t.model.eval()
+        accs = [
+            (t.model(corrupt(x, name, sev, g)).argmax(dim=1) == y).double().mean().item()
+            for name in self.corruptions
+            for sev in self.severities
+        ]
+        return float(np.mean(accs))
+
+
+@register
+class AdversarialAccuracyOutcome(_Outcome):
+    """Accuracy under an L∞ attack: FGSM (Goodfellow et al. 2015) or PGD (Madry et al. 2018)."""
+
+    kind: Literal["adversarial_accuracy"]
+    attack: Literal["fgsm", "pgd"] = "fgsm"
+    epsilon: float = Field(gt=0.0)
+    steps: int = Field(10, ge=1)  # PGD only
+    step_size: float | None = Field(None, gt=0.0)  # PGD only; default 2.5 · ε / steps
+    bounds: tuple[float, float] | None = (0.0, 1.0)  # the data's range; null: no clipping
+    split: Split = "test"
+    seed: int = 0
+
+    label: ClassVar[str] = "adversarial accuracy"
+    example: ClassVar[dict[str, Any]] = {"epsilon": 0.1}
+
+    def compute(self, t: TrainedModel) -> float:
+        x, y = t.split(self.split)
+        step = self.step_size or 2.5 * self.epsilon / self.steps
+        bounds = tuple(self.bounds) if self.bounds is not None else None
+        return adversarial_accuracy(
+            t.model, x, y, self.attack, self.epsilon, self.steps, step, _generator(self.seed, t), bounds
         )
-    return float(np.mean(values))
+
+
+@register
+class EffectiveDimensionalityOutcome(_Outcome):
+    """Effective dimensionality of the layers' representations, mean over layers."""
+
+    kind: Literal["effective_dimensionality"]
+    measure: Literal["participation_ratio", "pcs_95"] = "participation_ratio"
+    layers: tuple[str, ...] = ()
+    split: Split = "test"
+
+    label: ClassVar[str] = "effective dimensionality"
+    needs_unit_layers: ClassVar[bool] = True
+
+    def compute(self, t: TrainedModel) -> float:
+        x, _ = t.split(self.split)
+        values = []
+        for layer in t.layers(self.layers):
+            eig = covariance_spectrum(unit_activations(t.model, layer, x))
+            values.append(
+                participation_ratio(eig)
+                if self.measure == "participation_ratio"
+                else pcs_for_variance(eig)
+            )
+        return float(np.mean(values))
 
 
 _BASELINE_COLUMN = {"random_partition": "random_baseline", "shuffled": "shuffled_baseline"}
 
 
-def _clusterability_details(spec: Any, t: TrainedModel) -> dict[str, float]:
-    """C and both its baselines (mean over the layers), and ``value``: the outcome."""
-    table = model_clusterability(
-        t.model,
-        t.layers(spec.layers),
-        spec.k,
-        shuffle_draws=spec.shuffle_draws,
-        generator=_generator(spec, t),
-    )
-    mean = table.iloc[-1]
-    out = {
-        "clusterability": float(mean["clusterability"]),
-        "random_baseline": float(mean["random_baseline"]),
-        "shuffled_baseline": float(mean["shuffled_baseline"]),
-    }
-    column = _BASELINE_COLUMN.get(spec.baseline)
-    out["value"] = out["clusterability"] - (out[column] if column else 0.0)
-    return out
+@register
+class ClusterabilityOutcome(_Outcome):
+    """Clusterability of the named layers' weights, mean over layers (Golechha, Cope & Schoots
+    2024; modularity.md): spectral co-clustering of |W| into ``k`` bipartite clusters, then the
+    share of the squared weight inside them; optionally minus a baseline.
 
+    ``baseline``: ``none`` (C itself); ``random_partition`` (C − its expectation under a random
+    partition with the co-clustering's cluster sizes, ≈ 1/k); ``shuffled`` (C − the mean C of
+    ``shuffle_draws`` edge-shuffled copies of the same weights, each co-clustered afresh: the
+    null that includes the co-clustering's own search, which the random partition does not).
+    """
 
-def _clusterability(spec: Any, t: TrainedModel) -> float:
-    return _clusterability_details(spec, t)["value"]
+    kind: Literal["clusterability"]
+    layers: tuple[str, ...] = ()  # empty: every unit layer (the linear layer feeding it)
+    k: int = Field(4, ge=2)
+    baseline: Literal["none", "random_partition", "shuffled"] = "none"
+    shuffle_draws: int = Field(5, ge=1)
+    seed: int = 0  # with the replicate's seed, fixes the shuffles
 
+    label: ClassVar[str] = "clusterability"
+    docs: ClassVar[str] = "docs/modularity-and-attribution.md"
+    needs_unit_layers: ClassVar[bool] = True
+    detail_figure: ClassVar[str] = "clusterability_baselines"
 
-# kind -> fn(spec, trained model) -> float
-MODEL_OUTCOMES: dict[str, Callable[[Any, TrainedModel], float]] = {
-    "accuracy": _accuracy,
-    "mean_selectivity": _mean_selectivity,
-    "ablation_auc": _ablation_auc,
-    "direction_ablation_auc": _direction_ablation_auc,
-    "noise_auc": _noise_auc,
-    "corruption_accuracy": _corruption_accuracy,
-    "adversarial_accuracy": _adversarial_accuracy,
-    "effective_dimensionality": _effective_dimensionality,
-    "clusterability": _clusterability,
-}
+    def details(self, t: TrainedModel) -> dict[str, float]:
+        """C and both its baselines (mean over the layers), and ``value``: the outcome."""
+        table = model_clusterability(
+            t.model,
+            t.layers(self.layers),
+            self.k,
+            shuffle_draws=self.shuffle_draws,
+            generator=_generator(self.seed, t),
+        )
+        mean = table.iloc[-1]
+        out = {
+            "clusterability": float(mean["clusterability"]),
+            "random_baseline": float(mean["random_baseline"]),
+            "shuffled_baseline": float(mean["shuffled_baseline"]),
+        }
+        column = _BASELINE_COLUMN.get(self.baseline)
+        out["value"] = out["clusterability"] - (out[column] if column else 0.0)
+        return out
 
-# kind -> fn(spec, trained model) -> {"value": the outcome, **what it was computed from}, for
-# outcomes whose report shows more than the outcome itself (e.g. clusterability's baselines).
-MODEL_OUTCOME_DETAILS: dict[str, Callable[[Any, TrainedModel], dict[str, float]]] = {
-    "clusterability": _clusterability_details,
-}
-
-
-def model_outcome(spec: Any, trained: TrainedModel) -> float:
-    """The model-level outcome ``spec`` names, for one trained model."""
-    return MODEL_OUTCOMES[spec.kind](spec, trained)
+    def compute(self, t: TrainedModel) -> float:
+        return self.details(t)["value"]

@@ -9,10 +9,13 @@ silent for every class gets SI = 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.interventions.hooks import capture
 
 __all__ = ["class_conditional_means", "mean_selectivity", "selectivity_index", "unit_activations"]
@@ -92,3 +95,19 @@ def mean_selectivity(
         for layer in layers
     ]
     return float(torch.stack(per_layer).mean())
+
+
+@register
+class ClassSelectivity(UnitMeasureKind):
+    """Class selectivity index of each unit (Morcos et al. 2018), PRODUCT.md §6."""
+
+    kind: Literal["class_selectivity"]
+    epsilon: float = Field(1e-7, gt=0.0)
+
+    label: ClassVar[str] = "class selectivity index"
+    docs: ClassVar[str] = "docs/methods.md"
+
+    def measure(
+        self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, n_classes: int
+    ) -> torch.Tensor:
+        return selectivity_index(class_conditional_means(model, layer, x, y, n_classes), self.epsilon)

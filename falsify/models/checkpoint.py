@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from falsify._imports import UserCodeError
-from falsify.hypothesis.schema import Checkpointed
+from falsify.hypothesis.types import Checkpointed
 
 __all__ = ["checkpoint_paths", "file_sha256", "load_checkpoint", "read_state_dict"]
 

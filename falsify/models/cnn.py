@@ -10,11 +10,14 @@ space). ``head`` is the linear read-out of the flattened last block.
 
 from __future__ import annotations
 
+from typing import Annotated, ClassVar, Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
 from falsify.errors import FalsifyError
-from falsify.hypothesis.schema import CNNSpec
+from falsify.hypothesis.kinds import ArchitectureKind, register
 
 __all__ = ["CNN", "ConvBlock", "build_cnn"]
 
@@ -58,6 +61,22 @@ class CNN(nn.Module):
         for i in range(1, self.n_blocks + 1):
             x = getattr(self, f"conv{i}")(x)
         return self.head(self.flatten(x))
+
+
+@register
+class CNNSpec(ArchitectureKind):
+    """A small conv net; block ``i`` is ``conv{i}`` (conv → ReLU → 2×2 max pool, post-ReLU)."""
+
+    kind: Literal["cnn"]
+    channels: tuple[Annotated[int, Field(ge=1)], ...] = Field((16, 32), min_length=1)
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    label: ClassVar[str] = "small conv net"
+    docs: ClassVar[str] = "docs/file-format.md"
+
+    def build(self, input_shape: tuple[int, ...], n_classes: int) -> CNN:
+        return build_cnn(self, input_shape, n_classes)
 
 
 def build_cnn(spec: CNNSpec, input_shape: tuple[int, ...], n_classes: int) -> CNN:

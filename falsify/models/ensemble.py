@@ -30,7 +30,8 @@ from torch.nn import functional as F
 
 from falsify.data import Dataset
 from falsify.hypothesis.schema import Population, TrainingSpec
-from falsify.models import MLP, build_model
+from falsify.models import build_model
+from falsify.models.mlp import MLP
 from falsify.models.training import TrainResult, evaluate, one_thread, record_metrics
 
 __all__ = ["NotBatchable", "supports_ensemble", "train_ensemble"]
@@ -44,13 +45,7 @@ def supports_ensemble(population: Population) -> bool:
         and training.enmeshment_lambda == 0
         and training.label_noise == 0
     )
-    return (
-        spec.kind == "mlp"
-        and not spec.batch_norm
-        and spec.dropout == 0.0
-        and getattr(spec, "checkpoint", None) is None
-        and plain_loss
-    )
+    return spec.ensemble_ready() and plain_loss
 
 
 def _optimizer(params: list[torch.Tensor], spec: TrainingSpec) -> torch.optim.Optimizer:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Annotated, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from falsify.hypothesis.schema import MLPSpec
+from falsify.hypothesis.kinds import ArchitectureKind, register
 
 __all__ = ["MLP", "DenseBlock", "build_mlp"]
 
@@ -56,6 +58,27 @@ class MLP(nn.Module):
         for i in range(1, self.n_hidden + 1):
             h = getattr(self, f"hidden{i}")(h)
         return self.head(h)
+
+
+@register
+class MLPSpec(ArchitectureKind):
+    """A multilayer perceptron; hidden block ``i`` is named ``hidden{i}`` (post-ReLU output)."""
+
+    kind: Literal["mlp"]
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field((64, 64), min_length=1)
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    label: ClassVar[str] = "multilayer perceptron"
+    docs: ClassVar[str] = "docs/file-format.md"
+    ensemble: ClassVar[bool] = True
+
+    def ensemble_ready(self) -> bool:
+        # The stacked trainer implements plain linear blocks only.
+        return super().ensemble_ready() and not self.batch_norm and self.dropout == 0.0
+
+    def build(self, input_shape: tuple[int, ...], n_classes: int) -> MLP:
+        return build_mlp(self, input_shape, n_classes)
 
 
 def build_mlp(spec: MLPSpec, input_shape: tuple[int, ...], n_classes: int) -> MLP:

@@ -17,12 +17,15 @@ unit is a channel), ``pool`` (``[batch, 4w]``) and ``head``. Inner modules such 
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
 from falsify._imports import UserCodeError
-from falsify.hypothesis.schema import ResNet20Spec
+from falsify.hypothesis.kinds import ArchitectureKind, register
 
 __all__ = ["BasicBlock", "ResNet20", "build_resnet20"]
 
@@ -91,6 +94,20 @@ class ResNet20(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, classes]
         h = self.layer3(self.layer2(self.layer1(self.stem(x))))
         return self.head(self.pool(h))
+
+
+@register
+class ResNet20Spec(ArchitectureKind):
+    """CIFAR-style ResNet-20 (He et al. 2016, §4.2); see :mod:`falsify.models.resnet`."""
+
+    kind: Literal["resnet20"]
+    width: int = Field(16, ge=1)  # channels of the first stage; the paper's 16 / 32 / 64
+
+    label: ClassVar[str] = "ResNet-20"
+    docs: ClassVar[str] = "docs/file-format.md"
+
+    def build(self, input_shape: tuple[int, ...], n_classes: int) -> ResNet20:
+        return build_resnet20(self, input_shape, n_classes)
 
 
 def build_resnet20(spec: ResNet20Spec, input_shape: tuple[int, ...], n_classes: int) -> ResNet20:

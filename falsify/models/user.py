@@ -9,16 +9,44 @@ module's own ``named_modules()`` paths.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import Field
 from torch import nn
 
 from falsify._imports import UserCodeError, import_callable, source_sha256
-from falsify.hypothesis.schema import UserModel
+from falsify.hypothesis.kinds import ArchitectureKind, register
+from falsify.hypothesis.types import IMPORT_PATH, hash_by_json
 
-__all__ = ["build_user_model", "factory_identity"]
+__all__ = ["UserModel", "build_user_model", "factory_identity"]
 
 _LOC = ("population", "model", "factory")
+
+
+@register
+class UserModel(ArchitectureKind):
+    """The user's own model: ``factory`` is ``"package.module:function"`` returning an
+    ``nn.Module``, called with ``kwargs``."""
+
+    factory: str = Field(pattern=IMPORT_PATH)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    label: ClassVar[str] = "the user's model (factory)"
+    docs: ClassVar[str] = "docs/own-models-and-data.md"
+    import_path_key: ClassVar[str | None] = "factory"
+    example: ClassVar[dict[str, Any]] = {"factory": "package.module:function"}
+
+    @property
+    def kind(self) -> str:
+        return "factory"
+
+    __hash__ = hash_by_json
+
+    def build(self, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+        return build_user_model(self, input_shape, n_classes)
+
+    def identity(self) -> dict[str, Any]:
+        return factory_identity(self)
 
 
 def build_user_model(spec: UserModel, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from falsify._io import atomic_write_text
+from falsify.report.drawers import draw
 from falsify.report.index import render_index
 from falsify.report.markdown import render_report, summary
 from falsify.runner.outcome import Outcome
@@ -38,9 +39,9 @@ def write_outcome(o: Outcome, out_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{hid}."))
     try:
         figures = []
-        for suffix, draw in o.figures.items():
+        for suffix, fig in o.figures.items():
             figures.append(f"{hid}{suffix}.png")
-            draw(staging / figures[-1])
+            draw(fig.draw, fig.args, staging / figures[-1])
         csv = f"{hid}.csv"
         o.tidy.to_csv(staging / csv, index=False)
         o.parts.to_csv(staging / f"{hid}.parts.csv", index=False)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.lock import PreRegistration
+from falsify.shapes.base import Figure
 from falsify.stats.verdict import Verdict
 
 __all__ = ["Outcome"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """The result of one hypothesis.
 
@@ -24,8 +23,8 @@ class Outcome:
     ``replicates``: one row per replicate × part (the per-model statistic).
     ``tidy``: the finest-grained data (one row per ``tidy_grain``, e.g. replicate × unit),
     written to CSV so any analysis can be redone in pandas.
-    ``figures``: name suffix -> function drawing that figure into the PNG path it is given
-    (the report shows ``<id><suffix>.png`` for each).
+    ``figures``: name suffix -> the figure as data, drawn by the report package (which shows
+    ``<id><suffix>.png`` for each). Immutable: set a field with ``dataclasses.replace``.
     """
 
     file: HypothesisFile
@@ -35,7 +34,7 @@ class Outcome:
     tidy: pd.DataFrame
     tidy_grain: str  # what one row of ``tidy`` is, e.g. "replicate × unit"
     labels: dict[str, str]  # column -> human label, for tables and figures
-    figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     preregistration: PreRegistration | None = None

@@ -14,6 +14,7 @@ from torch import nn
 from falsify.data import Dataset, load_dataset
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hypothesis.conditions import expand
+from falsify.hypothesis.kinds import SHAPES
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
 from falsify.measures.clusterability import weight_module
@@ -23,7 +24,7 @@ from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
-from falsify.runner.shapes import GRID_SHAPES, SHAPE_CHECKS, SHAPES
+from falsify.shapes.base import run_shape
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -82,16 +83,14 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
         if layer not in names:
             raise hf.error(loc, f"one of {names}", layer, names)
     _check_enmeshment_layers(hf, model)
-    if hyp.population.conditions and hyp.test.kind not in GRID_SHAPES:
+    if hyp.population.conditions and not hyp.test.compares_conditions:
+        grid = [tag for tag, cls in SHAPES.items() if cls.compares_conditions]
         raise hf.error(
             ("population", "conditions"),
-            f"empty for the {hyp.test.kind} test (only {sorted(GRID_SHAPES)} tests compare "
-            "conditions)",
+            f"empty for the {hyp.test.kind} test (only {grid} tests compare conditions)",
             dict(hyp.population.conditions),
         )
-    check = SHAPE_CHECKS.get(hyp.test.kind)
-    if check is not None:
-        check(hf, model, data)
+    hyp.test.check(hf, model, data)
 
 
 def _check_enmeshment_layers(hf: HypothesisFile, model: nn.Module) -> None:
@@ -162,8 +161,11 @@ def run_hypothesis(
     start = time.perf_counter()
     p = plan(hf, cache, device)
     reps = obtain_replicates(hf.hypothesis.population, p.data, cache, device, progress, executor)
-    outcome = SHAPES[hf.hypothesis.test.kind](hf, p.data, reps)
-    outcome.provenance = {
+    try:
+        evidence, table, verdict = run_shape(hf, p.data, reps)
+    except LocatedError as exc:
+        raise hf.error(exc.loc, exc.expected, exc.found, exc.choices) from None
+    provenance = {
         "file": str(hf.path),
         "file_sha256": hf.sha256,
         "overrides": list(hf.overrides),
@@ -184,4 +186,15 @@ def run_hypothesis(
         },
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return outcome
+    return Outcome(
+        file=hf,
+        verdict=verdict,
+        parts=table,
+        replicates=evidence.replicates,
+        tidy=evidence.tidy,
+        tidy_grain=evidence.tidy_grain,
+        labels=evidence.labels,
+        figures=evidence.figures,
+        notes=evidence.notes,
+        provenance=provenance,
+    )

@@ -1,0 +1,118 @@
+"""Base classes and reusable field types of the hypothesis file model (pydantic only).
+
+Every model is frozen and forbids unknown keys, so a typo such as ``alpah:`` is an error. Every
+model defers building its validation schema to first use, so the unions of kinds
+(:mod:`falsify.hypothesis.kinds`) include every kind registered by then, plugins included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+__all__ = [
+    "IMPORT_PATH",
+    "IMPORT_PATH_KEYS",
+    "IMPORT_PATH_TAG",
+    "Checkpointed",
+    "FromFiles",
+    "Frozen",
+    "Layers",
+    "Split",
+    "hash_by_json",
+]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+# Which split of the data a measure or outcome is read on.
+Split = Literal["test", "train"]
+
+
+def _distinct_layers(v: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(v)) != len(v):
+        raise ValueError("a list of distinct layer names")
+    return v
+
+
+# The layers a test names: distinct, as each is a part of the hypothesis.
+Layers = Annotated[tuple[str, ...], AfterValidator(_distinct_layers)]
+
+# The union tag of a user's own model or data, picked by the presence of the import-path key.
+IMPORT_PATH_TAG = "import_path"
+# union field -> the key that names the user's function instead of a built-in ``kind``
+IMPORT_PATH_KEYS = {"model": "factory", "data": "loader"}
+IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
+def hash_by_json(self: BaseModel) -> int:
+    # ``kwargs`` is a dict, so the default field-tuple hash would fail; specs are memo keys.
+    return hash((type(self).__name__, self.model_dump_json()))
+
+
+class FromFiles(Frozen):
+    """A spec naming files: relative paths resolve against the hypothesis file's folder.
+
+    The loader passes that folder as the validation context ``base_dir``; it is kept as a
+    private attribute, so dumps (the lock, the cache recipe) hold the paths as written. A spec
+    built without that context resolves against the working directory.
+    """
+
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _remember_base_dir(self, info: ValidationInfo) -> FromFiles:
+        base = (info.context or {}).get("base_dir")
+        if base is not None:
+            self._base_dir = Path(base)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    def resolve(self, path: str) -> Path:
+        """``path`` made absolute against the hypothesis file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+class Checkpointed(FromFiles):
+    """A model spec that may name trained weights instead of being trained by falsify.
+
+    ``checkpoint`` is a path template with ``{seed}`` or a list of paths, one per seed, each a
+    safetensors file or a ``.pt`` state dict (see :mod:`falsify.models.checkpoint`). Left out of
+    dumps when unset, so specs without one keep their cache keys and lock entries.
+    """
+
+    checkpoint: str | tuple[str, ...] | None = None
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _path_or_paths(cls, v: object) -> object:
+        ok = v is None or isinstance(v, str)
+        ok = ok or (isinstance(v, list | tuple) and all(isinstance(p, str) for p in v))
+        if not ok:
+            raise ValueError("a path template with '{seed}' or a list of paths, one per seed")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_checkpoint(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("checkpoint", 0) is None:
+            del out["checkpoint"]
+        return out

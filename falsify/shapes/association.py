@@ -1,0 +1,130 @@
+"""The association shape (PRODUCT.md §3): per-unit x vs per-unit y within each model,
+pooled over models."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from falsify.errors import LocatedError
+from falsify.hypothesis.kinds import ShapeKind, UnitEffect, UnitMeasure, register
+from falsify.hypothesis.types import Layers, Split
+from falsify.shapes.base import PARTS_TABLE, Evidence, Figure, require_replicates
+from falsify.stats import Part, correlation, pool_correlations
+
+if TYPE_CHECKING:
+    from falsify.hypothesis.loader import HypothesisFile
+
+__all__ = ["AssociationTest"]
+
+
+@register
+class AssociationTest(ShapeKind):
+    """Per-unit x vs per-unit y within each model, pooled over models (PRODUCT.md §3)."""
+
+    kind: Literal["association"]
+    layers: Layers = Field(min_length=1)
+    x: UnitMeasure
+    y: UnitEffect
+    correlation: Literal["spearman", "pearson", "kendall"] = "spearman"
+    pooling: Literal["t", "random_effects"] = "t"
+    split: Split = "test"
+
+    label: ClassVar[str] = "association"
+    docs: ClassVar[str] = "docs/verdicts.md"
+    figure: ClassVar[str] = "association_scatter"
+    simulator: ClassVar[str] = "association"
+    example: ClassVar[dict[str, Any]] = {
+        "layers": ["hidden1"],
+        "x": {"kind": "class_selectivity"},
+        "y": {"kind": "unit_ablation"},
+    }
+
+    def check(self, hf: HypothesisFile, model: Any, data: Any) -> None:
+        """The effect of an association test is a correlation: the SESOI must be below 1."""
+        if hf.hypothesis.prediction.sesoi >= 1:
+            raise LocatedError(
+                ("prediction", "sesoi"),
+                "below 1 (an association test's effect is a correlation r)",
+                hf.hypothesis.prediction.sesoi,
+            )
+
+    def evidence(self, hf: HypothesisFile, data: Any, reps: list[Any]) -> Evidence:
+        """Per replicate and layer: x and y for every unit, their correlation; pooled per layer."""
+        test = self
+        x_in, y_in = data.split(test.split)
+        x_in = x_in.to(next(reps[0].model.parameters()).device)
+        y_in = y_in.to(x_in.device)
+        unit_rows: list[pd.DataFrame] = []
+        rep_rows: list[dict[str, object]] = []
+        parts: list[Part] = []
+        notes: list[str] = []
+        for layer in test.layers:
+            rs, ns = [], []
+            for rep in reps:
+                xs = test.x.measure(rep.model, layer, x_in, y_in, data.n_classes).cpu().numpy()
+                ys = test.y.effects(rep.model, layer, x_in, y_in).cpu().numpy()
+                r = correlation(xs, ys, test.correlation)
+                unit_rows.append(
+                    pd.DataFrame(
+                        {"seed": rep.seed, "layer": layer, "unit": np.arange(len(xs)), "x": xs, "y": ys}
+                    )
+                )
+                rep_rows.append(
+                    {
+                        "part": layer,
+                        "seed": rep.seed,
+                        "statistic": r,
+                        "n_units": len(xs),
+                        "test_accuracy": rep.test_accuracy,
+                        "mean_x": float(xs.mean()),
+                        "mean_y": float(ys.mean()),
+                    }
+                )
+                if np.isnan(r):
+                    notes.append(
+                        f"Seed {rep.seed}, layer {layer}: the correlation is undefined (fewer than 3 "
+                        "units, or x or y constant across units); this replicate is left out of the "
+                        "pooled estimate."
+                    )
+                    continue
+                rs.append(r)
+                ns.append(len(xs))
+            require_replicates(f"layer {layer!r}", len(rs), notes)
+            if test.pooling == "random_effects" and min(ns) <= 4:
+                raise LocatedError(
+                    ("test", "pooling"),
+                    f"'t' for a layer of {min(ns)} units (random effects need more than 4)",
+                    test.pooling,
+                )
+            est = pool_correlations(rs, ns, test.pooling, test.correlation)
+            pooling = "t interval of Fisher z" if test.pooling == "t" else "random effects (HKSJ)"
+            parts.append(
+                Part(
+                    name=layer,
+                    estimate=est,
+                    n_replicates=len(rs),
+                    effect_size=est.claim_estimate,
+                    effect_size_kind=f"{test.correlation} r",
+                    method=f"per-replicate {test.correlation} r, pooled by {pooling}",
+                    n_units=int(np.median(ns)),
+                )
+            )
+        tidy = pd.concat(unit_rows, ignore_index=True)
+        labels = {
+            "x": test.x.describe(),
+            "y": test.y.describe(),
+            "statistic": f"{test.correlation} r",
+        }
+        return Evidence(
+            parts=parts,
+            replicates=pd.DataFrame(rep_rows),
+            tidy=tidy,
+            tidy_grain="replicate × unit",
+            labels=labels,
+            figures={"": Figure(self.figure, (tidy, PARTS_TABLE, labels))},
+            notes=notes,
+        )

@@ -1,0 +1,208 @@
+"""Contract tests generated from the kinds' registries (docs/extending.md).
+
+Every registered kind — built-in or plugin — is checked here without anyone writing a test
+for it: it has a label and a docs page that mentions it; it validates from its declared
+example; every per-unit measure, per-unit effect and model-level outcome runs on a real model
+normally and with a forced error and leaves no hook behind and the weights unchanged; every
+shape has a calibration simulator and a figure the report can draw; every constrained field,
+given a bad value in a YAML file, yields one line naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import annotated_types
+import pytest
+import torch
+import yaml
+
+from falsify.data import load_dataset, planted_model
+from falsify.data.synthetic import SyntheticData
+from falsify.errors import HypothesisError
+from falsify.hypothesis import loader
+from falsify.hypothesis.kinds import (
+    OUTCOMES,
+    REGISTRIES,
+    SHAPES,
+    UNIT_EFFECTS,
+    UNIT_MEASURES,
+    Kind,
+)
+from falsify.measures.model_level import TrainedModel
+from falsify.report.drawers import DRAWERS
+from falsify.stats.calibration import SIMULATORS
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = [(slot, tag, cls) for slot, reg in REGISTRIES.items() for tag, cls in reg.items()]
+IDS = [f"{slot}:{tag}" for slot, tag, _ in ALL]
+SPEC = SyntheticData(kind="synthetic", noise=0.1, n_samples=200)
+
+
+def _instance(cls: type[Kind]) -> Kind:
+    return cls.model_validate({"kind": cls.tag(), **cls.example})
+
+
+def _hooks(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize(("slot", "tag", "cls"), ALL, ids=IDS)
+def test_every_kind_has_a_label_docs_and_a_valid_example(slot: str, tag: str, cls: type[Kind]) -> None:
+    assert cls.label.strip()
+    assert (ROOT / cls.docs).is_file(), f"{tag}: docs page {cls.docs} does not exist"
+    name = cls.import_path_key if cls.import_path_key else tag
+    if cls.__module__.startswith("falsify."):  # a plugin documents itself
+        entry = f"| {slot} | `{name}` |"
+        assert entry in (ROOT / "docs" / "kinds.md").read_text(), f"docs/kinds.md lacks {entry}"
+    if not cls.import_path_key:
+        assert _instance(cls).kind == tag
+
+
+@pytest.mark.parametrize(("tag", "cls"), SHAPES.items(), ids=list(SHAPES))
+def test_every_shape_has_a_simulator_and_a_figure(tag: str, cls: type[Kind]) -> None:
+    assert cls.simulator in {s.shape for s in SIMULATORS if s.offered}, tag
+    assert cls.figure in DRAWERS, tag
+
+
+@pytest.mark.parametrize(("tag", "cls"), OUTCOMES.items(), ids=list(OUTCOMES))
+def test_every_outcome_detail_figure_can_be_drawn(tag: str, cls: type[Kind]) -> None:
+    assert cls.detail_figure in ("", *DRAWERS), tag
+
+
+def _runs(slot: str, kind: Kind, model: torch.nn.Module) -> object:
+    data = load_dataset(SPEC)
+    x, y = data.x_test[:60], data.y_test[:60]
+    if slot == "unit_measures":
+        return kind.measure(model, "hidden1", x, y, SPEC.n_classes)
+    if slot == "unit_effects":
+        return kind.effects(model, "hidden1", x, y)
+    population = loader.loads(_hypothesis({"kind": "accuracy"})).hypothesis.population
+    return kind.compute(TrainedModel(model, population, data, seed=0))
+
+
+KIND_RUNS = [
+    (reg.slot, tag, cls)
+    for reg in (UNIT_MEASURES, UNIT_EFFECTS, OUTCOMES)
+    for tag, cls in reg.items()
+    if tag not in ("corruption_accuracy",)  # image corruptions need image-shaped data
+]
+
+
+@pytest.mark.parametrize(("slot", "tag", "cls"), KIND_RUNS, ids=[f"{s}:{t}" for s, t, _ in KIND_RUNS])
+@pytest.mark.parametrize("fail", [False, True], ids=["normal", "forced-error"])
+def test_every_kind_leaves_no_hook_and_unchanged_weights(
+    slot: str, tag: str, cls: type[Kind], fail: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = planted_model(SPEC)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kind = _instance(cls)
+    if fail:
+        calls = []
+
+        def broken(*_args: object) -> torch.Tensor:
+            calls.append(1)
+            raise RuntimeError("forced error in the model")
+
+        monkeypatch.setattr(model.head, "forward", broken)
+        try:
+            _runs(slot, kind, model)
+        except RuntimeError as exc:
+            assert "forced error" in str(exc)
+        else:  # a kind that reads only the weights never runs the model
+            assert not calls
+    else:
+        out = _runs(slot, kind, model)
+        if slot != "outcomes":
+            assert isinstance(out, torch.Tensor) and out.shape == (10,)
+    assert _hooks(model) == 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+# --- every constrained field, given a bad value in a file, is one located line -----------------
+
+
+def _hypothesis(outcome: dict[str, object], /, **test: object) -> str:
+    doc = {
+        "id": "contract",
+        "claim": "A contract check.",
+        "population": {
+            "data": {"kind": "synthetic", "n_samples": 200},
+            "model": {"kind": "mlp", "hidden": [10]},
+            "seeds": 2,
+            "conditions": {"training.label_noise": [0.0, 0.5]},
+        },
+        "test": test
+        or {
+            "kind": "between_conditions",
+            "outcome": outcome,
+            "compare": {"kind": "reference", "reference": {"training.label_noise": 0.0}},
+        },
+        "prediction": {"direction": "positive", "sesoi": 0.1},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _bad_values(cls: type[Kind]) -> list[tuple[str, object]]:
+    """(field, a value its constraint refuses) for every field with a bound or a literal."""
+    out: list[tuple[str, object]] = []
+    for name, field in cls.model_fields.items():
+        if name == "kind":
+            continue
+        for meta in field.metadata:
+            if isinstance(meta, annotated_types.Ge | annotated_types.Gt):
+                out.append((name, meta.ge - 1 if hasattr(meta, "ge") else meta.gt))
+            elif isinstance(meta, annotated_types.Le | annotated_types.Lt):
+                out.append((name, meta.le + 1 if hasattr(meta, "le") else meta.lt))
+        if typing.get_origin(field.annotation) is typing.Literal:
+            out.append((name, "no-such-choice"))
+    return out
+
+
+def _placed(slot: str, cls: type[Kind], body: dict[str, object]) -> tuple[str, str]:
+    """The file text with the kind at its place, and the dotted name of that place."""
+    if slot == "outcomes":
+        return _hypothesis(body), "test.outcome"
+    if slot == "shapes":
+        return _hypothesis({}, **body), "test"
+    if slot == "unit_measures":
+        return _hypothesis(
+            {}, kind="association", layers=["hidden1"], x=body, y={"kind": "unit_ablation"}
+        ), "test.x"
+    if slot == "unit_effects":
+        return _hypothesis(
+            {}, kind="association", layers=["hidden1"], x={"kind": "class_selectivity"}, y=body
+        ), "test.y"
+    doc = yaml.safe_load(_hypothesis({"kind": "accuracy"}))
+    where = "data" if slot == "datasets" else "model"
+    doc["population"][where] = body
+    return yaml.safe_dump(doc, sort_keys=False), f"population.{where}"
+
+
+CONSTRAINED = [
+    (slot, tag, cls, name, bad)
+    for slot, tag, cls in ALL
+    if slot != "contrasts" and not cls.import_path_key
+    for name, bad in _bad_values(cls)
+]
+
+
+@pytest.mark.parametrize(
+    ("slot", "tag", "cls", "name", "bad"),
+    CONSTRAINED,
+    ids=[f"{t}.{n}" for _, t, _, n, _ in CONSTRAINED],
+)
+def test_every_constrained_field_gives_one_located_line(
+    slot: str, tag: str, cls: type[Kind], name: str, bad: object, tmp_path: Path
+) -> None:
+    body = {"kind": tag, **cls.example, name: bad}
+    text, place = _placed(slot, cls, body)
+    path = tmp_path / "contract.yaml"
+    path.write_text(text)
+    with pytest.raises(HypothesisError) as info:
+        loader.load(path)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert f"'{place}.{name}" in message and str(path) in message and "(line " in message, message
