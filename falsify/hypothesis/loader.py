@@ -300,10 +300,13 @@ def _candidates(tp: Any) -> list[Any]:
 
 def _pick(members: list[Any], data: Any) -> Any:
     models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-    if len(models) > 1 and isinstance(data, dict) and "kind" in data:
+    if len(models) > 1 and isinstance(data, dict):
         for m in models:
             ann = m.model_fields.get("kind")
-            if ann is not None and data["kind"] in typing.get_args(ann.annotation):
+            if "kind" in data and ann is not None and data["kind"] in typing.get_args(ann.annotation):
+                return m
+            key = getattr(m, "import_path_key", None)
+            if "kind" not in data and key is not None and key in data:
                 return m
     return models[0] if models else None
 
@@ -311,10 +314,11 @@ def _pick(members: list[Any], data: Any) -> Any:
 def _field_type(cls: Any, key: str, data: Any) -> Any:
     if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or key not in cls.model_fields:
         return None
-    return (
-        _pick(_candidates(cls.model_fields[key].annotation), data)
-        or cls.model_fields[key].annotation
-    )
+    info = cls.model_fields[key]
+    # pydantic keeps an Annotated field's metadata (e.g. a union of kinds) apart from its type
+    kinds = [m for m in info.metadata if isinstance(m, Kinds)]
+    members = list(kinds[0].members()) if kinds else _candidates(info.annotation)
+    return _pick(members, data) or info.annotation
 
 
 def _item_type(tp: Any, data: Any) -> Any:

@@ -114,11 +114,8 @@ class AssociationTest(ShapeKind):
                 )
             )
         tidy = pd.concat(unit_rows, ignore_index=True)
-        labels = {
-            "x": test.x.describe(),
-            "y": test.y.describe(),
-            "statistic": f"{test.correlation} r",
-        }
+        x, y = test.x.describe(), test.y.describe()
+        labels = {"x": x, "y": y, "statistic": f"{test.correlation} r of {x} with {y}"}
         return Evidence(
             parts=parts,
             replicates=pd.DataFrame(rep_rows),

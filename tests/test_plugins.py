@@ -1,0 +1,140 @@
+"""Third-party kinds through entry points, validated exactly like built-ins (docs/extending.md).
+
+The plugin package under ``tests/plugins/falsify_activation_rate`` is installed (a real wheel
+install, into a temporary folder) and a hypothesis file that uses its measure runs end to end
+from the CLI in a fresh process that sees that folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import pytest
+
+from falsify.errors import FalsifyError
+from falsify.hypothesis.kinds import UNIT_MEASURES, Registry, UnitMeasureKind
+
+PLUGIN = Path(__file__).parent / "plugins" / "falsify_activation_rate"
+
+FILE = """\
+id: plugin_measure
+claim: Units that fire more often matter more under ablation.
+population:
+  data: {kind: digits}
+  model: {kind: mlp, hidden: [16]}
+  training: {epochs: 3, batch_size: 128, lr: 0.01}
+  seeds: 3
+test:
+  kind: association
+  layers: [hidden1]
+  x: {kind: activation_rate, threshold: 0.0}
+  y: {kind: unit_ablation, metric: loss_increase}
+prediction:
+  direction: positive
+  sesoi: 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(PLUGIN),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def _falsify(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    return subprocess.run(
+        [sys.executable, "-m", "falsify", *args], capture_output=True, text=True, env=env, cwd=cwd
+    )
+
+
+@pytest.mark.slow
+def test_a_plugin_measure_runs_end_to_end(installed: Path, tmp_path: Path) -> None:
+    path = tmp_path / "plugin.yaml"
+    path.write_text(FILE)
+    proc = _falsify(
+        installed,
+        "run",
+        str(path),
+        "--out",
+        str(tmp_path / "reports"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    report = (tmp_path / "reports" / "plugin_measure.md").read_text()
+    assert "activation rate" in report  # the plugin's own label names the x axis
+    tidy = (tmp_path / "reports" / "plugin_measure.csv").read_text().splitlines()
+    assert len(tidy) == 1 + 3 * 16  # replicate × unit
+
+
+def test_a_plugin_field_is_validated_like_a_builtin(installed: Path, tmp_path: Path) -> None:
+    path = tmp_path / "plugin.yaml"
+    path.write_text(FILE.replace("threshold: 0.0", "threshold: -1"))
+    proc = _falsify(installed, "check", str(path), "--cache", str(tmp_path / "c"), cwd=tmp_path)
+    assert proc.returncode != 0
+    line = proc.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "'test.x.threshold'" in line and "(line 11)" in line
+
+
+def test_without_the_plugin_its_kind_is_unknown(tmp_path: Path) -> None:
+    assert "activation_rate" not in list(UNIT_MEASURES)
+    path = tmp_path / "plugin.yaml"
+    path.write_text(FILE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "falsify", "check", str(path), "--cache", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "'test.x.kind'" in proc.stderr and "class_selectivity" in proc.stderr
+
+
+def test_a_kind_without_a_label_is_refused() -> None:
+    class Unlabelled(UnitMeasureKind):
+        kind: Literal["unlabelled"]
+        docs: ClassVar[str] = "README.md"
+
+    with pytest.raises(FalsifyError, match="must declare a non-empty label"):
+        Registry("unit_measures", UnitMeasureKind).add(Unlabelled)
+
+
+def test_two_kinds_with_one_name_are_refused() -> None:
+    registry = Registry("unit_measures", UnitMeasureKind)
+
+    def make() -> type[UnitMeasureKind]:
+        class Twin(UnitMeasureKind):
+            kind: Literal["twin"]
+            label: ClassVar[str] = "twin"
+            docs: ClassVar[str] = "README.md"
+
+        return Twin
+
+    registry.add(make())
+    with pytest.raises(FalsifyError, match="Two unit_measures kinds are named 'twin'"):
+        registry.add(make())
