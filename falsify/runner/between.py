@@ -17,7 +17,6 @@ from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import BetweenConditionsTest, LevelContrast, ReferenceContrast
 from falsify.measures.model_level import MODEL_OUTCOME_DETAILS, TrainedModel, model_outcome
 from falsify.measures.selectivity import mean_selectivity
-from falsify.models import unit_layers
 from falsify.report.figures_between import outcome_by_condition
 from falsify.report.figures_modularity import DETAIL_FIGURES
 from falsify.runner.outcome import Outcome
@@ -214,6 +213,20 @@ def _detail_figures(
     return out
 
 
+def _achieved_selectivity(rep: Replicate, trained: TrainedModel, regularized: bool) -> float | None:
+    """The model's mean class selectivity as recorded at training time, else computed when a
+    selectivity regularizer makes it worth showing; None for a model with no unit layers."""
+    if "mean_selectivity" in rep.metrics:
+        return rep.metrics["mean_selectivity"]
+    if not regularized:
+        return None
+    layers = trained.population.training.selectivity_layers or getattr(rep.model, "unit_layers", ())
+    if not layers:
+        return None
+    x_test, y_test = trained.split("test")
+    return mean_selectivity(rep.model, layers, x_test, y_test, trained.data.n_classes)
+
+
 def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Outcome:
     """Outcomes per trained model; contrasts or a trend across conditions; Holm; verdict."""
     hyp = hf.hypothesis
@@ -223,17 +236,13 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
     by_name = {c.name: c for c in conditions}
     named = test.named_outcomes()
     several = len(named) > 1
+    regularized = any(c.population.training.selectivity_alpha != 0 for c in conditions)
     rows: list[dict[str, Any]] = []
     details: list[dict[str, Any]] = []
     for rep in reps:
         cond = by_name[rep.condition]
         trained = TrainedModel(rep.model, cond.population, data, rep.seed)
-        if "mean_selectivity" in rep.metrics:
-            achieved = rep.metrics["mean_selectivity"]
-        else:
-            x_test, y_test = trained.split("test")
-            layers = cond.population.training.selectivity_layers or unit_layers(rep.model)
-            achieved = mean_selectivity(rep.model, layers, x_test, y_test, data.n_classes)
+        achieved = _achieved_selectivity(rep, trained, regularized)
         for part in named:
             detail = MODEL_OUTCOME_DETAILS.get(part.outcome.kind)
             found = detail(part.outcome, trained) if detail is not None else {}
@@ -248,7 +257,7 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
                     "statistic": found["value"] if found else model_outcome(part.outcome, trained),
                     **({"outcome": part.name} if several else {}),
                     "test_accuracy": rep.test_accuracy,
-                    "mean_selectivity": achieved,
+                    **({"mean_selectivity": achieved} if achieved is not None else {}),
                     "train_loss": rep.train_loss,
                 }
             )

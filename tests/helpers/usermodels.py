@@ -50,3 +50,9 @@ def load_datasets(n_test: int = 400) -> tuple[TensorDataset, TensorDataset]:
 
 def load_three(n_test: int = 400) -> tuple[torch.Tensor, ...]:
     return _digits(n_test)[:3]
+
+
+def make_sequential(width: int = 8) -> nn.Module:
+    """A plain Sequential: it declares no unit layers."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
+
