@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from falsify.cli.main import main
+from tests.helpers.usermodels import Net
 
 BETWEEN = """\
 id: reg_between
@@ -48,3 +50,28 @@ def test_between_accuracy_on_a_model_without_unit_layers(write, tmp_path, capsys
     report = (tmp_path / "reports" / "reg_between.md").read_text()
     assert "| condition | seed | outcome: test accuracy | test accuracy | train loss |" in report
     assert (tmp_path / "reports" / "reg_between.png").stat().st_size > 1000
+
+
+def test_checkpoints_refuse_a_grid_of_conditions(write, tmp_path, capsys) -> None:
+    """Checkpoints with population.conditions passed check, then run crashed (KeyError)."""
+    (tmp_path / "ckpt").mkdir()
+    for seed in (0, 1):
+        torch.save(Net(12).state_dict(), tmp_path / "ckpt" / f"net_{seed}.pt")
+    model = (
+        "  model:\n    factory: tests.helpers.usermodels:make_net\n    kwargs: {width: 12}\n"
+        "    checkpoint: ckpt/net_{seed}.pt\n"
+    )
+    text = (
+        BETWEEN.replace("  model: {kind: mlp, hidden: [8]}\n", model)
+        .replace(
+            "training.label_noise: [0, 0.5]",
+            "training.label_noise: [0, 0.5]\n    training.lr: [0.01, 0.1]",
+        )
+        .replace("{training.label_noise: 0}}", "{training.label_noise: 0, training.lr: 0.01}}")
+    )
+    path = write(text)
+    assert _cli("check", str(path), "--cache", str(tmp_path / "cache")) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'population.conditions'" in err and str(path) in err and "(line 12)" in err
+    assert "checkpoint" in err

@@ -132,9 +132,16 @@ def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
 
 
 def _validate_checkpoints(hf: HypothesisFile, data: Dataset) -> bool:
-    """Every seed's checkpoint exists and fits the model; False when there are none."""
+    """No grid; every seed's checkpoint exists and fits the model; False when there are none."""
     pop = hf.hypothesis.population
     paths = checkpoint_paths(pop.model, pop.seeds)
+    if paths and pop.conditions:
+        raise hf.error(
+            ("population", "conditions"),
+            "empty with 'model.checkpoint' (checkpoints supply one trained model per seed, so "
+            "a grid of training conditions cannot apply to them)",
+            dict(pop.conditions),
+        )
     for path in paths.values():
         with torch.random.fork_rng(devices=[]):
             load_checkpoint(build_model(pop.model, data.input_shape, data.n_classes), path)

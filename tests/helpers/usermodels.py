@@ -55,4 +55,3 @@ def load_three(n_test: int = 400) -> tuple[torch.Tensor, ...]:
 def make_sequential(width: int = 8) -> nn.Module:
     """A plain Sequential: it declares no unit layers."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
-
