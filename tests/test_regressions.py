@@ -75,3 +75,25 @@ def test_checkpoints_refuse_a_grid_of_conditions(write, tmp_path, capsys) -> Non
     assert len(err.splitlines()) == 1
     assert "'population.conditions'" in err and str(path) in err and "(line 12)" in err
     assert "checkpoint" in err
+
+
+def test_decision_rule_describes_each_part_by_its_comparison(write, tmp_path, capsys) -> None:
+    """With a second outcome overriding compare with a trend, the decision rule and the
+    reading called both parts a difference against the reference."""
+    outcomes = (
+        "  outcomes:\n"
+        "    - {name: held_out, outcome: {kind: accuracy}}\n"
+        "    - name: fit\n"
+        "      outcome: {kind: accuracy, split: train}\n"
+        "      compare: {kind: trend, factor: training.label_noise}\n"
+    )
+    path = write(BETWEEN.replace("  outcome: {kind: accuracy}\n", outcomes))
+    assert _run(path, tmp_path) == 0, capsys.readouterr().err
+    report = (tmp_path / "reports" / "reg_between.md").read_text()
+    rule = next(line for line in report.splitlines() if line.startswith("Predicted direction"))
+    assert (
+        "difference in test accuracy (held_out)" in rule and "slope of train accuracy (fit)" in rule
+    )
+    reading = report.splitlines()[2]
+    assert "fit: slope per unit of label_noise: slope of train accuracy = " in reading
+    assert "label_noise=0.5 vs label_noise=0: difference in test accuracy = " in reading

@@ -39,6 +39,8 @@ _OUTCOME_LABELS = {
 }
 
 
+_STATISTIC_KINDS = {"reference": "difference in", "trend": "slope of", "level": "mean of"}
+
 _EFFECT_KINDS = {
     "ReferenceContrast": "d_z (paired by seed)",
     "TrendContrast": "d_z of per-seed slopes",
@@ -266,6 +268,7 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
     parts: list[Part] = []
     notes: list[str] = []
     methods: list[str] = []
+    owners: list[str] = []  # the outcome each part belongs to
     for op, (compare, loc) in zip(named, _comparisons(test), strict=True):
         sub = replicates[replicates["outcome"] == op.name] if several else replicates
         table = sub.rename(columns={"part": "condition", "statistic": "y"})[
@@ -282,6 +285,7 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
                 f"The parts of {op.name} predict a {op.direction} effect (the rule above, "
                 "mirrored)."
             )
+        owners += [op.name] * len(part_keys)
         parts += [
             Part(
                 name=f"{op.name}: {name}" if several else name,
@@ -309,11 +313,24 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
         tidy = tidy.rename(columns={"value": "outcome"})
     outcome_labels = {op.name: _label(op.outcome) for op in named}
     label = _label(named[0].outcome) if not several else "outcome"
-    kind = {"reference": "difference in", "trend": "slope of", "level": "mean of"}[
-        test.compare.kind
-    ]
+    # Each outcome's statistic, by its own comparison (a difference, a slope, a level).
+    kinds = [_STATISTIC_KINDS[compare.kind] for compare, _ in _comparisons(test)]
+    own = {op.name: f"{k} {outcome_labels[op.name]}" for op, k in zip(named, kinds, strict=True)}
+    mixed = len(set(kinds)) > 1
+    statistic = (
+        " and ".join(f"{stat} ({name})" for name, stat in own.items())
+        if mixed
+        else f"{kinds[0]} {label}"
+    )
+    # With mixed comparisons the reading names each part's own statistic.
+    part_statistics = {
+        f"statistic: {part.name}": own[name]
+        for part, name in zip(parts, owners, strict=True)
+        if mixed
+    }
     labels = {
-        "statistic": f"{kind} {label}",
+        "statistic": statistic,
+        **part_statistics,
         "replicate_statistic": f"outcome: {label}" if not several else "value",
         "part": "condition",
     }
