@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from falsify._imports import UserCodeError
 from falsify.cli.main import main
 from tests.helpers.usermodels import Net
 
@@ -97,3 +99,27 @@ def test_decision_rule_describes_each_part_by_its_comparison(write, tmp_path, ca
     reading = report.splitlines()[2]
     assert "fit: slope per unit of label_noise: slope of train accuracy = " in reading
     assert "label_noise=0.5 vs label_noise=0: difference in test accuracy = " in reading
+
+
+def test_located_error_during_run_is_the_files_one_line(write, tmp_path, capsys) -> None:
+    """A LocatedError raised while training (here by the user's model) reached the CLI
+    without the file, line or field."""
+    model = (
+        "  model:\n    factory: tests.helpers.usermodels:make_refusing_net\n"
+        "    kwargs: {width: 12}\n"
+    )
+    path = write(BETWEEN.replace("  model: {kind: mlp, hidden: [8]}\n", model))
+    assert _run(path, tmp_path) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'population.model.kwargs.width'" in err and str(path) in err
+    assert "(line 7)" in err and "must be at least 1000. Got 12 instead." in err
+
+
+def test_located_error_survives_pickling() -> None:
+    """LocatedError could not be unpickled, so one raised in a training job (--jobs 2) broke
+    the process pool (BrokenProcessPool, an internal error) instead of naming the field."""
+    exc = UserCodeError(("population", "model", "kwargs"), "a mapping", 3, ["a"])
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is UserCodeError and str(back) == str(exc)
+    assert (back.loc, back.expected, back.found, back.choices) == (exc.loc, "a mapping", 3, ["a"])
