@@ -44,6 +44,11 @@ class LocatedError(FalsifyError):
         self.choices = list(choices) if choices is not None else None
         super().__init__(field_error(None, ".".join(map(str, loc)), expected, found, None, choices))
 
+    def __reduce__(self) -> tuple[type[LocatedError], tuple[object, ...]]:
+        # Rebuilt from its fields, so one raised in a training job survives the trip back
+        # from the worker process (the default pickles only the message).
+        return type(self), (self.loc, self.expected, self.found, self.choices)
+
 
 def did_you_mean(found: object, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' when ``found`` is a near miss of one of ``choices``, else ''."""

@@ -135,3 +135,14 @@ def test_a_part_can_predict_the_other_direction() -> None:
     # Without its own direction the rising part contradicts the negative prediction.
     table, verdict = decide([Part("rises", up, 10, 1.0, "d_z", "m")], pred)
     assert verdict.value == "FALSIFIED"
+
+
+@pytest.mark.parametrize("fit", ["contrasts", "trend"])
+def test_unknown_model_is_an_error(fit) -> None:
+    # An unknown model used to run OLS silently.
+    table = _grid(np.random.default_rng(0), 4, {"ref": 0.0, "a": 0.5})
+    with pytest.raises(ValueError, match=r"'model' must be one of \['ols', 'mixed'\]\. Got 'ml'"):
+        if fit == "contrasts":
+            fit_contrasts(table, "ref", ["ref", "a"], "ml")
+        else:
+            fit_trend(table.assign(x=(table["condition"] == "a").astype(float)), "ml")

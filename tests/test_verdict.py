@@ -11,12 +11,15 @@ from falsify.stats import (
     TEstimate,
     Verdict,
     combine_verdicts,
+    correlation,
     decide,
     p_values,
     pool_correlations,
     verdict_from_ci,
     verdict_from_p,
 )
+from falsify.stats.association import fisher_z_variance
+from falsify.stats.power import replicates_needed
 
 S, F, INC = Verdict.SUPPORTED, Verdict.FALSIFIED, Verdict.INCONCLUSIVE
 finite = st.floats(-5, 5, allow_nan=False)
@@ -200,3 +203,38 @@ def test_replicates_needed_reaches_the_power_it_promises(direction, est, delta) 
         return float(stats.nct.sf(crit, m - 1, distance / sd * np.sqrt(m)))
 
     assert n is not None and power(n) >= 0.8 > power(n - 1)
+
+
+def _options_part() -> Part:
+    return Part("a", TEstimate(0.5, 0.1, 9), 10, 0.5, "d", "t")
+
+
+@pytest.mark.parametrize(
+    "call, option, given",
+    [
+        (lambda: correlation(np.arange(5.0), np.arange(5.0) ** 2, "kendal"), "method", "kendal"),
+        (lambda: fisher_z_variance(np.array([10.0]), "spearmann"), "method", "spearmann"),
+        (lambda: pool_correlations([0.1, 0.2, 0.3], [20] * 3, "random"), "pooling", "random"),
+        (lambda: pool_correlations([0.1, 0.2], [20] * 2, "t", "tau"), "method", "tau"),
+        (lambda: verdict_from_ci(0.1, 0.2, "up", 0.1), "direction", "up"),
+        (lambda: p_values(TEstimate(0.5, 0.1, 9), "up", 0.1), "direction", "up"),
+        (lambda: replicates_needed(TEstimate(0.5, 0.1, 9), 10, "up", 0.1, 0.05), "direction", "up"),
+        (lambda: combine_verdicts([S, F], "every"), "combine", "every"),
+        (lambda: TEstimate(0.5, 0.1, 9, "log"), "scale", "log"),  # type: ignore[arg-type]
+        (
+            lambda: decide(
+                [_options_part()],
+                Prediction.model_construct(
+                    direction="positive", sesoi=0.1, alpha=0.05, combine="all", adjust="fdr_bh"
+                ),
+            ),
+            "adjust",
+            "fdr_bh",
+        ),
+    ],
+)
+def test_unknown_options_are_errors(call, option, given) -> None:
+    # They used to fall through: an unknown method became Kendall, an unknown pooling random
+    # effects, an unknown direction 'none', an unknown combine 'any', a scale the identity.
+    with pytest.raises(ValueError, match=rf"'{option}' must be one of \[.*\]\. Got '{given}'"):
+        call()

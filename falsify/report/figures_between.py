@@ -32,7 +32,8 @@ def outcome_by_condition(
     path: Path,
 ) -> None:
     """Per condition and outcome: every seed's model (grey, seeds joined across conditions),
-    the mean and its t CI at ``level``; a last panel shows the achieved mean class selectivity.
+    the mean and its t CI at ``level``; a last panel shows the achieved mean class selectivity
+    when it was recorded (a model with no unit layers has none).
 
     ``labels`` maps each outcome's name to its axis label; with several outcomes
     ``replicates`` has an ``outcome`` column.
@@ -42,7 +43,8 @@ def outcome_by_condition(
         (replicates[replicates["outcome"] == name] if several else replicates, "statistic", label)
         for name, label in labels.items()
     ]
-    if not any(label.endswith("mean class selectivity") for label in labels.values()):
+    shown = any(label.endswith("mean class selectivity") for label in labels.values())
+    if "mean_selectivity" in replicates.columns and not shown:
         panels.append((panels[0][0], "mean_selectivity", "achieved mean class selectivity"))
     width = max(5.0, 1.1 * len(order) + 2.5)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.4), squeeze=False)

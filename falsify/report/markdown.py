@@ -66,7 +66,9 @@ def _reading(o: Outcome) -> str:
     if deciding.empty:
         deciding = o.parts
     nums = "; ".join(
-        f"{r.part}: {stat} = {fmt(r.estimate)}, {level} CI {_ci(r)}" for r in deciding.itertuples()
+        f"{r.part}: {o.labels.get(f'statistic: {r.part}', stat)} = {fmt(r.estimate)}, "
+        f"{level} CI {_ci(r)}"
+        for r in deciding.itertuples()
     )
     # Every trained model counts (a grid trains several per seed); parts count seeds.
     n = int(o.provenance.get("replicates") or o.parts["n_replicates"].max())

@@ -33,7 +33,9 @@ class Outcome:
     replicates: pd.DataFrame
     tidy: pd.DataFrame
     tidy_grain: str  # what one row of ``tidy`` is, e.g. "replicate × unit"
-    labels: dict[str, str]  # column -> human label, for tables and figures
+    # column -> human label, for tables and figures; "statistic: PART" overrides "statistic"
+    # for one part (e.g. one outcome compared as a trend, another against a reference)
+    labels: dict[str, str]
     figures: dict[str, Figure] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)

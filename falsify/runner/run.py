@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -113,27 +115,46 @@ def _check_enmeshment_layers(hf: HypothesisFile, model: nn.Module) -> None:
             ) from None
 
 
-def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
-    """Validate ``hf`` against its data and model and count the replicates already cached."""
-    pop = hf.hypothesis.population
+@contextmanager
+def _located(hf: HypothesisFile) -> Iterator[None]:
+    """The one boundary where a :class:`LocatedError` raised anywhere below (data, model,
+    checks, training, a shape's executor) becomes ``hf``'s one-line message with the line."""
     try:
-        data = load_dataset(pop.data)
-        _validate_against_model(hf, data)
-        if _validate_checkpoints(hf, data):  # nothing to train: every replicate is supplied
-            return Plan(hf, data, len(pop.seeds), len(pop.seeds))
-        conditions = expand(pop)
-        keys = [
-            replicate_key(recipe_of(c.population), s, device) for c in conditions for s in pop.seeds
-        ]
+        yield
     except LocatedError as exc:
         raise hf.error(exc.loc, exc.expected, exc.found, exc.choices) from None
+
+
+def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
+    """Validate ``hf`` against its data and model and count the replicates already cached."""
+    with _located(hf):
+        return _plan(hf, cache, device)
+
+
+def _plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
+    pop = hf.hypothesis.population
+    data = load_dataset(pop.data)
+    _validate_against_model(hf, data)
+    if _validate_checkpoints(hf, data):  # nothing to train: every replicate is supplied
+        return Plan(hf, data, len(pop.seeds), len(pop.seeds))
+    conditions = expand(pop)
+    keys = [
+        replicate_key(recipe_of(c.population), s, device) for c in conditions for s in pop.seeds
+    ]
     return Plan(hf, data, len(keys), sum(cache.contains(k) for k in keys))
 
 
 def _validate_checkpoints(hf: HypothesisFile, data: Dataset) -> bool:
-    """Every seed's checkpoint exists and fits the model; False when there are none."""
+    """No grid; every seed's checkpoint exists and fits the model; False when there are none."""
     pop = hf.hypothesis.population
     paths = checkpoint_paths(pop.model, pop.seeds)
+    if paths and pop.conditions:
+        raise hf.error(
+            ("population", "conditions"),
+            "empty with 'model.checkpoint' (checkpoints supply one trained model per seed, so "
+            "a grid of training conditions cannot apply to them)",
+            dict(pop.conditions),
+        )
     for path in paths.values():
         with torch.random.fork_rng(devices=[]):
             load_checkpoint(build_model(pop.model, data.input_shape, data.n_classes), path)
@@ -159,12 +180,11 @@ def run_hypothesis(
 ) -> Outcome:
     """Train or load the population, run the test, and return the outcome (nothing written)."""
     start = time.perf_counter()
-    p = plan(hf, cache, device)
-    reps = obtain_replicates(hf.hypothesis.population, p.data, cache, device, progress, executor)
-    try:
+    with _located(hf):
+        p = _plan(hf, cache, device)
+        pop = hf.hypothesis.population
+        reps = obtain_replicates(pop, p.data, cache, device, progress, executor)
         evidence, table, verdict = run_shape(hf, p.data, reps)
-    except LocatedError as exc:
-        raise hf.error(exc.loc, exc.expected, exc.found, exc.choices) from None
     provenance = {
         "file": str(hf.path),
         "file_sha256": hf.sha256,

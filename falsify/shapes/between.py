@@ -15,7 +15,6 @@ from falsify.hypothesis.kinds import Comparison, ContrastKind, ModelOutcome, Sha
 from falsify.hypothesis.types import Frozen
 from falsify.measures.model_level import TrainedModel
 from falsify.measures.selectivity import mean_selectivity
-from falsify.models import unit_layers
 from falsify.shapes.base import Evidence, Figure
 from falsify.stats import Part
 
@@ -112,17 +111,13 @@ class BetweenConditionsTest(ShapeKind):
         by_name = {c.name: c for c in conditions}
         named = test.named_outcomes()
         several = len(named) > 1
+        regularized = any(c.population.training.selectivity_alpha != 0 for c in conditions)
         rows: list[dict[str, Any]] = []
         details: list[dict[str, Any]] = []
         for rep in reps:
             cond = by_name[rep.condition]
             trained = TrainedModel(rep.model, cond.population, data, rep.seed)
-            if "mean_selectivity" in rep.metrics:
-                achieved = rep.metrics["mean_selectivity"]
-            else:
-                x_test, y_test = trained.split("test")
-                layers = cond.population.training.selectivity_layers or unit_layers(rep.model)
-                achieved = mean_selectivity(rep.model, layers, x_test, y_test, data.n_classes)
+            achieved = _achieved_selectivity(rep, trained, regularized)
             for part in named:
                 found = part.outcome.details(trained) or {}
                 if found:
@@ -136,7 +131,7 @@ class BetweenConditionsTest(ShapeKind):
                         "statistic": found["value"] if found else part.outcome.compute(trained),
                         **({"outcome": part.name} if several else {}),
                         "test_accuracy": rep.test_accuracy,
-                        "mean_selectivity": achieved,
+                        **({"mean_selectivity": achieved} if achieved is not None else {}),
                         "train_loss": rep.train_loss,
                     }
                 )
@@ -145,6 +140,7 @@ class BetweenConditionsTest(ShapeKind):
         parts: list[Part] = []
         notes: list[str] = []
         methods: list[str] = []
+        owners: list[str] = []  # the outcome each part belongs to
         for op, (compare, loc) in zip(named, test.comparisons(), strict=True):
             sub = replicates[replicates["outcome"] == op.name] if several else replicates
             table = sub.rename(columns={"part": "condition", "statistic": "y"})[
@@ -161,6 +157,7 @@ class BetweenConditionsTest(ShapeKind):
                     f"The parts of {op.name} predict a {op.direction} effect (the rule above, "
                     "mirrored)."
                 )
+            owners += [op.name] * len(part_keys)
             parts += [
                 Part(
                     name=f"{op.name}: {name}" if several else name,
@@ -187,9 +184,24 @@ class BetweenConditionsTest(ShapeKind):
             tidy = tidy.rename(columns={"value": "outcome"})
         outcome_labels = {op.name: op.outcome.describe() for op in named}
         label = named[0].outcome.describe() if not several else "outcome"
-        kind = test.compare.wording
+        # Each outcome's statistic, by its own comparison (a difference, a slope, a level).
+        kinds = [compare.wording for compare, _ in test.comparisons()]
+        own = {op.name: f"{k} {outcome_labels[op.name]}" for op, k in zip(named, kinds, strict=True)}
+        mixed = len(set(kinds)) > 1
+        statistic = (
+            " and ".join(f"{stat} ({name})" for name, stat in own.items())
+            if mixed
+            else f"{kinds[0]} {label}"
+        )
+        # With mixed comparisons the reading names each part's own statistic.
+        part_statistics = {
+            f"statistic: {part.name}": own[name]
+            for part, name in zip(parts, owners, strict=True)
+            if mixed
+        }
         labels = {
-            "statistic": f"{kind} {label}",
+            "statistic": statistic,
+            **part_statistics,
             "replicate_statistic": f"outcome: {label}" if not several else "value",
             "part": "condition",
         }
@@ -211,6 +223,20 @@ class BetweenConditionsTest(ShapeKind):
             },
             notes=list(dict.fromkeys(notes)),
         )
+
+
+def _achieved_selectivity(rep: Any, trained: TrainedModel, regularized: bool) -> float | None:
+    """The model's mean class selectivity as recorded at training time, else computed when a
+    selectivity regularizer makes it worth showing; None for a model with no unit layers."""
+    if "mean_selectivity" in rep.metrics:
+        return rep.metrics["mean_selectivity"]
+    if not regularized:
+        return None
+    layers = trained.population.training.selectivity_layers or getattr(rep.model, "unit_layers", ())
+    if not layers:
+        return None
+    x_test, y_test = trained.split("test")
+    return mean_selectivity(rep.model, layers, x_test, y_test, trained.data.n_classes)
 
 
 def _detail_figures(

@@ -23,15 +23,19 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
+from falsify.stats._options import check_option
 from falsify.stats.estimate import TEstimate
 
 __all__ = ["correlation", "fisher_z_variance", "pool_correlations"]
 
 _R_MAX = 1 - 1e-9  # keeps arctanh finite for a perfect correlation
+_METHODS = ("spearman", "pearson", "kendall")
+_POOLINGS = ("t", "random_effects")
 
 
 def correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
     """Correlation of ``x`` and ``y`` across units; NaN when undefined (< 3 units, a constant)."""
+    check_option("method", method, _METHODS)
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()):
         return float("nan")
@@ -49,6 +53,7 @@ def fisher_z_variance(n: np.ndarray, method: str) -> np.ndarray:
 
     Pearson 1/(n − 3); Spearman 1.06/(n − 3); Kendall 0.437/(n − 4).
     """
+    check_option("method", method, _METHODS)
     if method == "kendall":
         return 0.437 / (n - 4.0)
     return (1.06 if method == "spearman" else 1.0) / (n - 3.0)
@@ -62,6 +67,8 @@ def pool_correlations(
     With the same number of units in every replicate the HKSJ weights are equal and the HKSJ
     interval is exactly the t interval; the two differ when replicates differ in size.
     """
+    check_option("pooling", pooling, _POOLINGS)
+    check_option("method", method, _METHODS)
     z = np.arctanh(np.clip(np.asarray(r, dtype=float), -_R_MAX, _R_MAX))
     k = len(z)
     if k < 2:

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
+from falsify.stats._options import check_option
 from falsify.stats.estimate import TEstimate
 
 __all__ = ["BetweenFit", "fit_contrasts", "fit_levels", "fit_trend"]
@@ -54,6 +55,9 @@ class BetweenFit:
     effect_sizes: dict[str, float]  # standardized: d_z of the per-seed differences or slopes
     method: str
     notes: list[str] = field(default_factory=list)
+
+
+_MODELS = ("ols", "mixed")
 
 
 def _seed_dummies(seeds: pd.Series) -> np.ndarray:
@@ -96,6 +100,7 @@ def fit_contrasts(
     table: pd.DataFrame, reference: str, conditions: list[str], model: str
 ) -> BetweenFit:
     """Each of ``conditions`` minus ``reference``; ``table`` has columns condition, seed, y."""
+    check_option("model", model, _MODELS)
     wide = _wide(table)
     n = len(wide)
     notes: list[str] = []
@@ -152,6 +157,7 @@ def fit_contrasts(
 
 def fit_trend(table: pd.DataFrame, model: str) -> BetweenFit:
     """Slope of y on x; ``table`` has columns seed, x, y (one row per trained model)."""
+    check_option("model", model, _MODELS)
     table = table.dropna(subset=["y"])
     seeds = sorted(table["seed"].unique())
     n = len(seeds)

@@ -9,6 +9,7 @@ import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
 from falsify.hypothesis.schema import Prediction
+from falsify.stats._options import check_option
 from falsify.stats.estimate import TEstimate
 from falsify.stats.power import replicates_needed
 from falsify.stats.verdict import Verdict, combine_verdicts, p_values, verdict_from_p
@@ -33,6 +34,7 @@ class Part:
 
 
 def _adjust(p: np.ndarray, how: str) -> np.ndarray:
+    check_option("adjust", how, ("holm", "bonferroni", "none"))
     if how == "none" or len(p) == 1:
         return p
     return multipletests(p, method=how)[1]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import stats
+
+from falsify.stats._options import check_option
 
 __all__ = ["TEstimate"]
 
@@ -28,6 +30,9 @@ class TEstimate:
     se: float
     df: float
     scale: Scale = "identity"
+
+    def __post_init__(self) -> None:
+        check_option("scale", self.scale, get_args(Scale))
 
     def to_test(self, value: float) -> float:
         """Map a value in the claim's units (e.g. a correlation r) to the test scale."""

@@ -6,7 +6,9 @@ import math
 
 from statsmodels.stats.power import TTestPower
 
+from falsify.stats._options import check_option
 from falsify.stats.estimate import TEstimate
+from falsify.stats.verdict import DIRECTIONS
 
 __all__ = ["replicates_needed"]
 
@@ -28,6 +30,7 @@ def replicates_needed(
     the distance of |estimate| from δ). The sample size is from statsmodels' one-sample t-test
     power. None when the estimate sits exactly on a boundary (no finite n decides).
     """
+    check_option("direction", direction, DIRECTIONS)
     theta = est.estimate
     sign = -1.0 if direction == "negative" else 1.0
     zero, delta = est.to_test(0.0), est.to_test(sesoi)

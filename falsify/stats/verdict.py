@@ -18,9 +18,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
+from falsify.stats._options import check_option
 from falsify.stats.estimate import TEstimate
 
-__all__ = ["Verdict", "combine_verdicts", "p_values", "verdict_from_ci", "verdict_from_p"]
+DIRECTIONS = ("positive", "negative", "none")
+
+__all__ = [
+    "DIRECTIONS",
+    "Verdict",
+    "combine_verdicts",
+    "p_values",
+    "verdict_from_ci",
+    "verdict_from_p",
+]
 
 
 class Verdict(str, Enum):
@@ -34,6 +44,7 @@ class Verdict(str, Enum):
 
 def verdict_from_ci(lo: float, hi: float, direction: str, sesoi: float) -> Verdict:
     """The §4 rule on a (1 − 2α) CI ``[lo, hi]`` given in the claim's units (not oriented)."""
+    check_option("direction", direction, DIRECTIONS)
     if direction == "negative":
         lo, hi = -hi, -lo
     if direction == "none":
@@ -56,6 +67,7 @@ def p_values(est: TEstimate, direction: str, sesoi: float) -> tuple[float, float
     ``none``: p_support is the TOST p (max of H0 θ ≤ −δ and H0 θ ≥ δ); p_falsify is the
     minimum-effect p (min of H0 θ ≤ δ and H0 θ ≥ −δ; at most one of them can be small).
     """
+    check_option("direction", direction, DIRECTIONS)
     if direction == "positive":
         return est.p_greater(0.0), est.p_less(sesoi)
     if direction == "negative":
@@ -84,6 +96,7 @@ def combine_verdicts(verdicts: Sequence[Verdict], rule: str) -> Verdict:
     ``all`` (the claim holds in every part): SUPPORTED if every part is, FALSIFIED if any part
     is. ``any`` (the claim holds somewhere): SUPPORTED if any part is, FALSIFIED if every part is.
     """
+    check_option("combine", rule, ("all", "any"))
     vs = list(verdicts)
     if rule == "all":
         if all(v is Verdict.SUPPORTED for v in vs):

@@ -8,6 +8,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from falsify.errors import LocatedError
+
 
 class Net(nn.Module):
     """Two named hidden layers, each ``Linear`` then ``ReLU`` inside a Sequential."""
@@ -50,3 +52,21 @@ def load_datasets(n_test: int = 400) -> tuple[TensorDataset, TensorDataset]:
 
 def load_three(n_test: int = 400) -> tuple[torch.Tensor, ...]:
     return _digits(n_test)[:3]
+
+
+def make_sequential(width: int = 8) -> nn.Module:
+    """A plain Sequential: it declares no unit layers."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
+
+
+class Refusing(Net):
+    """Builds like :class:`Net` but refuses its ``width`` when first run, as a user's model
+    might check its input at run time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = self.out.in_features
+        raise LocatedError(("population", "model", "kwargs", "width"), "at least 1000", width)
+
+
+def make_refusing_net(width: int = 16) -> nn.Module:
+    return Refusing(width)
