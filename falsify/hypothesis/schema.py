@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from falsify.hypothesis.units import Fill, UnitViews
+
 __all__ = [
     "ENMESHMENT_FIELDS",
     "IMPORT_PATH_KEYS",
@@ -224,6 +226,7 @@ class Checkpointed(FromFiles):
     """
 
     checkpoint: str | tuple[str, ...] | None = None
+    units: UnitViews = Field((), exclude_if=lambda v: not v)
 
     @field_validator("checkpoint", mode="before")
     @classmethod
@@ -436,7 +439,7 @@ class UnitAblationEffect(Frozen):
     """Damage done by ablating each unit on its own (Morcos et al. 2018)."""
 
     kind: Literal["unit_ablation"]
-    value: Literal["zero", "mean"] = "zero"
+    value: Fill = "zero"
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
 
 
@@ -483,7 +486,7 @@ class TargetedTest(Frozen):
     k: tuple[int | float, ...]
     draws: int = Field(20, ge=2)
     control_seed: int = 0
-    value: Literal["zero", "mean"] = "zero"
+    value: Fill = "zero"
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
     split: Literal["test", "train"] = "test"
 
@@ -538,7 +541,7 @@ class ClusterSpecializationTest(Frozen):
     m: int = Field(1, ge=1)  # top_share only: the number of most damaged classes
     draws: int = Field(20, ge=2)
     control_seed: int = 0
-    value: Literal["zero", "mean"] = "zero"
+    value: Fill = "zero"
     split: Literal["test", "train"] = "test"
 
 
@@ -570,7 +573,7 @@ class AblationCurveOutcome(Frozen):
     kind: Literal["ablation_auc"]
     layers: tuple[str, ...] = ()  # empty: every unit layer; the outcome is the mean over layers
     orders: int = Field(5, ge=1)
-    value: Literal["zero", "mean"] = "zero"
+    value: Fill = "zero"
     split: Literal["test", "train"] = "test"
     seed: int = 0  # with the replicate's seed, fixes the random orders
 

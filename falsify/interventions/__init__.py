@@ -13,6 +13,8 @@ from falsify.interventions.ablation import (
     ablation_effects,
     class_ablation_effects,
     fill_values,
+    n_units,
+    resample_sources,
     single_unit_masks,
 )
 from falsify.interventions.groups import cluster_masks, random_masks, resolve_k, top_k_masks
@@ -29,7 +31,9 @@ __all__ = [
     "get_layer",
     "hooked",
     "layer_names",
+    "n_units",
     "random_masks",
+    "resample_sources",
     "resolve_k",
     "single_unit_masks",
     "top_k_masks",
@@ -40,8 +44,7 @@ __all__ = [
 def _unit_ablation(
     spec: Any, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
-    n_units = fill_values(model, layer, x, "zero").shape[0]
-    masks = single_unit_masks(n_units, device=x.device)
+    masks = single_unit_masks(n_units(model, layer, x), device=x.device)
     return ablation_effects(model, layer, x, y, masks, value=spec.value, metric=spec.metric)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from falsify.data import Dataset
 from falsify.data.corruptions import corrupt
+from falsify.data.labels import training_labels
 from falsify.hypothesis.schema import AccuracyOutcome, Population
 from falsify.interventions.curves import ablation_curves, curve_auc
 from falsify.interventions.perturb import direction_ablation_curves, noise_curve
@@ -29,8 +30,7 @@ from falsify.measures.dimensionality import (
     pcs_for_variance,
 )
 from falsify.measures.selectivity import mean_selectivity, unit_activations
-from falsify.models import unit_layers
-from falsify.models.training import training_labels
+from falsify.units import default_layers
 
 __all__ = ["MODEL_OUTCOMES", "MODEL_OUTCOME_DETAILS", "TrainedModel", "model_outcome"]
 
@@ -55,7 +55,7 @@ class TrainedModel:
         return self.data.x_test.to(device), self.data.y_test.to(device)
 
     def layers(self, named: tuple[str, ...]) -> tuple[str, ...]:
-        return named or unit_layers(self.model)
+        return default_layers(self.model, named)
 
 
 @torch.no_grad()

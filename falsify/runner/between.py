@@ -17,13 +17,13 @@ from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import BetweenConditionsTest, LevelContrast, ReferenceContrast
 from falsify.measures.model_level import MODEL_OUTCOME_DETAILS, TrainedModel, model_outcome
 from falsify.measures.selectivity import mean_selectivity
-from falsify.models import unit_layers
 from falsify.report.figures_between import outcome_by_condition
 from falsify.report.figures_modularity import DETAIL_FIGURES
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import Replicate
 from falsify.stats import Part, decide
 from falsify.stats.between import BetweenFit, fit_contrasts, fit_levels, fit_trend
+from falsify.units import default_layers
 
 __all__ = ["run_between", "validate_between"]
 
@@ -232,7 +232,7 @@ def run_between(hf: HypothesisFile, data: Dataset, reps: list[Replicate]) -> Out
             achieved = rep.metrics["mean_selectivity"]
         else:
             x_test, y_test = trained.split("test")
-            layers = cond.population.training.selectivity_layers or unit_layers(rep.model)
+            layers = default_layers(rep.model, cond.population.training.selectivity_layers)
             achieved = mean_selectivity(rep.model, layers, x_test, y_test, data.n_classes)
         for part in named:
             detail = MODEL_OUTCOME_DETAILS.get(part.outcome.kind)

@@ -16,14 +16,14 @@ from falsify.errors import FalsifyError, LocatedError
 from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
-from falsify.measures.clusterability import weight_module
-from falsify.models import build_model, unit_layers
+from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
 from falsify.runner.shapes import GRID_SHAPES, SHAPE_CHECKS, SHAPES
+from falsify.units import default_layers, unit_view, weight_module
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -81,6 +81,8 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
     for loc, layer in located:
         if layer not in names:
             raise hf.error(loc, f"one of {names}", layer, names)
+        if "enmeshment_layers" not in loc:  # those name weights, not units
+            unit_view(model, layer, loc)
     _check_enmeshment_layers(hf, model)
     if hyp.population.conditions and hyp.test.kind not in GRID_SHAPES:
         raise hf.error(
@@ -102,7 +104,7 @@ def _check_enmeshment_layers(hf: HypothesisFile, model: nn.Module) -> None:
     if all(lam == 0 for lam in lambdas):
         return
     named = pop.training.enmeshment_layers
-    for layer in named or unit_layers(model):
+    for layer in default_layers(model, named):
         try:
             weight_module(model, layer)
         except FalsifyError:

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from falsify.coclustering import cluster_layer
 from falsify.data import Dataset
 from falsify.errors import FalsifyError
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import ClusterSpecializationTest
-from falsify.measures.clusterability import cluster_layer, weight_module
 from falsify.measures.specialization import cluster_damage, specialization_vs_random
 from falsify.report.figures_modularity import damage_heatmaps
 from falsify.runner.outcome import Outcome
@@ -34,6 +34,7 @@ from falsify.runner.replicates import Replicate
 from falsify.runner.targeted import control_generator
 from falsify.stats import Part, decide
 from falsify.stats.paired import cohens_dz, paired_t
+from falsify.units import weight_module
 
 __all__ = ["check_cluster_specialization", "run_cluster_specialization"]
 

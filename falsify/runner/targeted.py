@@ -23,6 +23,7 @@ from falsify.data import Dataset
 from falsify.errors import FalsifyError
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import TargetedTest
+from falsify.hypothesis.units import Fill
 from falsify.interventions import ablation_effects, random_masks, resolve_k, top_k_masks
 from falsify.measures import measure_units
 from falsify.measures.selectivity import unit_activations
@@ -59,7 +60,7 @@ def targeted_vs_random(
     ks: Sequence[int],
     draws: int,
     generator: torch.Generator,
-    value: Literal["zero", "mean"] = "zero",
+    value: Fill = "zero",
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop",
 ) -> pd.DataFrame:
     """Ablation effects of targeted and random groups in one model: one row per group.
