@@ -9,9 +9,10 @@ from falsify.errors import FalsifyError
 from falsify.hypothesis import load
 from falsify.interventions import ablated, ablation_effects, capture
 from falsify.measures import class_conditional_means
-from falsify.models import build_model, unit_layers
+from falsify.models import build_model
 from falsify.models.cnn import CNNSpec
 from falsify.runner import ModelCache, run_hypothesis
+from falsify.units import unit_views
 
 DIGITS = DigitsData(kind="digits")
 
@@ -23,10 +24,10 @@ def _cnn(**kw) -> torch.nn.Module:
 
 def test_blocks_are_named_and_pool_down() -> None:
     model = _cnn(channels=(4, 6, 5, 3))
-    assert unit_layers(model) == ("conv1", "conv2", "conv3", "conv4")
+    assert tuple(unit_views(model)) == ("conv1", "conv2", "conv3", "conv4")
     x = torch.rand(2, 1, 8, 8)
     shapes = {}
-    for layer in unit_layers(model):
+    for layer in unit_views(model):
         with capture(model, layer) as outs:
             model(x)
         shapes[layer] = tuple(outs[0].shape)

@@ -363,8 +363,8 @@ def test_builtin_model_takes_a_checkpoint(write, tiny_yaml, tmp_path) -> None:
         (
             "{factory: 'tests.helpers.usermodels:make_net', kwarg: {width: 3}}",
             "'population.model.kwarg' of {path} (line 5) is not a known field: expected one of "
-            "the known fields ['checkpoint', 'factory', 'kwargs']. Got 'kwarg' instead. Did you "
-            "mean 'kwargs'?",
+            "the known fields ['checkpoint', 'factory', 'kwargs', 'units']. Got 'kwarg' instead. "
+            "Did you mean 'kwargs'?",
         ),
         (
             "{kind: factory, factory: 'a:b'}",

@@ -14,6 +14,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Field,
     PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationInfo,
@@ -21,6 +22,8 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+
+from falsify.hypothesis.units import UnitViews
 
 __all__ = [
     "IMPORT_PATH",
@@ -100,6 +103,9 @@ class Checkpointed(FromFiles):
     """
 
     checkpoint: str | tuple[str, ...] | None = None
+    # Where the units of named layers live, declared in the file (docs/own-models-and-data.md);
+    # left out of dumps when empty, so cache keys and locks stay as they were.
+    units: UnitViews = Field((), exclude_if=lambda v: not v)
 
     @field_validator("checkpoint", mode="before")
     @classmethod

@@ -11,6 +11,8 @@ from falsify.interventions.ablation import (
     ablation_effects,
     class_ablation_effects,
     fill_values,
+    n_units,
+    resample_sources,
     single_unit_masks,
 )
 from falsify.interventions.groups import cluster_masks, random_masks, resolve_k, top_k_masks
@@ -26,7 +28,9 @@ __all__ = [
     "get_layer",
     "hooked",
     "layer_names",
+    "n_units",
     "random_masks",
+    "resample_sources",
     "resolve_k",
     "single_unit_masks",
     "top_k_masks",

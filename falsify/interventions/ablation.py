@@ -1,7 +1,9 @@
 """Unit and group ablation (Morcos et al. 2018): the effect on accuracy or loss of clamping units.
 
-An ablation sets some units of a layer to a fill value (0, or each unit's mean activation) for
-every input. :func:`ablation_effects` turns the summed per-example statistics that the sweep
+An ablation sets some units of a layer to a fill (``Fill``: 0, each unit's mean activation, or
+``resample``: its activation on another input of the same split, see :func:`resample_sources`
+and docs/methods.md, "Ablation fills") for every input. Units are read and set through the
+layer's unit view (:mod:`falsify.units`). :func:`ablation_effects` turns the summed per-example statistics that the sweep
 engine (:mod:`falsify.interventions.engine`) computes for many ablations at once into effects;
 ``batched=False`` runs the plain reference loop instead, one hooked forward per ablation, which
 works for any model and is what the engine is tested against.
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from falsify.hypothesis.kinds import UnitEffectKind, register
+from falsify.hypothesis.units import Fill
 from falsify.interventions.engine import (
     DEFAULT_MAX_BYTES,
     RowStats,
@@ -24,13 +27,16 @@ from falsify.interventions.engine import (
     ablation_sweep,
     row_stats_correct_ce,
 )
-from falsify.interventions.hooks import hooked
+from falsify.interventions.hooks import capture, hooked
+from falsify.units import unit_view
 
 __all__ = [
     "ablated",
     "ablation_effects",
     "class_ablation_effects",
     "fill_values",
+    "n_units",
+    "resample_sources",
     "single_unit_masks",
 ]
 
@@ -43,16 +49,44 @@ def single_unit_masks(n_units: int, device: torch.device | None = None) -> torch
 
 
 @torch.no_grad()
-def fill_values(
-    model: nn.Module, layer: str, x: torch.Tensor, value: Literal["zero", "mean"]
-) -> torch.Tensor:
-    """The value each unit is clamped to, ``[units, *spatial]``: zeros, or the mean over ``x``."""
+def n_units(model: nn.Module, layer: str, x: torch.Tensor) -> int:
+    """The number of units of ``layer``, as its unit view reads them (one forward of ``x[:1]``)."""
     model.eval()
-    outs: list[torch.Tensor] = []
-    with hooked(model, {layer: lambda _m, _i, o: outs.append(o.detach())}):
+    view = unit_view(model, layer)
+    with capture(model, layer) as outs:
+        model(x[:1])
+    return view.n_units(outs[0])
+
+
+def resample_sources(n: int, seed: int) -> torch.Tensor:
+    """``[n]``: the example whose activations example ``i`` gets under the resample fill.
+
+    σ = ``torch.randperm(n)`` drawn from ``torch.Generator().manual_seed(seed)``, and example
+    σ_i takes its activations from σ_{i+1 mod n}: a random cycle through the split, so every
+    example gets another example's values (Chan et al. 2022, resample ablation) and every
+    example is drawn once. ``n = 1`` leaves the one example its own source.
+    """
+    sigma = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    source = torch.empty(n, dtype=torch.long)
+    source[sigma] = sigma.roll(-1)
+    return source
+
+
+@torch.no_grad()
+def fill_values(
+    model: nn.Module, layer: str, x: torch.Tensor, value: Fill, seed: int = 0
+) -> torch.Tensor:
+    """What the units are set to: zeros or the mean over ``x``, ``[…]`` (the layer's output
+    shape without the batch), or for ``resample`` one row per example of ``x``, ``[len(x), …]``:
+    the layer's output on the example :func:`resample_sources` (``seed``) assigns it."""
+    model.eval()
+    unit_view(model, layer)  # refuses a layer that holds no units
+    with capture(model, layer) as outs:
         model(x[:1] if value == "zero" else x)
     if value == "zero":
         return torch.zeros_like(outs[0][0])
+    if value == "resample":
+        return outs[0][resample_sources(len(x), seed).to(x.device)]
     return outs[0].mean(dim=0)
 
 
@@ -60,11 +94,16 @@ def fill_values(
 def ablated(
     model: nn.Module, layer: str, mask: torch.Tensor, fill: torch.Tensor
 ) -> Iterator[nn.Module]:
-    """Within the block, ``model`` runs with the units in ``mask`` ``[units]`` set to ``fill``."""
+    """Within the block, ``model`` runs with the units in ``mask`` ``[units]`` set to ``fill``.
+
+    ``fill`` is what :func:`fill_values` gives: ``[…]`` for every input, or ``[batch, …]`` one
+    row per input of the forward passes in the block (resample), which must then be exactly
+    those inputs, in order. The units are set through the layer's unit view.
+    """
+    view = unit_view(model, layer)
 
     def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:
-        m = mask.view(1, -1, *([1] * (out.dim() - 2)))
-        return torch.where(m, fill.unsqueeze(0), out)
+        return view.apply(out, mask, fill)
 
     with hooked(model, {layer: hook}):
         yield model
@@ -88,7 +127,8 @@ def _sums(
     x: torch.Tensor,
     y: torch.Tensor,
     masks: torch.Tensor,
-    value: Literal["zero", "mean"],
+    value: Fill,
+    seed: int,
     row_stats: RowStats,
     batch_size: int,
     max_rows: int,
@@ -103,9 +143,10 @@ def _sums(
     """
     model.eval()
     masks = masks.to(device=x.device, dtype=torch.bool)
-    fill = fill_values(model, layer, x, value)
+    fill = fill_values(model, layer, x, value, seed)
     if not batched:
-        return _hook_loop(model, layer, x, y, masks, fill, batch_size, row_stats)
+        per_example = value == "resample"  # fill [N, …]: one row per example
+        return _hook_loop(model, layer, x, y, masks, fill, per_example, batch_size, row_stats)
     res = ablation_sweep(
         model,
         layer,
@@ -130,7 +171,8 @@ def ablation_effects(
     y: torch.Tensor,
     masks: torch.Tensor,
     *,
-    value: Literal["zero", "mean"] = "zero",
+    value: Fill = "zero",
+    seed: int = 0,
     metric: Metric = "accuracy_drop",
     batch_size: int = 1024,
     max_rows: int = 1 << 16,
@@ -141,7 +183,8 @@ def ablation_effects(
     """Effect of each ablation in ``masks`` ``[groups, units]`` on ``metric``, ``[groups]``.
 
     ``accuracy_drop`` = accuracy(intact) − accuracy(ablated); ``loss_increase`` =
-    mean cross-entropy(ablated) − mean cross-entropy(intact). The sweep runs in
+    mean cross-entropy(ablated) − mean cross-entropy(intact). ``seed`` fixes the resample fill's
+    draw (:func:`resample_sources`; unused by the other fills). The sweep runs in
     :func:`falsify.interventions.engine.ablation_sweep` (``strategy`` picks its path, ``auto`` the
     fastest exact one); ``max_rows`` and ``max_bytes`` bound one forward pass's expanded batch of
     (ablation, example) rows, and so the memory of the sweep. ``batched=False`` is the plain
@@ -154,6 +197,7 @@ def ablation_effects(
         y,
         masks,
         value,
+        seed,
         row_stats_correct_ce,
         batch_size,
         max_rows,
@@ -175,7 +219,8 @@ def class_ablation_effects(
     masks: torch.Tensor,
     n_classes: int,
     *,
-    value: Literal["zero", "mean"] = "zero",
+    value: Fill = "zero",
+    seed: int = 0,
     metric: Metric = "accuracy_drop",
     batch_size: int = 1024,
     max_rows: int = 1 << 16,
@@ -197,6 +242,7 @@ def class_ablation_effects(
         y,
         masks,
         value,
+        seed,
         _per_class_stats(n_classes),
         batch_size,
         max_rows,
@@ -219,6 +265,7 @@ def _hook_loop(
     y: torch.Tensor,
     masks: torch.Tensor,
     fill: torch.Tensor,
+    per_example: bool,
     batch_size: int,
     row_stats: RowStats,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # [S], [groups, S]: summed row statistics
@@ -229,11 +276,17 @@ def _hook_loop(
         ]
         return torch.stack(parts).sum(dim=0).cpu()
 
+    def ablated_sums(mask: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for i in range(0, len(x), batch_size):
+            rows = fill[i : i + batch_size] if per_example else fill
+            with ablated(model, layer, mask, rows):
+                stats = row_stats(model(x[i : i + batch_size]), y[i : i + batch_size])
+            parts.append(stats.sum(dim=0))
+        return torch.stack(parts).sum(dim=0).cpu()
+
     intact = sums()
-    out = []
-    for mask in masks:
-        with ablated(model, layer, mask, fill):
-            out.append(sums())
+    out = [ablated_sums(mask) for mask in masks]
     return intact, torch.stack(out) if out else torch.zeros(0, len(intact), dtype=torch.float64)
 
 
@@ -242,7 +295,7 @@ class UnitAblationEffect(UnitEffectKind):
     """Damage done by ablating each unit on its own (Morcos et al. 2018)."""
 
     kind: Literal["unit_ablation"]
-    value: Literal["zero", "mean"] = "zero"
+    value: Fill = "zero"
     metric: Metric = "accuracy_drop"
 
     label: ClassVar[str] = "unit ablation"
@@ -254,5 +307,5 @@ class UnitAblationEffect(UnitEffectKind):
     def effects(
         self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor
     ) -> torch.Tensor:
-        masks = single_unit_masks(fill_values(model, layer, x, "zero").shape[0], device=x.device)
+        masks = single_unit_masks(n_units(model, layer, x), device=x.device)
         return ablation_effects(model, layer, x, y, masks, value=self.value, metric=self.metric)

@@ -1,24 +1,25 @@
 """Ablation curves (Morcos et al. 2018): accuracy as more and more units are ablated.
 
 Units of a layer are ablated cumulatively in a random order: after step k the first k units of
-the order are clamped (to 0 or to their mean). Every step of every order is one ablation of the
+the order are set to the fill (0, their mean, or resampled). Every step of every order is one ablation of the
 batched engine in :mod:`falsify.interventions.ablation`, so a whole family of curves costs a
 few forward passes. The area under the curve of accuracy relative to the intact model, over the
 fraction of units ablated (trapezoid rule on [0, 1]), is 1 for a model whose output ignores the
 layer and falls towards 0 for one that needs every unit; it is what Morcos et al. compare
-between networks that generalize and networks that memorize.
+between networks that generalize and networks that memorize. With the resample fill, one
+draw of the sources serves every step of every order; its seed is drawn from the same
+``generator``, after the orders.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import numpy as np
 import torch
 from scipy.integrate import trapezoid
 from torch import nn
 
-from falsify.interventions.ablation import ablation_effects, fill_values
+from falsify.hypothesis.units import Fill
+from falsify.interventions.ablation import ablation_effects, n_units
 
 __all__ = ["ablation_curves", "cumulative_masks", "curve_auc", "random_orders"]
 
@@ -44,19 +45,22 @@ def ablation_curves(
     y: torch.Tensor,
     orders: int,
     generator: torch.Generator,
-    value: Literal["zero", "mean"] = "zero",
+    value: Fill = "zero",
 ) -> tuple[torch.Tensor, float]:
     """Accuracy after each step of ``orders`` random cumulative ablations of ``layer``.
 
     Returns ``([orders, units + 1] accuracies, intact accuracy)``; column 0 is the intact model.
     """
     model.eval()
-    n_units = fill_values(model, layer, x, "zero").shape[0]
-    perms = random_orders(n_units, orders, generator)
+    units = n_units(model, layer, x)
+    perms = random_orders(units, orders, generator)
     masks = cumulative_masks(perms).to(x.device)
+    seed = int(torch.randint(2**31, (1,), generator=generator)) if value == "resample" else 0
     base = (model(x).argmax(dim=1) == y).double().mean().item()
-    drops = ablation_effects(model, layer, x, y, masks, value=value, metric="accuracy_drop")
-    acc = base - drops.double().view(orders, n_units + 1)
+    drops = ablation_effects(
+        model, layer, x, y, masks, value=value, seed=seed, metric="accuracy_drop"
+    )
+    acc = base - drops.double().view(orders, units + 1)
     return acc, base
 
 

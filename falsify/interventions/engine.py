@@ -22,6 +22,9 @@ computes the same numbers with far less work, using three facts that are exact:
    once; for a single-unit mask that is the rank-one term ``(h_u − fill_u) · W[:, u]``, costing
    ``out`` instead of ``units × out`` multiply-adds per example.
 
+Units are read and set through the layer's unit view (:mod:`falsify.units`); the fill is the
+same for every example (zero, mean) or one row per example (resample), and the rank-one path
+is taken only where the view puts the units on the last axis of a ``[batch, units]`` output.
 All tensors stay on the device of ``x``; the code is device-agnostic, so CUDA runs the same
 arithmetic as the CPU. Results differ from a full forward only by float rounding (the low-rank
 update and the full matrix product sum in different orders); see docs/performance.md for the
@@ -38,6 +41,7 @@ import torch
 from torch import nn
 
 from falsify.interventions.hooks import capture, get_layer, hooked
+from falsify.units import UnitView, unit_view
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -168,8 +172,9 @@ def plan_strategy(
 ) -> tuple[str, _Chain | None]:
     """The fastest exact strategy for ``layer`` (or the one asked for, if the model allows it).
 
-    ``rank_one`` needs a chain whose layer output is ``[batch, units]`` followed (through
-    pass-through modules) by an ``nn.Linear`` over those units; ``split`` needs a chain;
+    ``rank_one`` needs a chain whose layer output is ``[batch, units]``, with the units on the
+    axis the layer's unit view names, followed (through pass-through modules) by an
+    ``nn.Linear`` over those units; ``split`` needs a chain;
     ``hooks`` works for any model whose examples do not interact in evaluation mode.
     """
     if strategy not in STRATEGIES:
@@ -179,7 +184,7 @@ def plan_strategy(
     chain = None
     if strategy in ("auto", "rank_one"):
         chain = _find_chain(model, layer, probe, want_linear=True)
-        if chain is not None and _rank_one_applies(chain, probe):
+        if chain is not None and _rank_one_applies(chain, probe, unit_view(model, layer)):
             return "rank_one", chain
         if strategy == "rank_one":
             raise ValueError(f"the model is not a chain with nn.Linear after {layer!r}")
@@ -191,14 +196,15 @@ def plan_strategy(
     return "hooks", None
 
 
-def _rank_one_applies(chain: _Chain, probe: torch.Tensor) -> bool:
+def _rank_one_applies(chain: _Chain, probe: torch.Tensor, view: UnitView) -> bool:
     lin = chain.next_linear()
     if lin is None:
         return False
     linear = chain.suffix[lin]
     with torch.no_grad():
         h = chain.run_prefix(probe[:1])
-    return h.dim() == 2 and isinstance(linear, nn.Linear) and linear.in_features == h.shape[1]
+    units_last = h.dim() == 2 and view.axis in (1, -1) and view.position is None
+    return units_last and isinstance(linear, nn.Linear) and linear.in_features == h.shape[1]
 
 
 def _probe_row_bytes(model: nn.Module, layer: str, x1: torch.Tensor, chain: _Chain | None) -> int:
@@ -260,8 +266,10 @@ def ablation_sweep(
 ) -> SweepResult:
     """Sum ``row_stats`` over ``x`` for the intact model and with each mask of ``masks`` applied.
 
-    ``masks`` ``[groups, units]`` (bool) selects the units of ``layer`` (its dimension 1) that
-    each ablation sets to ``fill`` ``[units, *spatial]``. ``batch_size`` examples go through the
+    ``masks`` ``[groups, units]`` (bool) selects the units of ``layer`` (as its unit view reads
+    them) that each ablation sets to ``fill``: ``[…]`` (the layer's output shape without the
+    batch) for every example, or ``[len(x), …]``, one row per example (the resample fill of
+    :func:`falsify.interventions.ablation.fill_values`). ``batch_size`` examples go through the
     prefix at a time; at most ``max_rows`` (mask, example) pairs, and no more than fit in
     ``max_bytes`` of suffix activations, are evaluated per forward.
     """
@@ -269,8 +277,9 @@ def ablation_sweep(
     device = x.device
     masks = masks.to(device=device, dtype=torch.bool)
     fill = fill.to(device)
-    n_groups, n_units = masks.shape
+    n_groups = masks.shape[0]
     get_layer(model, layer)  # a clear error for an unknown layer name
+    view = unit_view(model, layer)
     # A few examples suffice to check that the chain reproduces the model bit for bit.
     name, chain = plan_strategy(model, layer, x[:_PROBE], strategy)
     row_bytes = _probe_row_bytes(model, layer, x[:1], chain)
@@ -302,10 +311,11 @@ def ablation_sweep(
             h = seen[0]
         hs.append(h)
         base.append(row_stats(logits, yb))
-    h_all = torch.cat(hs)  # [N, units, *spatial]
+    h_all = torch.cat(hs)  # [N, …]: the layer's output
+    per_example = fill.dim() == h_all.dim()  # fill [N, …]: one row per example (resample)
     base_rows = torch.cat(base)  # [N, K]
     intact = base_rows.sum(dim=0)
-    differs = (h_all != fill.unsqueeze(0)).reshape(len(x), n_units, -1).any(dim=-1)  # [N, U]
+    differs = view.changed(h_all, fill)  # [N, U]
     z = torch.cat(zs) if zs else None  # [N, out]
     w_t = (
         chain.suffix[lin].weight.T.contiguous() if (chain is not None and lin is not None) else None
@@ -329,11 +339,10 @@ def ablation_sweep(
             g = g_loc + g0
             evaluated += len(b)
             if chain is not None and z is not None and w_t is not None and lin is not None:
-                zr = _low_rank(z, w_t, h_all, fill, masks, single, unit_of, g, b)
+                zr = _low_rank(z, w_t, h_all, fill, per_example, masks, single, unit_of, g, b)
                 logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
             else:
-                m = masks[g].view(len(g), n_units, *([1] * (h_all.dim() - 2)))
-                rows = torch.where(m, fill.unsqueeze(0), h_all[b])
+                rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
                 if chain is not None:
                     logits = chain.run_suffix(rows)
                 else:
@@ -364,7 +373,8 @@ def _low_rank(
     z: torch.Tensor,  # [N, out] intact output of the linear module
     w_t: torch.Tensor,  # [units, out]
     h: torch.Tensor,  # [N, units]
-    fill: torch.Tensor,  # [units]
+    fill: torch.Tensor,  # [units], or [N, units] with per_example
+    per_example: bool,
     masks: torch.Tensor,  # [groups, units]
     single: torch.Tensor,  # [groups] bool
     unit_of: torch.Tensor,  # [groups]
@@ -375,7 +385,8 @@ def _low_rank(
     out = z.index_select(0, b)  # a fresh copy, updated in place: two passes over memory fewer
     if bool(single[g].all()):
         u = unit_of[g]
-        d = h[b, u] - fill[u]  # [rows]
+        d = h[b, u] - (fill[b, u] if per_example else fill[u])  # [rows]
         return out.addcmul_(d.unsqueeze(1), w_t.index_select(0, u), value=-1.0)
-    d = (h.index_select(0, b) - fill.unsqueeze(0)) * masks.index_select(0, g)
+    f = fill.index_select(0, b) if per_example else fill.unsqueeze(0)
+    d = (h.index_select(0, b) - f) * masks.index_select(0, g)
     return out.addmm_(d, w_t, alpha=-1.0)

@@ -9,24 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from falsify.errors import FalsifyError, field_error
+from falsify.units import get_layer, layer_names
 
 __all__ = ["capture", "get_layer", "hooked", "layer_names"]
 
 Hook = Callable[[nn.Module, Any, Any], Any]
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """Every named submodule path, as ``named_modules()`` gives them (the root excluded)."""
-    return [name for name, _ in model.named_modules() if name]
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    modules = dict(model.named_modules())
-    if not name or name not in modules:
-        names = layer_names(model)
-        raise FalsifyError(field_error(None, "layer", f"one of {names}", name, choices=names))
-    return modules[name]
 
 
 @contextmanager

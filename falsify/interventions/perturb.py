@@ -9,7 +9,10 @@
   unit; in between, the ablated directions are not aligned with any unit, which is what lets
   Morcos et al. compare reliance on single *directions* with reliance on single *units*.
 
-Both run inside scoped hooks (:func:`falsify.interventions.hooks.hooked`).
+Both read and change the units through the layer's unit view (:mod:`falsify.units`): the
+spread and the directions are over its units, at every position of a mean view or at the
+position of a position view only. Both run inside scoped hooks
+(:func:`falsify.interventions.hooks.hooked`).
 """
 
 from __future__ import annotations
@@ -21,19 +24,19 @@ import torch
 from torch import nn
 
 from falsify.interventions.hooks import capture, hooked
+from falsify.units import unit_view
 
 __all__ = ["direction_ablation_curves", "noise_curve", "random_directions", "unit_spread"]
 
 
 @torch.no_grad()
 def unit_spread(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """Each unit's standard deviation over ``x`` (and over space), ``[units]``."""
+    """Each unit's standard deviation over ``x`` (and the averaged axes), ``[units]``."""
     model.eval()
+    view = unit_view(model, layer)
     with capture(model, layer) as outs:
         model(x)
-    out = outs[0]
-    flat = out.transpose(0, 1).reshape(out.shape[1], -1)  # [units, batch · spatial]
-    return flat.std(dim=1)
+    return view.spread(outs[0])
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -52,6 +55,7 @@ def noise_curve(
 ) -> torch.Tensor:
     """Accuracy with noise of each relative ``scale`` on ``layer``, mean over ``draws``: ``[scales]``."""
     model.eval()
+    view = unit_view(model, layer)
     sd = unit_spread(model, layer, x)
     out: list[float] = []
     for scale in scales:
@@ -60,7 +64,10 @@ def noise_curve(
 
             def hook(_m: nn.Module, _i: Any, o: torch.Tensor, scale: float = scale) -> torch.Tensor:
                 noise = torch.randn(o.shape, generator=generator).to(o)
-                return o + scale * sd.view(1, -1, *([1] * (o.dim() - 2))) * noise
+                scope = view.scope(o)
+                if scope is not None:
+                    noise = torch.where(scope, noise, 0.0)
+                return o + scale * view.per_unit(o, sd) * noise
 
             with hooked(model, {layer: hook}):
                 accs.append(_accuracy(model, x, y))
@@ -90,9 +97,10 @@ def direction_ablation_curves(
     :func:`falsify.interventions.curves.ablation_curves`.
     """
     model.eval()
+    view = unit_view(model, layer)
     with capture(model, layer) as outs:
         model(x[:1])
-    n_units = outs[0].shape[1]
+    n_units = view.n_units(outs[0])
     base = _accuracy(model, x, y)
     acc = torch.empty(orders, n_units + 1, dtype=torch.float64)
     for o in range(orders):
@@ -103,8 +111,8 @@ def direction_ablation_curves(
             def hook(
                 _m: nn.Module, _i: Any, out: torch.Tensor, v: torch.Tensor = v
             ) -> torch.Tensor:
-                h = out.movedim(1, -1)  # [batch, *spatial, units]
-                return (h - (h @ v) @ v.T).movedim(-1, 1)
+                # h: [batch, *other axes, units]
+                return view.map_units(out, lambda h, v=v: h - (h @ v) @ v.T)
 
             with hooked(model, {layer: hook}):
                 acc[o, k] = _accuracy(model, x, y)

@@ -5,7 +5,8 @@ example's *true class* logit; this module only aggregates it:
 
     score(u) = mean over the evaluated examples n of |attribution(n, u)|
 
-(a conv channel's |attribution| is first averaged over space). The methods:
+(|attribution| is read through the layer's unit view, :mod:`falsify.units`: a conv channel's
+is averaged over space, a token layer's over positions or taken at one). The methods:
 
 - ``layer_conductance``: conductance of each hidden unit (Dhamdhere, Sundararajan & Yan 2019,
   "How important is a neuron?", ICLR), captum ``LayerConductance``;
@@ -30,7 +31,7 @@ from pydantic import Field
 from torch import nn
 
 from falsify.hypothesis.kinds import UnitMeasureKind, register
-from falsify.interventions.hooks import get_layer
+from falsify.units import get_layer, unit_view
 
 __all__ = ["ATTRIBUTION_METHODS", "attribution_scores"]
 
@@ -92,6 +93,7 @@ def attribution_scores(
     """Mean |attribution| of each unit of ``layer`` toward the true class over ``x``: ``[units]``."""
     model.eval()
     module = get_layer(model, layer)
+    view = unit_view(model, layer)
     fn = ATTRIBUTION_METHODS[method]
     mean_input = x.mean(dim=0, keepdim=True)
     total: torch.Tensor | None = None
@@ -99,10 +101,8 @@ def attribution_scores(
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             base = torch.zeros_like(xb) if baseline == "zero" else mean_input.expand_as(xb)
-            attr = fn(model, module, xb, yb, base, n_steps).detach().abs()
-            if attr.dim() > 2:
-                attr = attr.flatten(2).mean(dim=2)  # [B, channels, *space] -> [B, channels]
-            part = attr.to(torch.float64).sum(dim=0)
+            attr = fn(model, module, xb, yb, base, n_steps).detach().abs()  # [B, …]
+            part = view.read(attr).to(torch.float64).sum(dim=0)  # [units]
             total = part if total is None else total + part
     if total is None:
         raise ValueError("no examples to attribute")

@@ -19,9 +19,11 @@ from torch import nn
 
 from falsify.data import Dataset
 from falsify.data.corruptions import corrupt
+from falsify.data.labels import training_labels
 from falsify.hypothesis.kinds import OutcomeKind, register
 from falsify.hypothesis.schema import Population
 from falsify.hypothesis.types import Split
+from falsify.hypothesis.units import Fill
 from falsify.interventions.curves import ablation_curves, curve_auc
 from falsify.interventions.perturb import direction_ablation_curves, noise_curve
 from falsify.measures.adversarial import adversarial_accuracy
@@ -32,8 +34,7 @@ from falsify.measures.dimensionality import (
     pcs_for_variance,
 )
 from falsify.measures.selectivity import mean_selectivity, unit_activations
-from falsify.models import unit_layers
-from falsify.models.training import training_labels
+from falsify.units import default_layers
 
 __all__ = [
     "AblationCurveOutcome",
@@ -69,7 +70,7 @@ class TrainedModel:
         return self.data.x_test.to(device), self.data.y_test.to(device)
 
     def layers(self, named: tuple[str, ...]) -> tuple[str, ...]:
-        return named or unit_layers(self.model)
+        return default_layers(self.model, named)
 
 
 def _generator(seed: int, t: TrainedModel) -> torch.Generator:
@@ -130,7 +131,7 @@ class AblationCurveOutcome(_Outcome):
     kind: Literal["ablation_auc"]
     layers: tuple[str, ...] = ()  # empty: every unit layer; the outcome is the mean over layers
     orders: int = Field(5, ge=1)
-    value: Literal["zero", "mean"] = "zero"
+    value: Fill = "zero"
     split: Split = "test"
     seed: int = 0  # with the replicate's seed, fixes the random orders
 

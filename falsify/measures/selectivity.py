@@ -1,14 +1,12 @@
-"""Class selectivity index (Morcos et al. 2018; Leavitt & Morcos 2021), PRODUCT.md §6.
+"""Class selectivity as a per-unit measure, and the per-unit activations of a layer.
 
-SI = (μ_max − μ_−max) / (μ_max + μ_−max + ε), where μ_max is a unit's largest class-conditional
-mean activation and μ_−max the mean of its other class-conditional means. Computed on
-post-ReLU activations (so SI ∈ [0, 1]); a conv channel is first averaged over space. A unit
-silent for every class gets SI = 0.
+The index itself (Morcos et al. 2018; Leavitt & Morcos 2021, PRODUCT.md §6) lives in
+:mod:`falsify.selectivity`, shared with training; units are read through the layer's unit view
+(:mod:`falsify.units`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import torch
@@ -17,84 +15,20 @@ from torch import nn
 
 from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.interventions.hooks import capture
+from falsify.selectivity import class_conditional_means, mean_selectivity, selectivity_index
+from falsify.units import unit_view
 
 __all__ = ["class_conditional_means", "mean_selectivity", "selectivity_index", "unit_activations"]
 
 
-def _per_unit(out: torch.Tensor) -> torch.Tensor:
-    """``[batch, units, *spatial]`` → ``[batch, units]`` by averaging over space."""
-    return out.flatten(2).mean(dim=2) if out.dim() > 2 else out
-
-
-@torch.no_grad()
-def class_conditional_means(
-    model: nn.Module,
-    layer: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_classes: int,
-    batch_size: int = 1024,
-) -> torch.Tensor:
-    """Mean activation of each unit of ``layer`` per class, ``[n_classes, units]``.
-
-    Streams over ``x`` in batches, keeping only running per-class sums and counts, so memory
-    does not grow with the dataset.
-    """
-    model.eval()
-    sums: torch.Tensor | None = None
-    counts = torch.zeros(n_classes, dtype=torch.float64, device=x.device)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        with capture(model, layer) as outs:
-            model(xb)
-        act = _per_unit(outs[0]).to(torch.float64)  # [batch, units]
-        if sums is None:
-            sums = torch.zeros(n_classes, act.shape[1], dtype=torch.float64, device=x.device)
-        sums.index_add_(0, yb, act)
-        counts += torch.bincount(yb, minlength=n_classes).to(counts)
-    if sums is None:
-        raise ValueError("no examples to measure selectivity on")
-    if (counts == 0).any():
-        missing = torch.nonzero(counts == 0).flatten().tolist()
-        raise ValueError(f"classes {missing} have no examples; selectivity needs every class")
-    return (sums / counts[:, None]).to(torch.float32)
-
-
-def selectivity_index(means: torch.Tensor, epsilon: float = 1e-7) -> torch.Tensor:
-    """SI of each unit from class-conditional means ``[n_classes, units]`` → ``[units]``.
-
-    Differentiable in ``means``, so the same function serves the training-time regularizer.
-    """
-    n_classes = means.shape[0]
-    mu_max = means.max(dim=0).values
-    mu_rest = (means.sum(dim=0) - mu_max) / (n_classes - 1)
-    return (mu_max - mu_rest) / (mu_max + mu_rest + epsilon)
-
-
 @torch.no_grad()
 def unit_activations(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """Per-unit activations of ``layer`` on ``x``, ``[batch, units]`` (space averaged)."""
+    """Per-unit activations of ``layer`` on ``x``, ``[batch, units]``, read through its view."""
     model.eval()
+    view = unit_view(model, layer)
     with capture(model, layer) as outs:
         model(x)
-    return _per_unit(outs[0])
-
-
-def mean_selectivity(
-    model: nn.Module,
-    layers: Sequence[str],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_classes: int,
-    epsilon: float = 1e-7,
-) -> float:
-    """Mean over ``layers`` of the mean SI over each layer's units: the quantity the
-    selectivity regularizer moves (Leavitt & Morcos 2021), measured on the whole of ``x``."""
-    per_layer = [
-        selectivity_index(class_conditional_means(model, layer, x, y, n_classes), epsilon).mean()
-        for layer in layers
-    ]
-    return float(torch.stack(per_layer).mean())
+    return view.read(outs[0])
 
 
 @register

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from falsify.hypothesis.units import Fill
 from falsify.interventions.ablation import class_ablation_effects
 from falsify.interventions.groups import cluster_masks, random_masks
 from falsify.measures.clusterability import Coclusters
@@ -66,7 +67,7 @@ def cluster_damage(
     y: torch.Tensor,
     clusters: Coclusters,
     n_classes: int,
-    value: Literal["zero", "mean"] = "zero",
+    value: Fill = "zero",
 ) -> torch.Tensor:
     """The ``[clusters, classes]`` damage matrix: per-class accuracy drop from ablating each
     cluster's output units of ``layer`` (``clusters.rows`` labels the layer's units)."""
@@ -85,7 +86,7 @@ def specialization_vs_random(
     generator: torch.Generator,
     statistic: Statistic = "top_share",
     m: int = 1,
-    value: Literal["zero", "mean"] = "zero",
+    value: Fill = "zero",
 ) -> pd.DataFrame:
     """One row per cluster: its size, specialization, and that of ``draws`` random groups of
     the same size (mean over the draws whose ablation damages some class), and the difference.

@@ -3,9 +3,8 @@
 Block ``i`` (1-based) is the module ``conv{i}``: 3×3 convolution (padding 1) → (BatchNorm) →
 ReLU → 2×2 max pooling (while the image is at least 2 pixels wide) → (Dropout). Its output is
 ``[batch, channels, h, w]`` and non-negative, so a channel is a unit: class selectivity averages
-each channel over space (:func:`falsify.measures.selectivity.class_conditional_means`) and
-ablation clamps a whole channel (the batched engine broadcasts a ``[channels]`` mask over
-space). ``head`` is the linear read-out of the flattened last block.
+each channel over space and ablation clamps a whole channel, as the blocks' declared unit view
+(:data:`falsify.units.CHANNELS`) says. ``head`` is the linear read-out of the flattened last block.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from torch import nn
 
 from falsify.errors import FalsifyError
 from falsify.hypothesis.kinds import ArchitectureKind, register
+from falsify.units import CHANNELS
 
 __all__ = ["CNN", "ConvBlock", "build_cnn"]
 
@@ -53,7 +53,8 @@ class CNN(nn.Module):
             self.add_module(f"conv{i}", ConvBlock(c, c_out, batch_norm, dropout, pool))
             c, h, w = c_out, (h // 2 if pool else h), (w // 2 if pool else w)
         self.n_blocks = len(channels)
-        self.unit_layers = tuple(f"conv{i}" for i in range(1, len(channels) + 1))
+        # Block outputs [batch, channels, h, w]: a unit is a channel, averaged over space.
+        self.unit_views = {f"conv{i}": CHANNELS for i in range(1, len(channels) + 1)}
         self.flatten = nn.Flatten()
         self.head = nn.Linear(c * h * w, n_classes)
 

@@ -3,7 +3,7 @@
 Golechha, Cope & Schoots (2024), "Training neural networks for modularity aids
 interpretability" (spec: modularity.md): loss = CE + λ · mean over the named layers of
 (1 − C(W, clusters)), where C is the share of a layer's squared weight inside its bipartite
-clusters (:mod:`falsify.measures.clusterability`). The clusters are recomputed by spectral
+clusters (:mod:`falsify.coclustering`). The clusters are recomputed by spectral
 co-clustering of the current |W| every ``recluster_every`` optimizer steps (by default once per
 epoch) and held fixed in between, so the term is differentiable in W between re-clusterings:
 its gradient moves weight mass into the current clusters.
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from falsify.measures.clusterability import Coclusters, cluster_layer, enmeshment, weight_module
+from falsify.coclustering import Coclusters, cluster_layer, enmeshment
+from falsify.units import weight_module
 
 __all__ = ["EnmeshmentTerm"]
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from falsify.hypothesis.kinds import ArchitectureKind, register
+from falsify.units import CHANNELS
 
 __all__ = ["MLP", "DenseBlock", "build_mlp"]
 
@@ -49,8 +50,9 @@ class MLP(nn.Module):
         for i, (a, b) in enumerate(itertools.pairwise(widths), start=1):
             self.add_module(f"hidden{i}", DenseBlock(a, b, batch_norm, dropout))
         self.n_hidden = len(hidden)
-        # The layers whose units measures and training-time regularizers read by default.
-        self.unit_layers = tuple(f"hidden{i}" for i in range(1, len(hidden) + 1))
+        # The unit layers measures and training-time regularizers read (by default, all):
+        # each block's output [batch, units].
+        self.unit_views = {f"hidden{i}": CHANNELS for i in range(1, len(hidden) + 1)}
         self.head = nn.Linear(widths[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, *input] -> [batch, classes]

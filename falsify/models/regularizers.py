@@ -23,9 +23,9 @@ from torch import nn
 
 from falsify.hypothesis.schema import TrainingSpec
 from falsify.interventions.hooks import hooked
-from falsify.measures.selectivity import selectivity_index
-from falsify.models import unit_layers
 from falsify.models.enmeshment import EnmeshmentTerm
+from falsify.selectivity import selectivity_index
+from falsify.units import CHANNELS, UnitView, default_layers, unit_view
 
 __all__ = [
     "REGULARIZERS",
@@ -53,16 +53,21 @@ class RegularizerTerm(Protocol):
 
 
 def batch_selectivity(
-    act: torch.Tensor, labels: torch.Tensor, n_classes: int, epsilon: float = 1e-7
+    act: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    epsilon: float = 1e-7,
+    view: UnitView = CHANNELS,
 ) -> torch.Tensor:
     """Mean class selectivity index of a layer's units on one mini-batch, differentiably.
 
-    ``act`` is ``[batch, units, *spatial]`` (a conv channel is averaged over space); the
-    class-conditional means are taken over the classes present in the batch, as in Leavitt &
-    Morcos (2021), and fed to :func:`falsify.measures.selectivity.selectivity_index`. A batch
-    with fewer than two classes has no selectivity and contributes 0.
+    ``act`` is the layer's output, read as ``[batch, units]`` through its unit ``view``
+    (:mod:`falsify.units`); the class-conditional means are taken over the classes present in
+    the batch, as in Leavitt & Morcos (2021), and fed to
+    :func:`falsify.selectivity.selectivity_index`. A batch with fewer than two classes has no
+    selectivity and contributes 0.
     """
-    per_unit = act.flatten(2).mean(dim=2) if act.dim() > 2 else act  # [batch, units]
+    per_unit = view.read(act)  # [batch, units]
     counts = torch.bincount(labels, minlength=n_classes)
     present = counts > 0
     if int(present.sum()) < 2:
@@ -91,7 +96,13 @@ class SelectivityTerm:
     ) -> torch.Tensor:
         si = torch.stack(
             [
-                batch_selectivity(activations[layer], labels, self.n_classes, self.epsilon)
+                batch_selectivity(
+                    activations[layer],
+                    labels,
+                    self.n_classes,
+                    self.epsilon,
+                    unit_view(model, layer),
+                )
                 for layer in self.layers
             ]
         )
@@ -103,7 +114,7 @@ def _selectivity(
 ) -> SelectivityTerm | None:
     if spec.selectivity_alpha == 0:
         return None
-    layers = spec.selectivity_layers or unit_layers(model)
+    layers = default_layers(model, spec.selectivity_layers)
     return SelectivityTerm(spec.selectivity_alpha, tuple(layers), n_classes)
 
 
@@ -112,7 +123,7 @@ def _enmeshment(
 ) -> EnmeshmentTerm | None:
     if spec.enmeshment_lambda == 0:
         return None
-    layers = spec.enmeshment_layers or unit_layers(model)
+    layers = default_layers(model, spec.enmeshment_layers)
     every = spec.enmeshment_recluster_every or max(steps_per_epoch, 1)
     return EnmeshmentTerm(spec.enmeshment_lambda, tuple(layers), spec.enmeshment_k, every)
 

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from falsify._imports import UserCodeError
 from falsify.hypothesis.kinds import ArchitectureKind, register
+from falsify.units import CHANNELS
 
 __all__ = ["BasicBlock", "ResNet20", "build_resnet20"]
 
@@ -84,7 +85,7 @@ class ResNet20(nn.Module):
                 c = c_out
             self.add_module(f"layer{s}", nn.Sequential(*blocks))
         # Block outputs (post-ReLU): the layers whose channels are units.
-        self.unit_layers = tuple(f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3))
+        self.unit_views = {f"layer{s}.{b}": CHANNELS for s in (1, 2, 3) for b in range(3)}
         self.pool = _GlobalAvgPool()
         self.head = nn.Linear(c, n_classes)
         for m in self.modules():

@@ -6,19 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 from falsify.data import Dataset
+from falsify.data.labels import training_labels
 from falsify.hypothesis.schema import Population, TrainingSpec
-from falsify.measures.selectivity import mean_selectivity
 from falsify.models import build_model
 from falsify.models.regularizers import build_regularizers, captured_activations
+from falsify.selectivity import mean_selectivity
+from falsify.units import unit_views
 
 __all__ = ["TrainResult", "evaluate", "train_replicate", "training_labels"]
-
-_LABEL_STREAM = 1  # tags the random stream of label randomization (see training_labels)
 
 
 @dataclass(frozen=True)
@@ -28,26 +27,6 @@ class TrainResult:
     test_accuracy: float
     # Model-level records of the trained model, e.g. the achieved mean selectivity.
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def training_labels(spec: TrainingSpec, y: torch.Tensor, n_classes: int, seed: int) -> torch.Tensor:
-    """The labels a replicate is trained on: ``y`` with ``spec.label_noise`` of them randomized.
-
-    Morcos et al. (2018): round(fraction · n) training examples, chosen by the seed, get a
-    class drawn uniformly from all classes (so about 1/n_classes of them keep their true label
-    by chance). The same seed gives the same labels; the training split is unchanged otherwise.
-    """
-    if spec.label_noise == 0:
-        return y
-    # A stream of its own: seeded with ``seed`` alone it would repeat the first epoch's
-    # shuffle, and the randomized examples would all come first in that epoch.
-    stream = np.random.SeedSequence([seed, _LABEL_STREAM]).generate_state(1)[0]
-    g = torch.Generator().manual_seed(int(stream))
-    n_random = round(spec.label_noise * len(y))
-    which = torch.randperm(len(y), generator=g)[:n_random]
-    out = y.clone()
-    out[which] = torch.randint(0, n_classes, (n_random,), generator=g).to(y)
-    return out
 
 
 def _optimizer(model: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
@@ -100,7 +79,7 @@ def record_metrics(
     Recorded so reports can show what a selectivity regularizer achieved; a user model that
     declares no unit layers (and names none) has nothing to record.
     """
-    layers = population.training.selectivity_layers or getattr(model, "unit_layers", ())
+    layers = population.training.selectivity_layers or tuple(unit_views(model))
     if not layers:
         return {}
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)

@@ -19,14 +19,14 @@ from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.kinds import SHAPES
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.interventions.hooks import layer_names
-from falsify.measures.clusterability import weight_module
-from falsify.models import build_model, unit_layers
+from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
 from falsify.shapes.base import run_shape
+from falsify.units import default_layers, unit_view, weight_module
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -84,6 +84,8 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
     for loc, layer in located:
         if layer not in names:
             raise hf.error(loc, f"one of {names}", layer, names)
+        if "enmeshment_layers" not in loc:  # those name weights, not units
+            unit_view(model, layer, loc)
     _check_enmeshment_layers(hf, model)
     if hyp.population.conditions and not hyp.test.compares_conditions:
         grid = [tag for tag, cls in SHAPES.items() if cls.compares_conditions]
@@ -103,7 +105,7 @@ def _check_enmeshment_layers(hf: HypothesisFile, model: nn.Module) -> None:
     if all(lam == 0 for lam in lambdas):
         return
     named = pop.training.enmeshment_layers
-    for layer in named or unit_layers(model):
+    for layer in default_layers(model, named):
         try:
             weight_module(model, layer)
         except FalsifyError:

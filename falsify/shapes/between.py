@@ -17,6 +17,7 @@ from falsify.measures.model_level import TrainedModel
 from falsify.measures.selectivity import mean_selectivity
 from falsify.shapes.base import Evidence, Figure
 from falsify.stats import Part
+from falsify.units import default_layers
 
 if TYPE_CHECKING:
     from falsify.hypothesis.loader import HypothesisFile
@@ -232,7 +233,7 @@ def _achieved_selectivity(rep: Any, trained: TrainedModel, regularized: bool) ->
         return rep.metrics["mean_selectivity"]
     if not regularized:
         return None
-    layers = trained.population.training.selectivity_layers or getattr(rep.model, "unit_layers", ())
+    layers = default_layers(rep.model, trained.population.training.selectivity_layers)
     if not layers:
         return None
     x_test, y_test = trained.split("test")

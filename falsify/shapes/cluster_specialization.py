@@ -23,15 +23,17 @@ import pandas as pd
 from pydantic import Field
 from torch import nn
 
+from falsify.coclustering import cluster_layer
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hypothesis.kinds import ShapeKind, register
 from falsify.hypothesis.types import Layers, Split
-from falsify.measures.clusterability import cluster_layer, weight_module
+from falsify.hypothesis.units import Fill
 from falsify.measures.specialization import cluster_damage, specialization_vs_random
 from falsify.shapes.base import Evidence, Figure, require_replicates
 from falsify.shapes.targeted import control_generator
 from falsify.stats import Part
 from falsify.stats.paired import cohens_dz, paired_t
+from falsify.units import weight_module
 
 if TYPE_CHECKING:
     from falsify.hypothesis.loader import HypothesisFile
@@ -61,7 +63,7 @@ class ClusterSpecializationTest(ShapeKind):
     m: int = Field(1, ge=1)  # top_share only: the number of most damaged classes
     draws: int = Field(20, ge=2)
     control_seed: int = 0
-    value: Literal["zero", "mean"] = "zero"
+    value: Fill = "zero"
     split: Split = "test"
 
     label: ClassVar[str] = "cluster specialization"

@@ -15,6 +15,7 @@ from torch import nn
 from falsify.errors import LocatedError
 from falsify.hypothesis.kinds import ShapeKind, UnitMeasure, UnitMeasureKind, register
 from falsify.hypothesis.types import Layers, Split
+from falsify.hypothesis.units import Fill
 from falsify.interventions import ablation_effects, random_masks, resolve_k, top_k_masks
 from falsify.measures.selectivity import unit_activations
 from falsify.shapes.base import Evidence, Figure, require_replicates
@@ -50,7 +51,7 @@ def targeted_vs_random(
     ks: Sequence[int],
     draws: int,
     generator: torch.Generator,
-    value: Literal["zero", "mean"] = "zero",
+    value: Fill = "zero",
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop",
 ) -> pd.DataFrame:
     """Ablation effects of targeted and random groups in one model: one row per group.
@@ -133,7 +134,7 @@ class TargetedTest(ShapeKind):
     k: tuple[int | float, ...]
     draws: int = Field(20, ge=2)
     control_seed: int = 0
-    value: Literal["zero", "mean"] = "zero"
+    value: Fill = "zero"
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
     split: Split = "test"
 

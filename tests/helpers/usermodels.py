@@ -29,6 +29,26 @@ def make_net(width: int = 16) -> nn.Module:
     return Net(width)
 
 
+class TokenNet(nn.Module):
+    """A token-shaped layer: the 64 digit pixels as 8 tokens of 8, ``mix`` = ReLU(Linear) on
+    each token, ``[batch, 8 tokens, width channels]``, averaged over tokens into ``out``.
+
+    It declares no unit view: read on axis 1 its "units" would be the 8 positions; a file says
+    ``units: {mix: {axis: -1}}`` to read the channels."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.mix = nn.Sequential(nn.Linear(8, width), nn.ReLU())
+        self.out = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, 64] -> [batch, 10]
+        return self.out(self.mix(x.view(len(x), 8, 8)).mean(dim=1))
+
+
+def make_tokens(width: int = 6) -> nn.Module:
+    return TokenNet(width)
+
+
 def not_a_model(width: int = 16) -> int:
     return width
 
