@@ -91,6 +91,45 @@ def test_a_plugin_measure_runs_end_to_end(installed: Path, tmp_path: Path) -> No
     assert len(tidy) == 1 + 3 * 16  # replicate × unit
 
 
+def _run(site: Path, tmp_path: Path, text: str, name: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    out, cache = tmp_path / "reports", tmp_path / "cache"
+    return _falsify(
+        site, "run", str(path), "--out", str(out), "--cache", str(cache), "--quiet", cwd=tmp_path
+    )
+
+
+@pytest.mark.slow
+def test_a_plugin_architecture_with_units_on_the_last_axis(installed: Path, tmp_path: Path) -> None:
+    # digits' 64 inputs as 8 tokens of 8; the mix layer is [batch, 8 tokens, 12 channels]
+    text = FILE.replace("{kind: mlp, hidden: [16]}", "{kind: token_mixer, tokens: 8, width: 12}")
+    text = text.replace("layers: [hidden1]", "layers: [mix]").replace(
+        "x: {kind: activation_rate, threshold: 0.0}", "x: {kind: class_selectivity}"
+    )
+    proc = _run(installed, tmp_path, text, "plugin_measure")
+    assert proc.returncode in (0, 1), proc.stderr
+    tidy = (tmp_path / "reports" / "plugin_measure.csv").read_text().splitlines()
+    assert len(tidy) == 1 + 3 * 12  # the 12 channels are the units, not the 8 positions
+
+
+@pytest.mark.slow
+def test_a_plugin_shape_runs_on_the_shared_pipeline(installed: Path, tmp_path: Path) -> None:
+    head, _, _ = FILE.partition("test:\n")
+    text = (
+        head
+        + "test:\n  kind: mean_unit_effect\n  layers: [hidden1]\n"
+        + "  y: {kind: unit_ablation}\nprediction: {direction: positive, sesoi: 0.01}\n"
+    )
+    proc = _run(installed, tmp_path, text, "plugin_measure")
+    assert proc.returncode in (0, 1), proc.stderr
+    assert (tmp_path / "reports" / "plugin_measure.png").is_file()
+    parts = (tmp_path / "reports" / "plugin_measure.parts.csv").read_text()
+    assert "hidden1" in parts
+    report = (tmp_path / "reports" / "plugin_measure.md").read_text()
+    assert "mean accuracy drop when ablated" in report
+
+
 def test_a_plugin_field_is_validated_like_a_builtin(installed: Path, tmp_path: Path) -> None:
     path = tmp_path / "plugin.yaml"
     path.write_text(FILE.replace("threshold: 0.0", "threshold: -1"))

@@ -191,6 +191,16 @@ class ContrastKind(Kind):
     effect_size_kind: ClassVar[str] = ""
     wording: ClassVar[str] = ""  # "difference in", "slope of", …
 
+    def validate_grid(self, hf: Any, conditions: list[Any], loc: tuple[str | int, ...]) -> None:
+        """Checks against the grid before training (raises LocatedError)."""
+        raise NotImplementedError
+
+    def fit(
+        self, hf: Any, table: Any, conditions: list[Any], loc: tuple[str | int, ...], model: str
+    ) -> Any:
+        """``(BetweenFit, [(part name, estimate key), …])`` in condition order."""
+        raise NotImplementedError
+
 
 class ShapeKind(Kind):
     """A test shape (PRODUCT.md §3): see :class:`falsify.shapes.base.Shape` for the protocol."""

@@ -70,7 +70,13 @@ class AssociationTest(ShapeKind):
                 r = correlation(xs, ys, test.correlation)
                 unit_rows.append(
                     pd.DataFrame(
-                        {"seed": rep.seed, "layer": layer, "unit": np.arange(len(xs)), "x": xs, "y": ys}
+                        {
+                            "seed": rep.seed,
+                            "layer": layer,
+                            "unit": np.arange(len(xs)),
+                            "x": xs,
+                            "y": ys,
+                        }
                     )
                 )
                 rep_rows.append(
@@ -115,7 +121,12 @@ class AssociationTest(ShapeKind):
             )
         tidy = pd.concat(unit_rows, ignore_index=True)
         x, y = test.x.describe(), test.y.describe()
-        labels = {"x": x, "y": y, "statistic": f"{test.correlation} r of {x} with {y}"}
+        labels = {"x": x, "y": y, "statistic": f"{test.correlation} r"}
+        notes.insert(
+            0,
+            f"Per unit: x is the {x}, y the {y}; r is their {test.correlation} "
+            "correlation over the layer's units, one per trained model.",
+        )
         return Evidence(
             parts=parts,
             replicates=pd.DataFrame(rep_rows),

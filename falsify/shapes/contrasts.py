@@ -52,16 +52,6 @@ def _coerce(cond: Condition, field: str, value: Any) -> Any:
 class _Contrast(ContrastKind):
     docs: ClassVar[str] = "docs/between-conditions.md"
 
-    def validate_grid(self, hf: HypothesisFile, conditions: list[Condition], loc: Loc) -> None:
-        """Checks before training (raises :class:`LocatedError`)."""
-        raise NotImplementedError
-
-    def fit(
-        self, hf: HypothesisFile, table: pd.DataFrame, conditions: list[Condition], loc: Loc, model: str
-    ) -> tuple[BetweenFit, list[tuple[str, str]]]:
-        """The statistical fit and (part name, estimate key) pairs, in condition order."""
-        raise NotImplementedError
-
 
 @register
 class ReferenceContrast(_Contrast):
