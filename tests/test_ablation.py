@@ -5,7 +5,7 @@ import torch
 from captum.attr import LayerFeatureAblation
 from torch.nn import functional as F
 
-from falsify.data import load_dataset, planted_model
+from falsify.data import load_dataset
 from falsify.hypothesis.schema import DigitsData, MLPSpec, Population, SyntheticData, TrainingSpec
 from falsify.interventions import (
     ablated,
@@ -15,6 +15,7 @@ from falsify.interventions import (
     single_unit_masks,
 )
 from falsify.measures import class_conditional_means, selectivity_index
+from falsify.models.planted import planted_model
 from falsify.models.training import train_replicate
 
 SPEC = SyntheticData(kind="synthetic", noise=0.1, n_samples=800)

@@ -10,11 +10,11 @@ from typing import Any
 from falsify.data.base import Dataset
 from falsify.data.digits import load_digits_dataset
 from falsify.data.standard import files_stamp, load_cifar10, load_mnist
-from falsify.data.synthetic import load_synthetic, planted_model
+from falsify.data.synthetic import load_synthetic
 from falsify.data.user import load_user_data
 from falsify.errors import FalsifyError
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "planted_model"]
+__all__ = ["DATASETS", "Dataset", "load_dataset"]
 
 DATASETS: dict[str, Callable[[Any], Dataset]] = {
     "digits": load_digits_dataset,
