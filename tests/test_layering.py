@@ -136,10 +136,24 @@ def test_allowed_upward_imports_are_still_there(pair: tuple[str, str]) -> None:
     assert graph.has_edge(lower, upper), f"{lower} no longer imports {upper}: delete {pair}"
 
 
-def test_importing_the_cli_loads_no_heavy_library() -> None:
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import falsify.cli.main",
+        # the Python API reads and validates a file without the runner
+        "import falsify; falsify.load('hypotheses/selectivity_predicts_importance.yaml')",
+    ],
+)
+def test_loads_no_heavy_library(statement: str) -> None:
     heavy = ("torch", "matplotlib", "pandas", "statsmodels", "captum", "scipy")
-    code = f"import sys, falsify.cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = f"import sys; {statement}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PACKAGE.parent,
+    )
     assert proc.stdout.strip() == "[]"
 
 
