@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser(
         "list",
         help="list hypotheses: id, shape, claim",
-        description="List each hypothesis file's id, test shape and claim.",
+        description="List each hypothesis file's id, test shape and claim. Only those fields "
+        "are read, so it answers at once; `falsify check` validates the whole file.",
     )
     lst.add_argument("paths", nargs="+", metavar="PATH", help="hypothesis files or folders")
     return parser
