@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from falsify.cli.listing import read_listing
 from falsify.errors import FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files, preregistration
@@ -212,7 +213,8 @@ def _read_all(
 ) -> tuple[list[T], list[str]]:
     """Read every file; return the good ones (unique ids, ``--only``) and one error per bad one."""
     only = getattr(args, "only", None)
-    read_ok, errors = [], []
+    read_ok: list[tuple[Path, T]] = []
+    errors: list[str] = []
     for path in discover(args.paths):
         try:
             item = read(path)
@@ -248,8 +250,6 @@ def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from falsify.cli.listing import read_listing
-
     listings, errors = _read_all(args, read_listing, lambda entry: entry.id)
     for entry in listings:
         print(f"{entry.id}\t{entry.shape}\t{entry.claim}")
