@@ -10,6 +10,8 @@ import pytest
 
 from falsify.cli.main import main
 
+_ROOT = Path(__file__).parents[1]  # run subprocesses here, so they import this checkout
+
 
 def _run(*args: str) -> int:
     return main(list(args))
@@ -138,7 +140,9 @@ def test_list_is_a_light_read(write, tiny_yaml) -> None:
         "heavy = ('torch', 'pandas', 'statsmodels', 'matplotlib', 'captum', 'scipy')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=_ROOT
+    )
     assert proc.stdout.splitlines() == [
         "tiny\tassociation\tSelective units matter more (a fast test population).",
         "[]",
@@ -206,6 +210,8 @@ def test_help_loads_no_heavy_library(args) -> None:
         "heavy = ('torch', 'pandas', 'statsmodels', 'matplotlib', 'captum', 'scipy')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=_ROOT
+    )
     assert "usage: falsify" in proc.stdout
     assert proc.stderr == "[]\n"

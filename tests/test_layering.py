@@ -173,5 +173,5 @@ labels = {{"statistic": "r", "x": "x", "y": "y"}}
 association_scatter(tidy, parts, labels, __import__("pathlib").Path({str(tmp_path / "a.png")!r}))
 assert "matplotlib" in sys.modules and "matplotlib.pyplot" not in sys.modules
 """
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
