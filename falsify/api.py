@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from falsify.hypothesis import loader
 from falsify.hypothesis.lock import DEFAULT_LOCK, preregistration
-from falsify.report import first_result_at, write_outcome
-from falsify.runner import ModelCache, Outcome, resolve_device, run_hypothesis
 from falsify.runner.executors import make_executor
+
+if TYPE_CHECKING:
+    from falsify.runner import Outcome
 
 __all__ = ["from_dict", "load", "run"]
 
@@ -61,6 +62,10 @@ def run(
     (the finest-grained data) are pandas tables. With ``out``, the report files are written
     there too, exactly as ``falsify run --out`` writes them.
     """
+    # here, not at the top: load and from_dict need neither torch nor the report
+    from falsify.report import first_result_at, write_outcome
+    from falsify.runner import ModelCache, resolve_device, run_hypothesis
+
     hf = hypothesis if isinstance(hypothesis, loader.HypothesisFile) else load(hypothesis)
     pool = make_executor(executor, jobs, address)
     outcome = run_hypothesis(hf, ModelCache(cache), resolve_device(device), progress, pool)

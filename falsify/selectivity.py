@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from falsify.interventions.hooks import capture
+from falsify.hooks import capture
 from falsify.units import unit_view
 
 __all__ = ["class_conditional_means", "mean_selectivity", "selectivity_index"]

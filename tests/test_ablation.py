@@ -5,7 +5,7 @@ import torch
 from captum.attr import LayerFeatureAblation
 from torch.nn import functional as F
 
-from falsify.data import load_dataset, planted_model
+from falsify.data import load_dataset
 from falsify.data.digits import DigitsData
 from falsify.data.synthetic import SyntheticData
 from falsify.hypothesis.schema import Population, TrainingSpec
@@ -18,6 +18,7 @@ from falsify.interventions import (
 )
 from falsify.measures import class_conditional_means, selectivity_index
 from falsify.models.mlp import MLPSpec
+from falsify.models.planted import planted_model
 from falsify.models.training import train_replicate
 
 SPEC = SyntheticData(kind="synthetic", noise=0.1, n_samples=800)

@@ -128,10 +128,11 @@ def test_trend_needs_numbers_for_a_value_scale(write, tmp_path) -> None:
 def test_every_model_outcome_on_the_planted_model(spec) -> None:
     from pydantic import TypeAdapter
 
-    from falsify.data import load_dataset, planted_model
+    from falsify.data import load_dataset
     from falsify.data.synthetic import SyntheticData
     from falsify.hypothesis.schema import ModelOutcome, Population
     from falsify.measures.model_level import TrainedModel
+    from falsify.models.planted import planted_model
 
     data_spec = SyntheticData(kind="synthetic", n_samples=200, n_classes=4, n_features=8)
     model, _ = planted_model(data_spec)

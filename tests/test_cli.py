@@ -10,6 +10,8 @@ import pytest
 
 from falsify.cli.main import main
 
+_ROOT = Path(__file__).parents[1]  # run subprocesses here, so they import this checkout
+
 
 def _run(*args: str) -> int:
     return main(list(args))
@@ -126,3 +128,90 @@ def test_bad_input_is_one_line_without_traceback(write, tiny_yaml, tmp_path, edi
 def test_empty_folder_is_an_error(tmp_path, capsys) -> None:
     assert _run("check", str(tmp_path)) != 0
     assert "no hypothesis files" in capsys.readouterr().err
+
+
+def test_list_is_a_light_read(write, tiny_yaml) -> None:
+    """`list` reads three fields of the YAML: no torch, pandas or plotting library is loaded."""
+    path = write(tiny_yaml)
+    code = (
+        "import sys\n"
+        "from falsify.cli.main import main\n"
+        f"assert main(['list', {str(path)!r}]) == 0\n"
+        "heavy = ('torch', 'pandas', 'statsmodels', 'matplotlib', 'captum', 'scipy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=_ROOT
+    )
+    assert proc.stdout.splitlines() == [
+        "tiny\tassociation\tSelective units matter more (a fast test population).",
+        "[]",
+    ]
+
+
+_CLAIM = "claim: Selective units matter more (a fast test population).\n"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace("id: tiny\n", ""),
+        lambda t: "# a comment\n\n" + t.replace("id: tiny\n", ""),
+        lambda t: t.replace("id: tiny", "id: [1, 2]"),
+        lambda t: t.replace(_CLAIM, ""),
+        lambda t: t.replace("test:\n", "tst:\n"),
+        lambda t: "id: [x\n",
+        lambda t: "- a list\n",
+        lambda t: "",
+    ],
+)
+def test_list_reports_a_file_it_cannot_read_as_check_does(write, tiny_yaml, edit, capsys) -> None:
+    from falsify.errors import HypothesisError
+    from falsify.hypothesis.loader import load
+
+    good = write(tiny_yaml.replace("id: tiny", "id: good"), "good.yaml")
+    bad = write(edit(tiny_yaml), "bad.yaml")
+    with pytest.raises(HypothesisError) as full:
+        load(bad)
+    assert _run("list", str(bad), str(good)) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("good\tassociation\t")
+    # one line, and one of the lines `check` prints for the file
+    assert captured.err.endswith("\n") and captured.err.count("\n") == 1
+    assert captured.err.removeprefix("error: ").strip() in str(full.value).splitlines()
+
+
+def test_list_needs_the_test_kind(write, tiny_yaml, capsys) -> None:
+    bad = write(tiny_yaml.replace("  kind: association\n", ""))
+    assert _run("list", str(bad)) == 1
+    assert capsys.readouterr().err == (
+        f"error: The 'test.kind' of {bad} (line 9) is required but missing.\n"
+    )
+
+
+def test_list_refuses_duplicate_ids(write, tiny_yaml, capsys) -> None:
+    a = write(tiny_yaml, "a.yaml")
+    write(tiny_yaml, "b.yaml")
+    assert _run("list", str(a.parent)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "The 'id' of" in captured.err and "must be unique" in captured.err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["list", "--help"]])
+def test_help_loads_no_heavy_library(args) -> None:
+    code = (
+        "import sys\n"
+        "from falsify.cli.main import main\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('torch', 'pandas', 'statsmodels', 'matplotlib', 'captum', 'scipy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=_ROOT
+    )
+    assert "usage: falsify" in proc.stdout
+    assert proc.stderr == "[]\n"

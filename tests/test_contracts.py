@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from falsify.data import load_dataset, planted_model
+from falsify.data import load_dataset
 from falsify.data.synthetic import SyntheticData
 from falsify.errors import HypothesisError
 from falsify.hypothesis import loader
@@ -31,6 +31,7 @@ from falsify.hypothesis.kinds import (
     Kind,
 )
 from falsify.measures.model_level import TrainedModel
+from falsify.models.planted import planted_model
 from falsify.report.drawers import DRAWERS
 from falsify.report.kinds import kinds_markdown
 from falsify.stats.calibration import SIMULATORS

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from falsify.data import load_dataset, planted_model
+from falsify.data import load_dataset
 from falsify.data.synthetic import SyntheticData
 from falsify.interventions import ablated
 from falsify.interventions.curves import ablation_curves, cumulative_masks, curve_auc
@@ -14,6 +14,7 @@ from falsify.interventions.perturb import (
     random_directions,
     unit_spread,
 )
+from falsify.models.planted import planted_model
 
 SPEC = SyntheticData(kind="synthetic", n_samples=400, n_classes=4, n_features=8, noise=0.1)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from falsify.data import load_dataset, planted_model
+from falsify.data import load_dataset
 from falsify.data.synthetic import SyntheticData
 from falsify.interventions import (
     ablated,
@@ -16,6 +16,7 @@ from falsify.interventions import (
     resolve_k,
     top_k_masks,
 )
+from falsify.models.planted import planted_model
 
 SPEC = SyntheticData(kind="synthetic", noise=0.1, n_samples=800)
 

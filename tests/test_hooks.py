@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from falsify.data import load_dataset, planted_model
+from falsify.data import load_dataset
 from falsify.data.synthetic import SyntheticData
 from falsify.errors import FalsifyError
 from falsify.interventions import (
@@ -16,6 +16,7 @@ from falsify.interventions import (
     single_unit_masks,
 )
 from falsify.measures import class_conditional_means
+from falsify.models.planted import planted_model
 
 SPEC = SyntheticData(kind="synthetic", noise=0.1, n_samples=200)
 

@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
-from falsify.data import load_dataset, planted_model
+from falsify.data import load_dataset
 from falsify.data.synthetic import SyntheticData
 from falsify.errors import FalsifyError
 from falsify.interventions import class_ablation_effects, cluster_masks
@@ -28,6 +28,7 @@ from falsify.measures.specialization import (
     specialization_vs_random,
 )
 from falsify.models.mlp import MLPSpec, build_mlp
+from falsify.models.planted import planted_model
 
 ROWS, COLS = (40, 60, 100), (30, 70, 100)  # unequal blocks: output × input units per cluster
 

@@ -1,6 +1,6 @@
 """Third-party kinds through entry points, validated exactly like built-ins (docs/extending.md).
 
-The plugin package under ``tests/plugins/falsify_activation_rate`` is installed (a real wheel
+The plugin package under ``tests/plugins/falsify_example_plugin`` is installed (a real wheel
 install, into a temporary folder) and a hypothesis file that uses its measure runs end to end
 from the CLI in a fresh process that sees that folder.
 """
@@ -18,7 +18,7 @@ import pytest
 from falsify.errors import FalsifyError
 from falsify.hypothesis.kinds import UNIT_MEASURES, Registry, UnitMeasureKind
 
-PLUGIN = Path(__file__).parent / "plugins" / "falsify_activation_rate"
+PLUGIN = Path(__file__).parent / "plugins" / "falsify_example_plugin"
 
 FILE = """\
 id: plugin_measure

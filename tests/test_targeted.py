@@ -10,11 +10,12 @@ import torch
 from scipy import stats
 
 from falsify.cli.main import main
-from falsify.data import load_dataset, planted_model
+from falsify.data import load_dataset
 from falsify.data.synthetic import SyntheticData
 from falsify.errors import HypothesisError
 from falsify.hypothesis import load
 from falsify.hypothesis.schema import Prediction
+from falsify.models.planted import planted_model
 from falsify.shapes.targeted import (
     control_generator,
     paired_differences,

@@ -1,4 +1,8 @@
-"""The ``falsify`` command line: run, check and list hypothesis files."""
+"""The ``falsify`` command line: run, check and list hypothesis files.
+
+The runner, the report, torch, pandas, statsmodels and matplotlib are imported inside the
+commands that need them, so ``--help`` and ``list`` answer at once.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
+from falsify.cli.listing import read_listing
 from falsify.errors import FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files, preregistration
@@ -17,6 +23,8 @@ from falsify.runner.device import DEVICES
 from falsify.runner.executors import EXECUTORS, make_executor
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 _DESCRIPTION = """\
 Turn interpretability claims into experiments that can come out against the claim.
@@ -179,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser(
         "list",
         help="list hypotheses: id, shape, claim",
-        description="List each hypothesis file's id, test shape and claim.",
+        description="List each hypothesis file's id, test shape and claim. Only those fields "
+        "are read, so it answers at once; `falsify check` validates the whole file.",
     )
     lst.add_argument("paths", nargs="+", metavar="PATH", help="hypothesis files or folders")
     return parser
@@ -200,43 +209,51 @@ def _error(message: object) -> None:
         print(f"error: {line}", file=sys.stderr)
 
 
-def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]]:
-    """Load every file; return the valid ones and one error message per invalid one."""
-    overrides = list(getattr(args, "overrides", []) or [])
-    if getattr(args, "seeds", None) is not None:
-        overrides.append(f"population.seeds={args.seeds}")
-    files, errors = [], []
+def _read_all(
+    args: argparse.Namespace, read: Callable[[Path], T], id_of: Callable[[T], str]
+) -> tuple[list[T], list[str]]:
+    """Read every file; return the good ones (unique ids, ``--only``) and one error per bad one."""
+    only = getattr(args, "only", None)
+    read_ok: list[tuple[Path, T]] = []
+    errors: list[str] = []
     for path in discover(args.paths):
         try:
-            hf = load(path, overrides)
+            item = read(path)
         except FalsifyError as exc:
             errors.append(str(exc))
             continue
-        if getattr(args, "only", None) and hf.hypothesis.id not in args.only:
+        if only and id_of(item) not in only:
             continue
-        files.append(hf)
+        read_ok.append((path, item))
     seen: dict[str, Path] = {}
-    for hf in files:
-        other = seen.setdefault(hf.hypothesis.id, hf.path)
-        if other != hf.path:
+    for path, item in read_ok:
+        other = seen.setdefault(id_of(item), path)
+        if other != path:
             errors.append(
-                f"The 'id' of {hf.path} must be unique (it names the report). Got "
-                f"{hf.hypothesis.id!r} instead, which {other} uses too."
+                f"The 'id' of {path} must be unique (it names the report). Got "
+                f"{id_of(item)!r} instead, which {other} uses too."
             )
-    dup = {hf.hypothesis.id for hf in files if seen[hf.hypothesis.id] != hf.path}
-    files = [hf for hf in files if hf.hypothesis.id not in dup]
-    if getattr(args, "only", None):
-        found = {hf.hypothesis.id for hf in files}
-        for missing in sorted(set(args.only) - found):
+    dup = {id_of(item) for path, item in read_ok if seen[id_of(item)] != path}
+    items = [item for _, item in read_ok if id_of(item) not in dup]
+    if only:
+        found = {id_of(item) for item in items}
+        for missing in sorted(set(only) - found):
             errors.append(f"--only {missing!r}: no hypothesis with that id in {args.paths}.")
-    return files, errors
+    return items, errors
+
+
+def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]]:
+    """Load and validate every file (with ``--seeds`` and ``--set`` applied)."""
+    overrides = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "seeds", None) is not None:
+        overrides.append(f"population.seeds={args.seeds}")
+    return _read_all(args, lambda path: load(path, overrides), lambda hf: hf.hypothesis.id)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    files, errors = _load_all(args)
-    for hf in files:
-        h = hf.hypothesis
-        print(f"{h.id}\t{h.test.kind}\t{h.claim}")
+    listings, errors = _read_all(args, read_listing, lambda entry: entry.id)
+    for entry in listings:
+        print(f"{entry.id}\t{entry.shape}\t{entry.claim}")
     for e in errors:
         _error(e)
     return 1 if errors else 0

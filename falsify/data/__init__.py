@@ -7,11 +7,10 @@ import functools
 
 from falsify.data.base import Dataset
 from falsify.data.standard import files_stamp
-from falsify.data.synthetic import planted_model
 from falsify.errors import FalsifyError
 from falsify.hypothesis.kinds import DataKind
 
-__all__ = ["Dataset", "load_dataset", "planted_model"]
+__all__ = ["Dataset", "load_dataset"]
 
 
 def load_dataset(spec: DataKind) -> Dataset:

@@ -1,17 +1,9 @@
 """A generated classification task with planted ground truth.
 
 Class ``k`` lights up input feature ``k``: ``x = onehot(y) padded to n_features + N(0, noise²)``.
-Any model can be trained on it like on a real dataset. :func:`planted_model` additionally
-builds a hand-wired one-hidden-layer MLP that solves the task and whose units have known roles,
-so that the framework's measures and interventions can be checked against the truth:
-
-- ``essential``: the only route from feature ``k`` to logit ``k`` for the first half of the
-  classes; ablating one costs about ``1 / n_classes`` of the accuracy.
-- ``redundant``: two identical copies carry each remaining class; ablating one copy leaves
-  the decision unchanged at low noise (the other copy still outvotes every other logit; at the
-  default noise 0.3 it costs about 1% accuracy), while ablating both costs the class.
-- ``selective_unimportant``: one unit per class that fires almost only for that class (class
-  selectivity > 0.9) but has no outgoing weight, so ablating it changes nothing, exactly.
+Any model can be trained on it like on a real dataset. The hand-wired MLP that solves it with
+hidden units of known roles is :func:`falsify.models.planted.planted_model`: it builds a model,
+so it lives in the models layer, above the data.
 """
 
 from __future__ import annotations
@@ -24,12 +16,9 @@ from sklearn.model_selection import train_test_split
 
 from falsify.data.base import Dataset
 from falsify.hypothesis.kinds import DataKind, register
-from falsify.models.mlp import MLP, MLPSpec, build_mlp
 
-__all__ = ["load_synthetic", "planted_model"]
+__all__ = ["SyntheticData", "load_synthetic"]
 
-_THRESHOLD = 0.3  # hidden bias: noise below this never activates a planted unit
-_DEFAULT_CLASS_BIAS = 0.1  # a silent network predicts the last class, so ablation is visible
 
 
 
@@ -84,36 +73,3 @@ def load_synthetic(spec: SyntheticData) -> Dataset:
     )
 
 
-def planted_model(spec: SyntheticData) -> tuple[MLP, dict[str, list[int]]]:
-    """The hand-wired MLP for ``spec`` and the indices of ``hidden1``'s units by role."""
-    c = spec.n_classes
-    n_essential = c // 2
-    roles: dict[str, list[int]] = {"essential": [], "redundant": [], "selective_unimportant": []}
-    reads: list[int] = []  # the input feature each hidden unit reads
-    out_weight: list[float] = []
-    for k in range(c):
-        if k < n_essential:
-            roles["essential"].append(len(reads))
-            reads.append(k)
-            out_weight.append(2.0)
-        else:
-            for _ in range(2):
-                roles["redundant"].append(len(reads))
-                reads.append(k)
-                out_weight.append(1.0)
-    for k in range(c):
-        roles["selective_unimportant"].append(len(reads))
-        reads.append(k)
-        out_weight.append(0.0)
-
-    model = build_mlp(MLPSpec(kind="mlp", hidden=(len(reads),)), (spec.n_features,), c)
-    with torch.no_grad():
-        lin = model.hidden1.linear
-        lin.weight.zero_()
-        lin.weight[torch.arange(len(reads)), torch.tensor(reads)] = 1.0
-        lin.bias.fill_(-_THRESHOLD)
-        model.head.weight.zero_()
-        model.head.weight[torch.tensor(reads), torch.arange(len(reads))] = torch.tensor(out_weight)
-        model.head.bias.zero_()
-        model.head.bias[c - 1] = _DEFAULT_CLASS_BIAS
-    return model.eval(), roles

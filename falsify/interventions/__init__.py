@@ -6,6 +6,7 @@ re-exports the machinery: hooks, the ablation engine, groups.
 
 from __future__ import annotations
 
+from falsify.hooks import capture, get_layer, hooked, layer_names
 from falsify.interventions.ablation import (
     ablated,
     ablation_effects,
@@ -16,7 +17,6 @@ from falsify.interventions.ablation import (
     single_unit_masks,
 )
 from falsify.interventions.groups import cluster_masks, random_masks, resolve_k, top_k_masks
-from falsify.interventions.hooks import capture, get_layer, hooked, layer_names
 
 __all__ = [
     "ablated",

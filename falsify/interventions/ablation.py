@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from falsify.hooks import capture, hooked
 from falsify.hypothesis.kinds import UnitEffectKind, register
 from falsify.hypothesis.units import Fill
 from falsify.interventions.engine import (
@@ -27,7 +28,6 @@ from falsify.interventions.engine import (
     ablation_sweep,
     row_stats_correct_ce,
 )
-from falsify.interventions.hooks import capture, hooked
 from falsify.units import unit_view
 
 __all__ = [

@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from falsify.interventions.hooks import capture, get_layer, hooked
+from falsify.hooks import capture, get_layer, hooked
 from falsify.units import UnitView, unit_view
 
 __all__ = [

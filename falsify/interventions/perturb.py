@@ -12,7 +12,7 @@
 Both read and change the units through the layer's unit view (:mod:`falsify.units`): the
 spread and the directions are over its units, at every position of a mean view or at the
 position of a position view only. Both run inside scoped hooks
-(:func:`falsify.interventions.hooks.hooked`).
+(:func:`falsify.hooks.hooked`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from falsify.interventions.hooks import capture, hooked
+from falsify.hooks import capture, hooked
 from falsify.units import unit_view
 
 __all__ = ["direction_ablation_curves", "noise_curve", "random_directions", "unit_spread"]

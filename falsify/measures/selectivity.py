@@ -13,8 +13,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from falsify.hooks import capture
 from falsify.hypothesis.kinds import UnitMeasureKind, register
-from falsify.interventions.hooks import capture
 from falsify.selectivity import class_conditional_means, mean_selectivity, selectivity_index
 from falsify.units import unit_view
 

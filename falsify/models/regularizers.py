@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from falsify.hooks import hooked
 from falsify.hypothesis.schema import TrainingSpec
-from falsify.interventions.hooks import hooked
 from falsify.models.enmeshment import EnmeshmentTerm
 from falsify.selectivity import selectivity_index
 from falsify.units import CHANNELS, UnitView, default_layers, unit_view

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from falsify._io import atomic_write, atomic_write_text
@@ -40,10 +36,13 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def _figure(table: pd.DataFrame, path: Path) -> None:
+    from matplotlib.figure import Figure
+
     power_cols = [c for c in table.columns if c.startswith("power_at_")]
     xs = [0.0] + [float(c.split("_")[2]) for c in power_cols]
     groups = list(dict.fromkeys(zip(table["shape"], table["method"], strict=True)))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(groups), 3.6))
+    axes = fig.subplots(1, len(groups), squeeze=False)
     alpha = table.attrs.get("alpha", 0.05)
     for ax, (shape, method) in zip(axes[0], groups, strict=True):
         sub = table[(table["shape"] == shape) & (table["method"] == method)]
@@ -58,7 +57,6 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
     axes[0][-1].legend(fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_calibration(table: pd.DataFrame, simulators: list[Simulator], out_dir: Path) -> Path:

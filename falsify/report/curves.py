@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -31,14 +27,15 @@ def targeted_curves(tidy: pd.DataFrame, labels: dict[str, str], level: float, pa
     score, k, group, draw, effect). Each replicate's random groups are first averaged per k;
     lines are means over replicates and bands their ``level`` t intervals.
     """
+    from matplotlib.figure import Figure
+
     layers = list(dict.fromkeys(tidy["layer"]))
     scores = [s for s in dict.fromkeys(tidy["score"]) if s]
     panels = [(layer, score) for layer in layers for score in scores]
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False, sharey=True
-    )
+    fig = Figure(figsize=(4.6 * ncols, 3.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for ax, (layer, score) in zip(axes.flat, panels, strict=False):
         sub = tidy[tidy["layer"] == layer]
         rand = sub[sub["group"] == "random"].groupby(["seed", "k"], as_index=False)["effect"].mean()
@@ -58,4 +55,3 @@ def targeted_curves(tidy: pd.DataFrame, labels: dict[str, str], level: float, pa
     fig.suptitle(f"lines: mean over replicates; bands: {level:.0%} t intervals", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,13 +1,14 @@
-"""Figures for reports (matplotlib, Agg backend, PNG)."""
+"""Figures for reports: PNG files drawn on matplotlib ``Figure`` objects.
+
+Every figure module draws with matplotlib's object-oriented API (no pyplot, no backend
+selection: ``savefig`` to a ``.png`` renders with Agg) and imports matplotlib inside its drawing
+functions, so importing falsify changes no global state and loads no plotting library.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 
 __all__ = ["association_scatter"]
@@ -20,12 +21,14 @@ def association_scatter(
     path: Path,
 ) -> None:
     """x vs y for every unit, one panel per layer, coloured by replicate (seed)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
     layers = list(dict.fromkeys(tidy["layer"]))
-    fig, axes = plt.subplots(
-        1, len(layers), figsize=(5.2 * len(layers), 4.4), squeeze=False, sharey=True
-    )
+    fig = Figure(figsize=(5.2 * len(layers), 4.4))
+    axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)
     seeds = list(dict.fromkeys(tidy["seed"]))
-    cmap = plt.get_cmap("tab10" if len(seeds) <= 10 else "tab20")
+    cmap = colormaps["tab10" if len(seeds) <= 10 else "tab20"]
     for ax, layer in zip(axes[0], layers, strict=True):
         sub = tidy[tidy["layer"] == layer]
         for i, seed in enumerate(seeds):
@@ -45,4 +48,3 @@ def association_scatter(
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

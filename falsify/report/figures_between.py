@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -38,6 +34,8 @@ def outcome_by_condition(
     ``labels`` maps each outcome's name to its axis label; with several outcomes
     ``replicates`` has an ``outcome`` column.
     """
+    from matplotlib.figure import Figure
+
     several = "outcome" in replicates.columns
     panels = [
         (replicates[replicates["outcome"] == name] if several else replicates, "statistic", label)
@@ -47,7 +45,8 @@ def outcome_by_condition(
     if "mean_selectivity" in replicates.columns and not shown:
         panels.append((panels[0][0], "mean_selectivity", "achieved mean class selectivity"))
     width = max(5.0, 1.1 * len(order) + 2.5)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.4), squeeze=False)
+    fig = Figure(figsize=(width * len(panels), 4.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     pos = {c: i for i, c in enumerate(order)}
     for ax, (df, col, ylabel) in zip(axes[0], panels, strict=True):
         for _, g in df.groupby("seed"):
@@ -64,4 +63,3 @@ def outcome_by_condition(
         ax.set_title(f"{ylabel}: mean and {100 * level:g}% CI per condition", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

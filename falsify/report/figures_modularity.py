@@ -7,10 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -34,8 +30,11 @@ def clusterability_by_condition(
 
     ``details`` has columns condition, seed, clusterability, random_baseline, shuffled_baseline.
     """
+    from matplotlib.figure import Figure
+
     pos = {c: i for i, c in enumerate(order)}
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(order) + 2.5), 4.4))
+    fig = Figure(figsize=(max(5.0, 1.2 * len(order) + 2.5), 4.4))
+    ax = fig.subplots()
     for _, g in details.groupby("seed"):
         g = g.assign(x=g["condition"].map(pos)).sort_values("x")
         ax.plot(g["x"], g["clusterability"], color="0.75", lw=0.8, marker="o", ms=3, zorder=1)
@@ -65,7 +64,6 @@ def clusterability_by_condition(
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def damage_heatmaps(
@@ -75,18 +73,18 @@ def damage_heatmaps(
     ablating each cluster of ``layer``. ``panels``: (seed, damage, cluster sizes). Clusters are
     not matched across replicates, so each panel is its own model; rows are ordered by total
     damage and labelled with the cluster's number of units."""
+    from matplotlib.figure import Figure
+
     shown = panels[:6]
     n_clusters, n_classes = shown[0][1].shape
     limit = max(float(np.nanmax(np.abs(d))) for _, d, _ in shown) or 1.0
     cols = min(3, len(shown))
     rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(
-        rows,
-        cols,
+    fig = Figure(
         figsize=(cols * max(3.2, 0.32 * n_classes + 1.4), rows * (0.35 * n_clusters + 1.6)),
-        squeeze=False,
         layout="constrained",
     )
+    axes = fig.subplots(rows, cols, squeeze=False)
     im = None
     for ax, (seed, damage, sizes) in zip(axes.ravel(), shown, strict=False):
         order = np.argsort(-np.nansum(damage, axis=1))
@@ -102,7 +100,6 @@ def damage_heatmaps(
     fig.suptitle(f"{layer}: {what} per class from ablating each cluster", fontsize=10)
     fig.colorbar(im, ax=axes.ravel().tolist(), label=what, shrink=0.8)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # outcome kind -> draw(details rows, condition order, outcome spec, CI level, path)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from falsify.errors import FalsifyError, field_error
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DEVICES", "resolve_device"]
 
@@ -13,6 +16,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when a GPU is visible, else the CPU; ``cuda`` without a GPU is an error."""
+    import torch  # here, not at the top: the CLI's parser reads DEVICES without loading torch
+
     if name not in DEVICES:
         raise FalsifyError(field_error(None, "--device", f"one of {list(DEVICES)}", name))
     if name == "auto":

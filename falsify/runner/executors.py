@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
 
-import torch
-
 from falsify.errors import FalsifyError
 
 __all__ = ["EXECUTORS", "Executor", "LocalPool", "RayCluster", "make_executor"]
@@ -32,6 +30,8 @@ class Executor(Protocol):
 
 def threads_per_job(jobs: int) -> int:
     """Split this machine's CPU threads between concurrent jobs (at least one each)."""
+    import torch  # here, not at the top: the CLI's parser reads EXECUTORS without loading torch
+
     return max(1, torch.get_num_threads() // jobs)
 
 

@@ -15,10 +15,10 @@ from torch import nn
 
 from falsify.data import Dataset, load_dataset
 from falsify.errors import FalsifyError, LocatedError
+from falsify.hooks import layer_names
 from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.kinds import SHAPES
 from falsify.hypothesis.loader import HypothesisFile
-from falsify.interventions.hooks import layer_names
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
 from falsify.runner.cache import ModelCache, replicate_key

@@ -1,4 +1,4 @@
-"""Scoped forward hooks: every intervention runs inside a context that always removes them."""
+"""Scoped forward hooks: every read or change of a layer goes through these context managers."""
 
 from __future__ import annotations
 
