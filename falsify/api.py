@@ -21,6 +21,7 @@ from falsify.runner.executors import make_executor
 
 if TYPE_CHECKING:
     from falsify.runner import Outcome
+    from falsify.runner.executors import Executor
 
 __all__ = ["from_dict", "load", "run"]
 
@@ -49,7 +50,7 @@ def run(
     cache: str | Path = ".falsify",
     device: str = "auto",
     jobs: int = 1,
-    executor: str = "local",
+    executor: str | Executor = "local",
     address: str | None = None,
     out: str | Path | None = None,
     lock: str | Path = DEFAULT_LOCK,
@@ -60,14 +61,17 @@ def run(
     ``outcome.verdict``, ``outcome.parts`` (one row per part: estimate, CI, p-values, effect
     size, verdict), ``outcome.replicates`` (one row per replicate × part) and ``outcome.tidy``
     (the finest-grained data) are pandas tables. With ``out``, the report files are written
-    there too, exactly as ``falsify run --out`` writes them.
+    there too, exactly as ``falsify run --out`` writes them (``<out>/<id>.md`` and beside it).
+    ``executor`` is ``local`` or ``ray`` (with ``jobs`` and ``address``), or an executor made
+    once by :func:`falsify.runner.executors.make_executor` and shared by several runs, as
+    ``falsify run`` does for the files it is given.
     """
     # here, not at the top: load and from_dict need neither torch nor the report
     from falsify.report import first_result_at, write_outcome
     from falsify.runner import ModelCache, resolve_device, run_hypothesis
 
     hf = hypothesis if isinstance(hypothesis, loader.HypothesisFile) else load(hypothesis)
-    pool = make_executor(executor, jobs, address)
+    pool = make_executor(executor, jobs, address) if isinstance(executor, str) else executor
     outcome = run_hypothesis(hf, ModelCache(cache), resolve_device(device), progress, pool)
     if out is not None:
         out = Path(out)

@@ -177,3 +177,15 @@ def test_two_kinds_with_one_name_are_refused() -> None:
     registry.add(make())
     with pytest.raises(FalsifyError, match="Two unit_measures kinds are named 'twin'"):
         registry.add(make())
+
+
+def test_falsify_kinds_lists_the_plugin_kinds(installed: Path, tmp_path: Path) -> None:
+    listed = _falsify(installed, "kinds", cwd=tmp_path).stdout
+    for row in (
+        "| unit_measures | `activation_rate` | activation rate | `falsify_example` |",
+        "| architectures | `token_mixer` |",
+        "| shapes | `mean_unit_effect` |",
+    ):
+        assert row in listed
+    builtin = _falsify(installed, "kinds", "--builtin", cwd=tmp_path).stdout
+    assert "activation_rate" not in builtin and "`class_selectivity`" in builtin

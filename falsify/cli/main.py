@@ -11,14 +11,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from falsify.cli.listing import read_listing
 from falsify.errors import FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
-from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files, preregistration
+from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files
 from falsify.runner.device import DEVICES
 from falsify.runner.executors import EXECUTORS, make_executor
 
@@ -191,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
         "are read, so it answers at once; `falsify check` validates the whole file.",
     )
     lst.add_argument("paths", nargs="+", metavar="PATH", help="hypothesis files or folders")
+
+    kinds = sub.add_parser(
+        "kinds",
+        help="list every kind a file can name (built-in and installed plugins)",
+        description="Print a Markdown table of every registered kind, by slot: its name, "
+        "label, module, docs page and capabilities, plugins installed through entry points "
+        "included (docs/extending.md).",
+    )
+    kinds.add_argument(
+        "--builtin", action="store_true", help="only falsify's own kinds (docs/kinds.md)"
+    )
     return parser
 
 
@@ -248,6 +258,13 @@ def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]
     if getattr(args, "seeds", None) is not None:
         overrides.append(f"population.seeds={args.seeds}")
     return _read_all(args, lambda path: load(path, overrides), lambda hf: hf.hypothesis.id)
+
+
+def _cmd_kinds(args: argparse.Namespace) -> int:
+    from falsify.report.kinds import kinds_markdown
+
+    print(kinds_markdown(builtin_only=args.builtin), end="")
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -313,11 +330,10 @@ def _cmd_lock(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from falsify.report import first_result_at, write_outcome
-    from falsify.runner import ModelCache, resolve_device, run_hypothesis
+    from falsify.api import run
+    from falsify.runner import resolve_device
 
-    device = resolve_device(args.device)
-    cache = ModelCache(args.cache)
+    resolve_device(args.device)  # a device that is not there is one error, not one per file
     executor = make_executor(args.executor, args.jobs, args.address)
     files, errors = _load_all(args)
     for e in errors:
@@ -326,14 +342,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for hf in files:
         start = time.perf_counter()
         try:
-            outcome = run_hypothesis(hf, cache, device, not args.quiet, executor)
-            outcome = replace(
-                outcome,
-                preregistration=preregistration(
-                    hf, args.lock, first_result_at(args.out, hf.hypothesis.id)
-                ),
+            outcome = run(
+                hf,
+                cache=args.cache,
+                device=args.device,
+                executor=executor,
+                out=args.out,
+                lock=args.lock,
+                progress=not args.quiet,
             )
-            report = write_outcome(outcome, args.out)
         except FalsifyError as exc:
             _error(exc)
             failed += 1
@@ -355,7 +372,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"[{best.ci_low:.3f}, {best.ci_high:.3f}]{parts}, "
             f"{outcome.provenance['replicates']} replicates "
             f"({outcome.provenance['cache_hits']} cached), {time.perf_counter() - start:.1f} s "
-            f"-> {report}"
+            f"-> {args.out / f'{hf.hypothesis.id}.md'}"
         )
     return 1 if failed else 0
 
@@ -369,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _cmd_list,
         "lock": _cmd_lock,
         "calibrate": _cmd_calibrate,
+        "kinds": _cmd_kinds,
     }
     try:
         return commands[args.command](args)
