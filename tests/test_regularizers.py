@@ -7,6 +7,7 @@ from falsify.hypothesis.schema import TrainingSpec
 from falsify.measures.selectivity import selectivity_index
 from falsify.models.mlp import MLP
 from falsify.models.regularizers import (
+    Selectivity,
     SelectivityTerm,
     batch_selectivity,
     build_regularizers,
@@ -62,10 +63,10 @@ def test_gradient_moves_selectivity_the_way_alpha_says(alpha: float) -> None:
 def test_switched_off_terms_are_not_built() -> None:
     model = MLP(4, (8, 8), 3)
     assert build_regularizers(TrainingSpec(), model, 3) == []
-    (term,) = build_regularizers(TrainingSpec(selectivity_alpha=-2), model, 3)
+    (term,) = build_regularizers(TrainingSpec(selectivity=Selectivity(alpha=-2)), model, 3)
     assert term.layers == ("hidden1", "hidden2") and term.alpha == -2
     (term,) = build_regularizers(
-        TrainingSpec(selectivity_alpha=1, selectivity_layers=("hidden2",)), model, 3
+        TrainingSpec(selectivity=Selectivity(alpha=1, layers=("hidden2",))), model, 3
     )
     assert term.layers == ("hidden2",)
 

@@ -6,11 +6,12 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from falsify.errors import FalsifyError
+from falsify.errors import FalsifyDeprecationWarning, FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files, preregistration
 from falsify.runner.device import DEVICES
@@ -208,10 +209,17 @@ def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]
     files, errors = [], []
     for path in discover(args.paths):
         try:
-            hf = load(path, overrides)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", FalsifyDeprecationWarning)
+                hf = load(path, overrides)
         except FalsifyError as exc:
             errors.append(str(exc))
             continue
+        for w in caught:
+            if issubclass(w.category, FalsifyDeprecationWarning):
+                print(f"note: {w.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if getattr(args, "only", None) and hf.hypothesis.id not in args.only:
             continue
         files.append(hf)
