@@ -12,11 +12,23 @@ import difflib
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["FalsifyError", "HypothesisError", "LocatedError", "did_you_mean", "field_error"]
+__all__ = [
+    "FalsifyDeprecationWarning",
+    "FalsifyError",
+    "HypothesisError",
+    "LocatedError",
+    "did_you_mean",
+    "field_error",
+]
 
 
 class FalsifyError(Exception):
     """Base class of every error caused by user input rather than by a bug."""
+
+
+class FalsifyDeprecationWarning(DeprecationWarning):
+    """A hypothesis file spelled the old way; it still works. The loader turns these into one
+    note per file, which the CLI prints as one line."""
 
 
 class HypothesisError(FalsifyError):

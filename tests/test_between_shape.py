@@ -48,9 +48,8 @@ def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
     assert (out / "between_tiny.png").stat().st_size > 1000
     tidy = pd.read_csv(out / "between_tiny.csv")
     assert len(tidy) == 6
-    assert {"condition", "seed", "outcome", "mean_selectivity", "training.label_noise"} <= set(
-        tidy.columns
-    )
+    assert {"condition", "seed", "outcome", "training.label_noise"} <= set(tidy.columns)
+    assert "mean_selectivity" not in tidy.columns  # no condition regularizes selectivity
     # The estimate is the mean within-seed difference of the per-replicate outcomes.
     wide = tidy.pivot(index="seed", columns="condition", values="outcome")
     diff = (wide["label_noise=0.5"] - wide["label_noise=0"]).mean()
@@ -93,6 +92,21 @@ def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
             "'test.outcomes[0].outcome.layers[0]'",
         ),
         ("training: {epochs: 2,", "training: {selectivity_layers: [head2], epochs: 2,", "'head'"),
+        (
+            "training: {epochs: 2,",
+            "training: {selectivity: {layers: [hidden1, head2]}, epochs: 2,",
+            "'population.training.selectivity.layers[1]'",
+        ),
+        (
+            "training: {epochs: 2,",
+            "training: {enmeshment: {layers: [hiden1]}, epochs: 2,",
+            "'population.training.enmeshment.layers[0]'",
+        ),
+        (
+            "training: {epochs: 2,",
+            "training: {enmeshment: {lam: 1, layers: [hidden1.act]}, epochs: 2,",
+            "'population.training.enmeshment.layers[0]'",
+        ),
     ],
 )
 def test_bad_between_files_name_the_field(write, tmp_path, old, new, needle) -> None:

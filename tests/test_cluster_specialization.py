@@ -22,7 +22,7 @@ FAST = [
     "population.training.lr=0.01",
     "population.training.batch_size=128",
     "population.model.hidden=[16, 16]",
-    "population.training.enmeshment_k=3",
+    "population.training.enmeshment.k=3",
     "test.k=3",
     "test.draws=8",
 ]

@@ -76,7 +76,7 @@ FAST = [
     "population.training.epochs=2",
     "population.training.batch_size=256",
     "population.model.hidden=[16, 16]",
-    "population.training.enmeshment_k=3",
+    "population.training.enmeshment.k=3",
 ]
 
 

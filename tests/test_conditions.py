@@ -58,7 +58,7 @@ def test_grid_is_the_cartesian_product_in_file_order(write) -> None:
         "selectivity_alpha=1, batch_norm=true",
     ]
     last = conds[-1].population
-    assert last.training.selectivity_alpha == 1.0 and last.model.batch_norm is True
+    assert last.training.selectivity.alpha == 1.0 and last.model.batch_norm is True
     assert last.conditions == {} and last.seeds == pop.seeds
     assert conds[-1].value("model.batch_norm") is True
 
@@ -136,8 +136,8 @@ def test_replicates_of_a_grid_reuse_the_plain_population(tmp_path) -> None:
         ("label_noise=0.5", 1, False),
     ]
     assert grid[0].key == plain[0].key
-    for r in grid:
-        assert 0.0 <= r.metrics["mean_selectivity"] <= 1.0
+    # No regularizer is on, so nothing is recorded (achieved metrics only when some need them).
+    assert all(r.metrics == {} for r in grid)
     # Cached metadata carries the training-time record.
     again = obtain_replicates(
         _pop(**{"training.label_noise": [0.5]}), data, cache, CPU, progress=False

@@ -201,6 +201,9 @@ def _placed(slot: str, cls: type[Kind], body: dict[str, object]) -> tuple[str, s
             {}, kind="association", layers=["hidden1"], x={"kind": "class_selectivity"}, y=body
         ), "test.y"
     doc = yaml.safe_load(_hypothesis({"kind": "accuracy"}))
+    if slot == "regularizers":  # a block of training, named by its key, not by ``kind``
+        doc["population"]["training"] = {cls.tag(): {k: v for k, v in body.items() if k != "kind"}}
+        return yaml.safe_dump(doc, sort_keys=False), f"population.training.{cls.tag()}"
     where = "data" if slot == "datasets" else "model"
     doc["population"][where] = body
     return yaml.safe_dump(doc, sort_keys=False), f"population.{where}"

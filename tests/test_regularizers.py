@@ -1,17 +1,35 @@
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 
+from falsify.data import load_dataset
+from falsify.data.digits import DigitsData
+from falsify.errors import FalsifyDeprecationWarning, HypothesisError
+from falsify.hypothesis.conditions import expand
+from falsify.hypothesis.loader import HypothesisFile, load, loads
 from falsify.hypothesis.schema import TrainingSpec
 from falsify.measures.selectivity import selectivity_index
+from falsify.models.ensemble import supports_ensemble
 from falsify.models.mlp import MLP
 from falsify.models.regularizers import (
+    Selectivity,
     SelectivityTerm,
     batch_selectivity,
     build_regularizers,
     captured_activations,
 )
+from falsify.models.training import train_replicate
+from falsify.runner.cache import replicate_key
+from falsify.runner.replicates import recipe_of
+
+CPU = torch.device("cpu")
+HYPOTHESES = Path(__file__).resolve().parents[1] / "hypotheses"
 
 
 def test_batch_selectivity_matches_the_measure_on_class_means() -> None:
@@ -62,10 +80,10 @@ def test_gradient_moves_selectivity_the_way_alpha_says(alpha: float) -> None:
 def test_switched_off_terms_are_not_built() -> None:
     model = MLP(4, (8, 8), 3)
     assert build_regularizers(TrainingSpec(), model, 3) == []
-    (term,) = build_regularizers(TrainingSpec(selectivity_alpha=-2), model, 3)
+    (term,) = build_regularizers(TrainingSpec(selectivity=Selectivity(alpha=-2)), model, 3)
     assert term.layers == ("hidden1", "hidden2") and term.alpha == -2
     (term,) = build_regularizers(
-        TrainingSpec(selectivity_alpha=1, selectivity_layers=("hidden2",)), model, 3
+        TrainingSpec(selectivity=Selectivity(alpha=1, layers=("hidden2",))), model, 3
     )
     assert term.layers == ("hidden2",)
 
@@ -79,3 +97,121 @@ def test_capture_keeps_the_graph_and_removes_its_hooks() -> None:
     with pytest.raises(RuntimeError), captured_activations(model, ["hidden1"]):
         raise RuntimeError("boom")
     assert all(not m._forward_hooks for m in model.modules())
+
+
+# --- the blocks of training, the old flat names, and the cache recipe ----------------------------
+
+FILE = """\
+id: spellings
+claim: The old and the new spelling of a regularizer are one recipe.
+population:
+  data: {kind: digits}
+  model: {kind: mlp, hidden: [8, 8]}
+  training: {TRAINING}
+  seeds: 2
+  conditions: {GRID: [0, 1]}
+test:
+  kind: between_conditions
+  outcome: {kind: accuracy}
+  compare: {kind: reference, reference: {GRID: 0}}
+prediction: {direction: positive, sesoi: 0.01}
+"""
+OLD = "epochs: 2, selectivity_layers: [hidden1], enmeshment_lambda: 0.5, enmeshment_k: 3"
+NEW = "epochs: 2, selectivity: {layers: [hidden1]}, enmeshment: {lam: 0.5, k: 3}"
+
+
+def _file(training: str, grid: str) -> str:
+    return FILE.replace("TRAINING", training).replace("GRID", grid)
+
+
+def _keys(hf: HypothesisFile) -> list[str]:
+    return [
+        replicate_key(recipe_of(c.population), s, CPU)
+        for c in expand(hf.hypothesis.population)
+        for s in hf.hypothesis.population.seeds
+    ]
+
+
+def test_old_and_new_spellings_are_one_population_and_one_key() -> None:
+    with pytest.warns(FalsifyDeprecationWarning):
+        old = loads(_file(OLD, "training.selectivity_alpha"))
+    new = loads(_file(NEW, "training.selectivity.alpha"))
+    assert old.hypothesis.population.training == new.hypothesis.population.training
+    resolved = [[c.population for c in expand(hf.hypothesis.population)] for hf in (old, new)]
+    assert resolved[0] == resolved[1]
+    assert resolved[1][1].training.selectivity == Selectivity(alpha=1, layers=("hidden1",))
+    assert _keys(old) == _keys(new) and len(set(_keys(new))) == 4
+    # the grid keeps the key as written: conditions read as in the file
+    assert [c.name for c in expand(new.hypothesis.population)][1] == "selectivity.alpha=1"
+
+
+def test_a_setting_spelled_both_ways_is_refused() -> None:
+    with pytest.raises(HypothesisError, match="not both"):
+        loads(_file("selectivity: {alpha: 1}, selectivity_alpha: 2", "training.label_noise"))
+    both = _file(NEW, "training.selectivity.alpha").replace(
+        "  conditions: {", "  conditions: {training.selectivity_alpha: [2, 3], "
+    )
+    with pytest.raises(HypothesisError, match="same field"):
+        loads(both)
+
+
+def test_old_names_give_one_note_per_file(write, tmp_path, capsys) -> None:
+    from falsify.cli.main import main
+
+    old = write(_file(OLD + ", enmeshment_recluster_every: 5", "training.selectivity_alpha"))
+    assert main(["check", str(old), "--cache", str(tmp_path)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1, notes
+    assert str(old) in notes[0] and "'enmeshment_k' (now 'enmeshment.k')" in notes[0]
+    new = write(_file(NEW, "training.selectivity.alpha"))
+    assert main(["check", str(new), "--cache", str(tmp_path)]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_an_error_in_an_old_name_points_at_that_name() -> None:
+    with pytest.raises(HypothesisError, match=r"'population.training.enmeshment_k' .*\(line 6\)"):
+        loads(_file("enmeshment_k: 1", "training.label_noise"))
+
+
+# The recipes (sorted-key JSON) the code before the blocks (commit ecff3f6) computed, printed by
+# ``json.dumps(recipe_of(population), sort_keys=True, separators=(",", ":"))`` for these
+# training sections of FILE (conditions aside); the blocks must give the same, so cached models
+# keep their keys.
+OLD_RECIPES = {
+    "epochs: 2, selectivity_alpha: -1, selectivity_layers: [hidden1]": '{"data":{"kind":"digits","split_seed":0,"test_fraction":0.2},"model":{"batch_norm":false,"dropout":0.0,"hidden":[8,8],"kind":"mlp"},"training":{"batch_size":64,"epochs":2,"label_noise":0.0,"lr":0.001,"momentum":0.9,"optimizer":"adam","selectivity_alpha":-1.0,"selectivity_layers":["hidden1"],"weight_decay":0.0}}',
+    "enmeshment_lambda: 0.5, enmeshment_layers: [hidden2], enmeshment_k: 3, "
+    "enmeshment_recluster_every: 7, selectivity_alpha: 0.3, epochs: 30": '{"data":{"kind":"digits","split_seed":0,"test_fraction":0.2},"model":{"batch_norm":false,"dropout":0.0,"hidden":[8,8],"kind":"mlp"},"training":{"batch_size":64,"enmeshment_k":3,"enmeshment_lambda":0.5,"enmeshment_layers":["hidden2"],"enmeshment_recluster_every":7,"epochs":30,"label_noise":0.0,"lr":0.001,"momentum":0.9,"optimizer":"adam","selectivity_alpha":0.3,"selectivity_layers":[],"weight_decay":0.0}}',
+    "enmeshment_k: 7, enmeshment_layers: [hidden1], epochs: 30": '{"data":{"kind":"digits","split_seed":0,"test_fraction":0.2},"model":{"batch_norm":false,"dropout":0.0,"hidden":[8,8],"kind":"mlp"},"training":{"batch_size":64,"epochs":30,"label_noise":0.0,"lr":0.001,"momentum":0.9,"optimizer":"adam","selectivity_alpha":0.0,"selectivity_layers":[],"weight_decay":0.0}}',
+}
+# sha256 of the newline-joined recipes of every condition of every bundled hypothesis (in file
+# order), computed the same way at ecff3f6: 24 recipes.
+BUNDLED_RECIPES_SHA256 = "04a5064c5824d949ee297126b1d3f20f01d10af6d96dad87f07b6547c1f2bf0d"
+
+
+@pytest.mark.parametrize("training", list(OLD_RECIPES))
+def test_recipes_are_those_of_before_the_blocks(training: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FalsifyDeprecationWarning)
+        hf = loads(_file(training, "training.label_noise"))
+    population = expand(hf.hypothesis.population)[0].population  # label_noise 0, as then
+    got = json.dumps(recipe_of(population), sort_keys=True, separators=(",", ":"))
+    assert got == OLD_RECIPES[training]
+
+
+def test_bundled_recipes_are_those_of_before_the_blocks() -> None:
+    texts = [
+        json.dumps(recipe_of(c.population), sort_keys=True, separators=(",", ":"))
+        for path in sorted(HYPOTHESES.glob("*.yaml"))
+        for c in expand(load(path).hypothesis.population)
+    ]
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    assert len(texts) == 24 and digest == BUNDLED_RECIPES_SHA256
+
+
+def test_only_an_active_regularizer_records_what_it_achieved() -> None:
+    data = load_dataset(DigitsData(kind="digits"))
+    grid = loads(_file("epochs: 1", "training.selectivity.alpha")).hypothesis.population
+    off, on = (c.population for c in expand(grid))
+    assert train_replicate(off, data, 0, CPU).metrics == {}
+    assert 0.0 <= train_replicate(on, data, 0, CPU).metrics["mean_selectivity"] <= 1.0
+    assert supports_ensemble(off) and not supports_ensemble(on)

@@ -10,12 +10,13 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from falsify.cli.listing import read_listing
-from falsify.errors import FalsifyError
+from falsify.errors import FalsifyDeprecationWarning, FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files
 from falsify.runner.device import DEVICES
@@ -257,7 +258,20 @@ def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]
     overrides = list(getattr(args, "overrides", []) or [])
     if getattr(args, "seeds", None) is not None:
         overrides.append(f"population.seeds={args.seeds}")
-    return _read_all(args, lambda path: load(path, overrides), lambda hf: hf.hypothesis.id)
+
+    def read(path: Path) -> HypothesisFile:
+        # A deprecated field name is one note line per file, not a Python warning.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FalsifyDeprecationWarning)
+            hf = load(path, overrides)
+        for w in caught:
+            if issubclass(w.category, FalsifyDeprecationWarning):
+                print(f"note: {w.message}", file=sys.stderr)
+            else:  # other warnings go on as they came
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return hf
+
+    return _read_all(args, read, lambda hf: hf.hypothesis.id)
 
 
 def _cmd_kinds(args: argparse.Namespace) -> int:

@@ -3,8 +3,12 @@
 ``population.conditions`` maps dotted recipe fields to lists of values, e.g.::
 
     conditions:
-      training.selectivity_alpha: [-1, 0, 1]
+      training.selectivity.alpha: [-1, 0, 1]
       model.batch_norm: [false, true]
+
+A regularizer block's field is named through its block (``training.enmeshment.lam``) or by its
+older flat name (``training.enmeshment_lambda``); the grid keeps the key as written, so
+conditions and the comparisons that name them read as in the file.
 
 The grid is the Cartesian product (here 6 conditions), in file order. Every condition is
 trained at the population's seed list, so a comparison between two conditions can be paired by
@@ -24,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from falsify.errors import FalsifyError, field_error
+from falsify.hypothesis.kinds import RegularizerKind
 from falsify.hypothesis.schema import Population
 
 __all__ = [
@@ -63,7 +68,7 @@ class Condition:
     """One cell of the grid: its settings and the population it resolves to."""
 
     index: int
-    name: str  # e.g. "selectivity_alpha=-1"; "" for a population without conditions
+    name: str  # e.g. "selectivity.alpha=-1"; "" for a population without conditions
     settings: tuple[tuple[str, Any], ...]  # (dotted field, validated value), in grid order
     population: Population  # base recipe with the settings applied and no conditions
 
@@ -71,13 +76,30 @@ class Condition:
         return dict(self.settings)[field]
 
 
-def condition_fields(population: Population) -> list[str]:
-    """Every dotted recipe field a condition may vary for this population's model kind."""
-    out = []
+def _paths(population: Population) -> dict[str, tuple[str, ...]]:
+    """Every dotted recipe field a condition may vary -> its path (section, field[, sub])."""
+    out: dict[str, tuple[str, ...]] = {}
     for section in _SECTIONS:
         spec = getattr(population, section)
-        out += [f"{section}.{f}" for f in type(spec).model_fields if f != "kind"]
+        for name in type(spec).model_fields:
+            value = getattr(spec, name)
+            if name == "kind":
+                continue
+            if not isinstance(value, RegularizerKind):
+                out[f"{section}.{name}"] = (section, name)
+                continue
+            block = type(value)
+            for sub in block.model_fields:
+                if sub != "kind":
+                    out[f"{section}.{name}.{sub}"] = (section, name, sub)
+            for old, new in block.legacy_fields.items():
+                out[f"{section}.{old}"] = (section, name, new)
     return out
+
+
+def condition_fields(population: Population) -> list[str]:
+    """Every dotted recipe field a condition may vary for this population's model kind."""
+    return list(_paths(population))
 
 
 def format_value(v: Any) -> str:
@@ -101,11 +123,23 @@ def canonical(v: Any) -> Any:
     return (type(v).__name__, v)
 
 
-def _validated(spec: BaseModel, field: str, value: Any, loc: tuple[str | int, ...]) -> BaseModel:
+def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        data = data[key]
+    data[path[-1]] = value
+
+
+def _validated(
+    spec: BaseModel, path: tuple[str, ...], value: Any, loc: tuple[str | int, ...]
+) -> Any:
+    """``value`` as the field at ``path`` of ``spec`` validates it."""
     data = spec.model_dump()
-    data[field] = value
+    _set(data, path, value)
     try:
-        return type(spec).model_validate(data)
+        out: Any = type(spec).model_validate(data)
+        for key in path:
+            out = getattr(out, key)
+        return out
     except ValidationError as exc:
         err = exc.errors()[0]
         msg = str(err.get("msg", "a valid value"))
@@ -122,18 +156,25 @@ def expand(population: Population) -> list[Condition]:
     """
     if not population.conditions:
         return [Condition(0, "", (), population)]
-    allowed = condition_fields(population)
+    paths = _paths(population)
+    allowed = list(paths)
     axes: list[list[tuple[str, Any]]] = []
+    varied: dict[tuple[str, ...], str] = {}
     for key, values in population.conditions.items():
         base = ("population", "conditions", key)
-        section, _, field = key.partition(".")
-        if key not in allowed:
+        if key not in paths:
             raise ConditionError(base, f"a recipe field, one of {allowed}", key, choices=allowed)
+        section, *path = paths[key]
+        other = varied.setdefault(paths[key], key)
+        if other != key:
+            raise ConditionError(
+                base, f"absent, as {other!r} is the same field (one spelling)", key
+            )
         spec = getattr(population, section)
         axis: list[tuple[str, Any]] = []
         seen: set[Any] = set()
         for i, value in enumerate(values):
-            resolved = getattr(_validated(spec, field, value, (*base, i)), field)
+            resolved = _validated(spec, tuple(path), value, (*base, i))
             if canonical(resolved) in seen:
                 raise ConditionError(
                     (*base, i),
@@ -143,7 +184,7 @@ def expand(population: Population) -> list[Condition]:
             seen.add(canonical(resolved))
             axis.append((key, resolved))
         axes.append(axis)
-    short = [k.rsplit(".", 1)[-1] for k in population.conditions]
+    short = [k.partition(".")[2] for k in population.conditions]
     labels = short if len(set(short)) == len(short) else list(population.conditions)
     out = []
     for index, cell in enumerate(itertools.product(*axes)):
@@ -152,9 +193,9 @@ def expand(population: Population) -> list[Condition]:
             spec = getattr(population, section)
             data = spec.model_dump()
             for key, value in cell:
-                sec, _, field = key.partition(".")
+                sec, *path = paths[key]
                 if sec == section:
-                    data[field] = value
+                    _set(data, tuple(path), value)
             update[section] = type(spec).model_validate(data)
         name = ", ".join(
             f"{label}={format_value(value)}" for label, (_, value) in zip(labels, cell, strict=True)

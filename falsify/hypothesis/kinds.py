@@ -1,7 +1,8 @@
 """One registry per slot of kinds; the file format's unions are built from them.
 
 A *kind* is one thing a hypothesis file can name with ``kind:`` — a dataset, an architecture,
-a per-unit measure, a per-unit effect, a model-level outcome, a contrast, a test shape. Each kind
+a per-unit measure, a per-unit effect, a model-level outcome, a contrast, a test shape — or, for
+a training-time regularizer, by the key of its block (``training: {selectivity: {...}}``). Each kind
 is one class, in one module, that is at once the spec (a frozen pydantic model: the fields a file
 may set) and the implementation (its methods), and declares its display ``label``, the ``docs``
 page that describes it and its capabilities as class variables (captum's one class per method
@@ -37,6 +38,7 @@ __all__ = [
     "HOME_PACKAGES",
     "OUTCOMES",
     "REGISTRIES",
+    "REGULARIZERS",
     "SHAPES",
     "UNIT_EFFECTS",
     "UNIT_MEASURES",
@@ -49,6 +51,7 @@ __all__ = [
     "ModelOutcome",
     "OutcomeKind",
     "Registry",
+    "RegularizerKind",
     "ShapeKind",
     "UnitEffect",
     "UnitEffectKind",
@@ -217,6 +220,46 @@ class ShapeKind(Kind):
         raise NotImplementedError
 
 
+class RegularizerKind(Kind):
+    """A training-time regularizer: a term added to the cross-entropy loss on every mini-batch.
+
+    Named in a file by the key of its block of ``training`` (``training: {selectivity: {alpha:
+    -1}}``), so its ``kind`` has a default and is left out of dumps. ``active`` is False at its
+    neutral setting (e.g. α = 0), where it trains exactly as plain cross-entropy does;
+    ``check(model, loc)`` raises LocatedError (its layer fields are checked by the runner
+    through their :class:`~falsify.hypothesis.types.LayerNames` mark first); ``build(model,
+    n_classes, steps_per_epoch)`` returns the term (:class:`falsify.models.regularizers.
+    RegularizerTerm`); ``achieved(model, x, y, n_classes)`` computes ``{metric: value}``, what
+    the term achieved, which reports show when some condition has the term on.
+    """
+
+    slot: ClassVar[str] = "regularizers"
+    # While active, a stacked ensemble (falsify.models.ensemble) still reproduces the recipe;
+    # that trainer adds no term to the loss, so only a term that leaves training as it is may.
+    ensemble: ClassVar[bool] = False
+    metric: ClassVar[str] = ""  # the model-level record of what it achieved; "" for none
+    # Deprecated flat names of ``training`` (before the blocks) -> this block's field.
+    legacy_fields: ClassVar[dict[str, str]] = {}
+
+    @property
+    def active(self) -> bool:
+        raise NotImplementedError
+
+    def check(self, model: Any, loc: tuple[str | int, ...]) -> None:
+        """Checks that need the real (untrained) model, while active; raise LocatedError."""
+
+    def build(self, model: Any, n_classes: int, steps_per_epoch: int) -> Any:
+        raise NotImplementedError
+
+    def achieved(self, model: Any, x: Any, y: Any, n_classes: int) -> dict[str, float]:
+        return {}
+
+    def recipe(self) -> dict[str, Any]:
+        """Its part of the cache recipe's ``training``: empty while inactive (so a recipe
+        without the term keeps the key it had before the term existed), else its fields."""
+        return {self.tag(): self.model_dump(mode="json")} if self.active else {}
+
+
 # slot -> the class variables that are its capabilities (shown by ``falsify kinds``, checked
 # by the contract tests)
 CAPABILITIES: dict[str, tuple[str, ...]] = {
@@ -225,6 +268,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "outcomes": ("needs_unit_layers", "detail_figure"),
     "contrasts": ("effect_size_kind", "wording"),
     "shapes": ("compares_conditions", "figure", "simulator"),
+    "regularizers": ("ensemble", "metric"),
 }
 
 
@@ -283,9 +327,19 @@ UNIT_EFFECTS = Registry("unit_effects", UnitEffectKind)
 OUTCOMES = Registry("outcomes", OutcomeKind)
 CONTRASTS = Registry("contrasts", ContrastKind)
 SHAPES = Registry("shapes", ShapeKind)
+REGULARIZERS = Registry("regularizers", RegularizerKind)
 REGISTRIES: dict[str, Registry] = {
     r.slot: r
-    for r in (DATASETS, ARCHITECTURES, UNIT_MEASURES, UNIT_EFFECTS, OUTCOMES, CONTRASTS, SHAPES)
+    for r in (
+        DATASETS,
+        ARCHITECTURES,
+        UNIT_MEASURES,
+        UNIT_EFFECTS,
+        OUTCOMES,
+        CONTRASTS,
+        SHAPES,
+        REGULARIZERS,
+    )
 }
 
 
@@ -340,14 +394,20 @@ class Kinds:
     """``Annotated[SlotBase, Kinds(REGISTRY)]``: a field holding any kind of that slot.
 
     The discriminated union is assembled from the registry when the schema is first built;
-    ``import_key`` is the key that picks the user's own kind when ``kind`` is absent.
+    ``import_key`` is the key that picks the user's own kind when ``kind`` is absent. With
+    ``only``, the field holds that one kind (a regularizer's block), looked up just as late.
     """
 
-    def __init__(self, registry: Registry, import_key: str | None = None) -> None:
+    def __init__(
+        self, registry: Registry, import_key: str | None = None, only: str | None = None
+    ) -> None:
         self.registry = registry
         self.import_key = import_key
+        self.only = only
 
     def members(self) -> list[type[Kind]]:
+        if self.only is not None:
+            return [self.registry[self.only]]
         return self.registry.classes()
 
     def tag_of(self, value: Any) -> str | None:
@@ -360,6 +420,8 @@ class Kinds:
         return getattr(value, "kind", None)
 
     def __get_pydantic_core_schema__(self, _source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        if self.only is not None:
+            return handler.generate_schema(self.registry[self.only])
         members = tuple(typing.Annotated[cls, Tag(cls.tag())] for cls in self.members())
         if not members:
             raise FalsifyError(f"No {self.registry.slot} kinds are registered.")

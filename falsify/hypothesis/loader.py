@@ -11,6 +11,7 @@ import hashlib
 import re
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from falsify.errors import HypothesisError, did_you_mean, field_error
+from falsify.errors import FalsifyDeprecationWarning, HypothesisError, did_you_mean, field_error
 from falsify.hypothesis.conditions import ConditionError, expand
 from falsify.hypothesis.kinds import Kinds
-from falsify.hypothesis.schema import Hypothesis
+from falsify.hypothesis.schema import Hypothesis, TrainingSpec
 from falsify.hypothesis.types import IMPORT_PATH_KEYS, IMPORT_PATH_TAG
 
 __all__ = [
@@ -140,8 +141,10 @@ def loads(
         )
     raw = apply_overrides(raw, overrides)
     try:
-        # Relative paths in the file (data roots, checkpoints) resolve against its folder.
-        hyp = Hypothesis.model_validate(raw, context={"base_dir": path.resolve().parent})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FalsifyDeprecationWarning)
+            # Relative paths in the file (data roots, checkpoints) resolve against its folder.
+            hyp = Hypothesis.model_validate(raw, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         keys = {parse_override(o)[0]: o for o in overrides}
         lines = []
@@ -153,6 +156,11 @@ def loads(
                     line += f" (The value came from the override {text_!r}.)"
             lines.append(line)
         raise HypothesisError("\n".join(dict.fromkeys(lines))) from None
+    notes = [str(w.message) for w in caught if issubclass(w.category, FalsifyDeprecationWarning)]
+    if notes:  # one note per file, however many old names it uses
+        warnings.warn(
+            FalsifyDeprecationWarning(f"{path}: {'; '.join(dict.fromkeys(notes))}"), stacklevel=2
+        )
     try:
         expand(hyp.population)
     except ConditionError as exc:
@@ -190,8 +198,25 @@ def _steps(raw: Any, loc: Loc) -> Iterator[tuple[str | int, Any]]:
             yield key, raw
 
 
+def _as_written(raw: Any, loc: Loc) -> Loc:
+    """``loc`` with a regularizer block's field (``training.enmeshment.layers``) spelled by the
+    deprecated flat name (``training.enmeshment_layers``) where the file uses that name."""
+    for i, key in enumerate(loc[:-1]):
+        if isinstance(raw, dict) and key not in raw and isinstance(key, str):
+            block = TrainingSpec.blocks().get(key)
+            old = {new: old for old, new in (block.legacy_fields if block else {}).items()}
+            name = old.get(str(loc[i + 1]))
+            if name in raw:
+                return (*loc[:i], name, *loc[i + 2 :])
+        if not _has(raw, key):
+            continue
+        raw = raw[key]
+    return loc
+
+
 def _locate(raw: Any, node: yaml.Node | None, loc: Loc) -> tuple[str, int | None]:
     """Follow ``loc`` through the data and the YAML nodes; return (dotted name, line)."""
+    loc = _as_written(raw, loc)
     name = ""
     line = node.start_mark.line + 1 if node is not None else None
     for key, _ in _steps(raw, loc):

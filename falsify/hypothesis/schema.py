@@ -14,19 +14,23 @@ The built-in kinds live in their own modules (e.g. ``falsify.models.mlp.MLPSpec`
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from falsify.errors import FalsifyDeprecationWarning
 from falsify.hypothesis.kinds import (
     ARCHITECTURES,
     DATASETS,
+    REGULARIZERS,
     SHAPES,
     ArchitectureKind,
     Comparison,
     DataKind,
     Kinds,
     ModelOutcome,
+    RegularizerKind,
     ShapeKind,
     UnitEffect,
     UnitMeasure,
@@ -34,7 +38,6 @@ from falsify.hypothesis.kinds import (
 from falsify.hypothesis.types import Frozen
 
 __all__ = [
-    "ENMESHMENT_FIELDS",
     "Comparison",
     "DataSpec",
     "Hypothesis",
@@ -54,6 +57,12 @@ ModelSpec = Annotated[ArchitectureKind, Kinds(ARCHITECTURES, import_key="factory
 TestSpec = Annotated[ShapeKind, Kinds(SHAPES)]
 
 
+def _block(tag: str) -> Any:
+    """A field of ``training`` holding the block of the regularizer kind ``tag`` (its defaults
+    when absent); the kind is looked up in the registry when first needed."""
+    return Field(default_factory=lambda: REGULARIZERS[tag]())
+
+
 class TrainingSpec(Frozen):
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
@@ -61,42 +70,78 @@ class TrainingSpec(Frozen):
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    # Leavitt & Morcos (2021): loss = CE − α · mean SI; α < 0 discourages class selectivity.
-    selectivity_alpha: float = 0.0
-    # Layers the selectivity regularizer reads; empty means every unit layer of the model.
-    selectivity_layers: tuple[str, ...] = ()
     # Morcos et al. (2018): this fraction of training labels is replaced by random classes.
     label_noise: float = Field(0.0, ge=0.0, le=1.0)
-    # Golechha, Cope & Schoots (2024): loss = CE + λ · mean over layers of (1 − C(W, clusters)).
-    enmeshment_lambda: float = Field(0.0, ge=0.0)
-    # Layers whose weights the enmeshment term clusters; empty means every unit layer.
-    enmeshment_layers: tuple[str, ...] = ()
-    enmeshment_k: int = Field(4, ge=2)  # bipartite clusters per layer
-    # Optimizer steps between re-clusterings; None: once per epoch.
-    enmeshment_recluster_every: int | None = Field(None, ge=1)
+    # The training-time regularizers, one block each (falsify.models.regularizers.Selectivity,
+    # falsify.models.enmeshment.Enmeshment); a block at its defaults is off.
+    selectivity: Annotated[RegularizerKind, Kinds(REGULARIZERS, only="selectivity")] = _block(
+        "selectivity"
+    )
+    enmeshment: Annotated[RegularizerKind, Kinds(REGULARIZERS, only="enmeshment")] = _block(
+        "enmeshment"
+    )
 
+    @classmethod
+    def blocks(cls) -> dict[str, type[RegularizerKind]]:
+        """Field name -> the regularizer kind whose block it holds."""
+        out: dict[str, type[RegularizerKind]] = {}
+        for name, info in cls.model_fields.items():
+            for meta in info.metadata:
+                if isinstance(meta, Kinds) and meta.registry is REGULARIZERS:
+                    (out[name],) = meta.members()
+        return out
 
-# Settings that do nothing while ``enmeshment_lambda`` is 0. The cache recipe leaves them out
-# then, so every recipe without the term keeps the key it had before the term existed.
-ENMESHMENT_FIELDS = (
-    "enmeshment_lambda",
-    "enmeshment_layers",
-    "enmeshment_k",
-    "enmeshment_recluster_every",
-)
+    def regularizers(self) -> tuple[RegularizerKind, ...]:
+        """Every regularizer block, active or not, in field order."""
+        return tuple(getattr(self, name) for name in self.blocks())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: Any) -> Any:
+        """The deprecated flat names (``selectivity_alpha``, ``enmeshment_lambda``, …) moved
+        into their blocks, with one warning naming them all."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        renamed: list[str] = []
+        for name, kind in cls.blocks().items():
+            for old, new in kind.legacy_fields.items():
+                if old not in data:
+                    continue
+                block = data.get(name, {})
+                if isinstance(block, BaseModel):
+                    block = block.model_dump(exclude_unset=True)
+                if not isinstance(block, dict):
+                    continue  # the block itself is invalid: pydantic says so
+                if new in block:
+                    raise ValueError(
+                        f"given '{old}' (deprecated) or '{name}.{new}', not both: they are one "
+                        "setting"
+                    )
+                data[name] = {**block, new: data.pop(old)}
+                renamed.append(f"'{old}' (now '{name}.{new}')")
+        if renamed:
+            warnings.warn(
+                FalsifyDeprecationWarning(
+                    f"deprecated names in 'training': {', '.join(renamed)}; see "
+                    "docs/file-format.md"
+                ),
+                stacklevel=2,
+            )
+        return data
 
 
 class Population(Frozen):
     """Architecture × dataset × recipe × seeds. Each seed is one replicate (one trained model).
 
-    ``conditions`` crosses recipe fields (dotted, e.g. ``training.selectivity_alpha``) with
+    ``conditions`` crosses recipe fields (dotted, e.g. ``training.selectivity.alpha``) with
     lists of values into a grid; every condition is trained at the same seeds. It is checked
     and expanded by :mod:`falsify.hypothesis.conditions`.
     """
 
     data: DataSpec
     model: ModelSpec
-    training: TrainingSpec = TrainingSpec()
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
     seeds: tuple[int, ...]
     conditions: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
 

@@ -7,6 +7,7 @@ model defers building its validation schema to first use, so the unions of kinds
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,8 +33,11 @@ __all__ = [
     "Checkpointed",
     "FromFiles",
     "Frozen",
+    "LayerNames",
     "Layers",
     "Split",
+    "UnitLayers",
+    "WeightLayers",
     "hash_by_json",
 ]
 
@@ -52,8 +56,21 @@ def _distinct_layers(v: tuple[str, ...]) -> tuple[str, ...]:
     return v
 
 
+@dataclass(frozen=True)
+class LayerNames:
+    """Marks a field of layer names, which the runner checks against the real model: each must
+    be a layer of it, and hold units (``units``: it has a unit view) or weights (``weights``:
+    it is, or holds exactly one, linear or conv layer). Found by this mark, not by field name."""
+
+    holds: Literal["units", "weights"]
+
+
+# Layer names read through their unit view; empty usually means every unit layer.
+UnitLayers = Annotated[tuple[str, ...], LayerNames("units")]
+# Layer names whose weights are read (e.g. clustered); empty usually means every unit layer.
+WeightLayers = Annotated[tuple[str, ...], LayerNames("weights")]
 # The layers a test names: distinct, as each is a part of the hypothesis.
-Layers = Annotated[tuple[str, ...], AfterValidator(_distinct_layers)]
+Layers = Annotated[tuple[str, ...], LayerNames("units"), AfterValidator(_distinct_layers)]
 
 # The union tag of a user's own model or data, picked by the presence of the import-path key.
 IMPORT_PATH_TAG = "import_path"

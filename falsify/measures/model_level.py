@@ -22,7 +22,7 @@ from falsify.data.corruptions import corrupt
 from falsify.data.labels import training_labels
 from falsify.hypothesis.kinds import OutcomeKind, register
 from falsify.hypothesis.schema import Population
-from falsify.hypothesis.types import Split
+from falsify.hypothesis.types import Split, UnitLayers
 from falsify.hypothesis.units import Fill
 from falsify.interventions.curves import ablation_curves, curve_auc
 from falsify.interventions.perturb import direction_ablation_curves, noise_curve
@@ -109,7 +109,7 @@ class MeanSelectivityOutcome(_Outcome):
     """Mean over layers of the mean class selectivity index over units (Leavitt & Morcos 2021)."""
 
     kind: Literal["mean_selectivity"]
-    layers: tuple[str, ...] = ()  # empty: every unit layer of the model
+    layers: UnitLayers = ()  # empty: every unit layer of the model
     split: Split = "test"
 
     label: ClassVar[str] = "mean class selectivity"
@@ -129,7 +129,7 @@ class AblationCurveOutcome(_Outcome):
     """
 
     kind: Literal["ablation_auc"]
-    layers: tuple[str, ...] = ()  # empty: every unit layer; the outcome is the mean over layers
+    layers: UnitLayers = ()  # empty: every unit layer; the outcome is the mean over layers
     orders: int = Field(5, ge=1)
     value: Fill = "zero"
     split: Split = "test"
@@ -154,7 +154,7 @@ class DirectionAblationOutcome(_Outcome):
     (Morcos et al. 2018); 1 for a model that ignores the layer."""
 
     kind: Literal["direction_ablation_auc"]
-    layers: tuple[str, ...] = ()
+    layers: UnitLayers = ()
     orders: int = Field(3, ge=1)  # random bases per model
     split: Split = "test"
     seed: int = 0
@@ -178,7 +178,7 @@ class LayerNoiseOutcome(_Outcome):
     each unit's noise scaled by its own standard deviation (Morcos et al. 2018)."""
 
     kind: Literal["noise_auc"]
-    layers: tuple[str, ...] = ()
+    layers: UnitLayers = ()
     scales: tuple[Annotated[float, Field(ge=0.0)], ...] = Field(
         (0.0, 0.5, 1.0, 1.5, 2.0), min_length=2
     )
@@ -268,7 +268,7 @@ class EffectiveDimensionalityOutcome(_Outcome):
 
     kind: Literal["effective_dimensionality"]
     measure: Literal["participation_ratio", "pcs_95"] = "participation_ratio"
-    layers: tuple[str, ...] = ()
+    layers: UnitLayers = ()
     split: Split = "test"
 
     label: ClassVar[str] = "effective dimensionality"
@@ -303,7 +303,7 @@ class ClusterabilityOutcome(_Outcome):
     """
 
     kind: Literal["clusterability"]
-    layers: tuple[str, ...] = ()  # empty: every unit layer (the linear layer feeding it)
+    layers: UnitLayers = ()  # empty: every unit layer (the linear layer feeding it)
     k: int = Field(4, ge=2)
     baseline: Literal["none", "random_partition", "shuffled"] = "none"
     shuffle_draws: int = Field(5, ge=1)

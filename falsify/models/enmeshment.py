@@ -1,4 +1,4 @@
-"""The enmeshment (clusterability) loss as a training-time regularizer term.
+"""The enmeshment (clusterability) loss as a training-time regularizer: ``training.enmeshment``.
 
 Golechha, Cope & Schoots (2024), "Training neural networks for modularity aids
 interpretability" (spec: modularity.md): loss = CE + λ · mean over the named layers of
@@ -13,14 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from falsify.coclustering import Coclusters, cluster_layer, enmeshment
-from falsify.units import weight_module
+from falsify.errors import FalsifyError, LocatedError
+from falsify.hypothesis.kinds import RegularizerKind, register
+from falsify.hypothesis.types import WeightLayers
+from falsify.units import default_layers, weight_module
 
-__all__ = ["EnmeshmentTerm"]
+__all__ = ["Enmeshment", "EnmeshmentTerm"]
 
 
 @dataclass
@@ -63,3 +68,66 @@ class EnmeshmentTerm:
             ]
         )
         return self.lam * penalty.mean()
+
+
+@register
+class Enmeshment(RegularizerKind):
+    """``training.enmeshment``: loss = CE + λ · mean over ``layers`` of (1 − C(W, clusters)).
+
+    λ = 0 (the default) is off; ``k`` bipartite clusters per layer, re-clustered every
+    ``recluster_every`` optimizer steps (None: once per epoch). Empty ``layers`` means every
+    unit layer; each must be, or hold exactly one, linear or conv layer.
+    """
+
+    kind: Literal["enmeshment"] = Field("enmeshment", exclude=True)
+    lam: float = Field(0.0, ge=0.0)
+    k: int = Field(4, ge=2)
+    recluster_every: int | None = Field(None, ge=1)
+    layers: WeightLayers = ()
+
+    label: ClassVar[str] = "enmeshment loss"
+    docs: ClassVar[str] = "docs/modularity-and-attribution.md"
+    example: ClassVar[dict[str, Any]] = {"lam": 0.1, "k": 3, "layers": ["hidden1"]}
+    legacy_fields: ClassVar[dict[str, str]] = {
+        "enmeshment_lambda": "lam",
+        "enmeshment_layers": "layers",
+        "enmeshment_k": "k",
+        "enmeshment_recluster_every": "recluster_every",
+    }
+
+    @property
+    def active(self) -> bool:
+        return self.lam != 0
+
+    def describe(self) -> str:
+        return f"{self.label} (λ = {self.lam:g}, k = {self.k})"
+
+    def check(self, model: nn.Module, loc: tuple[str | int, ...]) -> None:
+        """The layers (named, or by default every unit layer) each hold one weight layer."""
+        for layer in default_layers(model, self.layers):
+            try:
+                weight_module(model, layer)
+            except FalsifyError:
+                raise LocatedError(
+                    (*loc, "layers"),
+                    "layers that are, or hold exactly one, linear or conv layer (their weights "
+                    f"are clustered); {layer!r} is not"
+                    + ("" if self.layers else " (a default unit layer)"),
+                    list(self.layers),
+                ) from None
+
+    def build(self, model: nn.Module, n_classes: int, steps_per_epoch: int) -> EnmeshmentTerm:
+        every = self.recluster_every or max(steps_per_epoch, 1)
+        return EnmeshmentTerm(self.lam, default_layers(model, self.layers), self.k, every)
+
+    def recipe(self) -> dict[str, Any]:
+        # The flat names the cache recipe has always used; none of them while λ = 0, so every
+        # recipe without the term keeps the key it had before the term existed.
+        if not self.active:
+            return {}
+        return {
+            "enmeshment_lambda": self.lam,
+            "enmeshment_layers": list(self.layers),
+            "enmeshment_k": self.k,
+            "enmeshment_recluster_every": self.recluster_every,
+        }

@@ -40,10 +40,8 @@ __all__ = ["NotBatchable", "supports_ensemble", "train_ensemble"]
 def supports_ensemble(population: Population) -> bool:
     """True when :func:`train_ensemble` reproduces this population's sequential recipe."""
     spec, training = population.model, population.training
-    plain_loss = (
-        training.selectivity_alpha == 0
-        and training.enmeshment_lambda == 0
-        and training.label_noise == 0
+    plain_loss = training.label_noise == 0 and all(
+        r.ensemble or not r.active for r in training.regularizers()
     )
     return spec.ensemble_ready() and plain_loss
 

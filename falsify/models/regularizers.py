@@ -3,34 +3,36 @@
 A term is any object with a ``name``, the ``layers`` whose outputs it reads, and a call
 ``term(model, activations, labels) -> scalar`` whose value is added to the loss. The training
 loop captures the (not detached) outputs of every layer some term names, once per forward
-pass, and passes them as ``{layer: tensor}``. Terms are built from the training recipe by the
-builders in :data:`REGULARIZERS`; a builder returns ``None`` when its term is switched off
-(e.g. α = 0), so an unregularized recipe trains exactly as plain cross-entropy does. A new
-term is one more builder, e.g. the enmeshment loss of Golechha et al. (2024) in
-:mod:`falsify.models.enmeshment`. Builders also receive the number of optimizer steps per epoch
-(for terms with a schedule, such as the enmeshment term's re-clustering).
+pass, and passes them as ``{layer: tensor}``. Each term is built by its regularizer kind
+(:class:`falsify.hypothesis.kinds.RegularizerKind`, a block of ``training``) while the kind is
+active, so an unregularized recipe trains exactly as plain cross-entropy does. This module
+holds the class selectivity regularizer (:class:`Selectivity`); the enmeshment loss of
+Golechha et al. (2024) is :mod:`falsify.models.enmeshment`. Kinds also receive the number of
+optimizer steps per epoch (for terms with a schedule, such as the enmeshment re-clustering).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from falsify.errors import FalsifyError, LocatedError
 from falsify.hooks import hooked
+from falsify.hypothesis.kinds import RegularizerKind, register
 from falsify.hypothesis.schema import TrainingSpec
-from falsify.models.enmeshment import EnmeshmentTerm
-from falsify.selectivity import selectivity_index
+from falsify.hypothesis.types import UnitLayers
+from falsify.selectivity import mean_selectivity, selectivity_index
 from falsify.units import CHANNELS, UnitView, default_layers, unit_view
 
 __all__ = [
-    "REGULARIZERS",
-    "EnmeshmentTerm",
     "RegularizerTerm",
+    "Selectivity",
     "SelectivityTerm",
     "batch_selectivity",
     "build_regularizers",
@@ -109,38 +111,66 @@ class SelectivityTerm:
         return -self.alpha * si.mean()
 
 
-def _selectivity(
-    spec: TrainingSpec, model: nn.Module, n_classes: int, steps_per_epoch: int
-) -> SelectivityTerm | None:
-    if spec.selectivity_alpha == 0:
-        return None
-    layers = default_layers(model, spec.selectivity_layers)
-    return SelectivityTerm(spec.selectivity_alpha, tuple(layers), n_classes)
+@register
+class Selectivity(RegularizerKind):
+    """``training.selectivity``: loss = CE − α · mean SI over ``layers`` (Leavitt & Morcos 2021).
 
+    α < 0 discourages class selectivity, α > 0 rewards it, 0 (the default) is off. Empty
+    ``layers`` means every unit layer of the model.
+    """
 
-def _enmeshment(
-    spec: TrainingSpec, model: nn.Module, n_classes: int, steps_per_epoch: int
-) -> EnmeshmentTerm | None:
-    if spec.enmeshment_lambda == 0:
-        return None
-    layers = default_layers(model, spec.enmeshment_layers)
-    every = spec.enmeshment_recluster_every or max(steps_per_epoch, 1)
-    return EnmeshmentTerm(spec.enmeshment_lambda, tuple(layers), spec.enmeshment_k, every)
+    kind: Literal["selectivity"] = Field("selectivity", exclude=True)
+    alpha: float = 0.0
+    layers: UnitLayers = ()
 
+    label: ClassVar[str] = "class selectivity regularizer"
+    docs: ClassVar[str] = "docs/between-conditions.md"
+    metric: ClassVar[str] = "mean_selectivity"
+    example: ClassVar[dict[str, Any]] = {"alpha": -1.0, "layers": ["hidden1"]}
+    legacy_fields: ClassVar[dict[str, str]] = {
+        "selectivity_alpha": "alpha",
+        "selectivity_layers": "layers",
+    }
 
-# name -> builder(training recipe, model, n_classes, steps per epoch) -> term, or None when off
-REGULARIZERS: dict[str, Callable[[TrainingSpec, nn.Module, int, int], Any]] = {
-    "selectivity": _selectivity,
-    "enmeshment": _enmeshment,
-}
+    @property
+    def active(self) -> bool:
+        return self.alpha != 0
+
+    def describe(self) -> str:
+        return f"{self.label} (α = {self.alpha:g})"
+
+    def check(self, model: nn.Module, loc: tuple[str | int, ...]) -> None:
+        try:
+            default_layers(model, self.layers)
+        except FalsifyError:
+            raise LocatedError(
+                (*loc, "layers"), "named (the model declares no unit layers)", list(self.layers)
+            ) from None
+
+    def build(self, model: nn.Module, n_classes: int, steps_per_epoch: int) -> SelectivityTerm:
+        return SelectivityTerm(self.alpha, default_layers(model, self.layers), n_classes)
+
+    def achieved(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int
+    ) -> dict[str, float]:
+        """The mean class selectivity of ``layers`` on ``(x, y)``; {} for a model that declares
+        no unit layers and names none."""
+        try:
+            layers = default_layers(model, self.layers)
+        except FalsifyError:
+            return {}
+        return {self.metric: mean_selectivity(model, layers, x, y, n_classes)}
+
+    def recipe(self) -> dict[str, Any]:
+        # The flat names the cache recipe has always used, on or off, so keys stay as they were.
+        return {"selectivity_alpha": self.alpha, "selectivity_layers": list(self.layers)}
 
 
 def build_regularizers(
     spec: TrainingSpec, model: nn.Module, n_classes: int, steps_per_epoch: int = 1
 ) -> list[RegularizerTerm]:
-    """The active terms of a recipe, in registry order."""
-    terms = (build(spec, model, n_classes, steps_per_epoch) for build in REGULARIZERS.values())
-    return [t for t in terms if t is not None]
+    """The terms of the recipe's active regularizers, in field order."""
+    return [r.build(model, n_classes, steps_per_epoch) for r in spec.regularizers() if r.active]
 
 
 @contextmanager

@@ -14,8 +14,6 @@ from falsify.data.labels import training_labels
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
 from falsify.models.regularizers import build_regularizers, captured_activations
-from falsify.selectivity import mean_selectivity
-from falsify.units import unit_views
 
 __all__ = ["TrainResult", "evaluate", "train_replicate", "training_labels"]
 
@@ -25,7 +23,7 @@ class TrainResult:
     model: nn.Module
     train_loss: float  # mean cross-entropy over the last epoch
     test_accuracy: float
-    # Model-level records of the trained model, e.g. the achieved mean selectivity.
+    # What its active regularizers achieved, e.g. {"mean_selectivity": ...}.
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -74,16 +72,16 @@ def one_thread() -> Iterator[None]:
 def record_metrics(
     model: nn.Module, population: Population, data: Dataset, device: torch.device
 ) -> dict[str, float]:
-    """Model-level records of a trained model, e.g. its achieved mean class selectivity.
-
-    Recorded so reports can show what a selectivity regularizer achieved; a user model that
-    declares no unit layers (and names none) has nothing to record.
-    """
-    layers = population.training.selectivity_layers or tuple(unit_views(model))
-    if not layers:
+    """What the recipe's active regularizers achieved, e.g. the mean class selectivity of a
+    selectivity-regularized model (on the test split), so reports can show it; {} without."""
+    achieving = [r for r in population.training.regularizers() if r.active and r.metric]
+    if not achieving:
         return {}
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    return {"mean_selectivity": mean_selectivity(model, layers, x_test, y_test, data.n_classes)}
+    out: dict[str, float] = {}
+    for regularizer in achieving:
+        out |= regularizer.achieved(model, x_test, y_test, data.n_classes)
+    return out
 
 
 def _train(population: Population, data: Dataset, seed: int, device: torch.device) -> TrainResult:

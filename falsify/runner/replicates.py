@@ -14,7 +14,7 @@ from tqdm import tqdm
 from falsify.data import Dataset, load_dataset
 from falsify.errors import FalsifyError
 from falsify.hypothesis.conditions import Condition, expand
-from falsify.hypothesis.schema import ENMESHMENT_FIELDS, Population
+from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
 from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
@@ -50,12 +50,15 @@ def recipe_of(population: Population) -> dict[str, Any]:
     """Everything but the seeds that determines a replicate's weights, as plain JSON.
 
     For a population with conditions, call it on each condition's resolved population
-    (:func:`falsify.hypothesis.conditions.expand`).
+    (:func:`falsify.hypothesis.conditions.expand`). Each regularizer block is spelled as its
+    kind's ``recipe()`` (the flat names of before the blocks), so cache keys stay as they were.
     """
     recipe = population.model_dump(mode="json", exclude={"seeds", "conditions"})
-    if population.training.enmeshment_lambda == 0:
-        for name in ENMESHMENT_FIELDS:
-            recipe["training"].pop(name)
+    training = population.training
+    for name in training.blocks():
+        del recipe["training"][name]
+    for regularizer in training.regularizers():
+        recipe["training"] |= regularizer.recipe()
     identity = population_identity(population)
     if identity:  # only for user code and data folders, so built-in keys are unchanged
         recipe["identity"] = identity

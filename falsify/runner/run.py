@@ -19,6 +19,8 @@ from falsify.hooks import layer_names
 from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.kinds import SHAPES
 from falsify.hypothesis.loader import HypothesisFile
+from falsify.hypothesis.schema import Population
+from falsify.hypothesis.types import LayerNames
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
 from falsify.runner.cache import ModelCache, replicate_key
@@ -26,7 +28,7 @@ from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
 from falsify.shapes.base import run_shape
-from falsify.units import default_layers, unit_view, weight_module
+from falsify.units import unit_view, weight_module
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -54,16 +56,16 @@ class Plan:
 
 def _layer_fields(
     spec: object, loc: tuple[str | int, ...]
-) -> list[tuple[tuple[str | int, ...], str]]:
-    """(location, layer name) of every entry of a ``layers`` field anywhere in ``spec``."""
-    out: list[tuple[tuple[str | int, ...], str]] = []
+) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """(location, layer name, what it must hold) of every entry of every field marked
+    :class:`LayerNames` anywhere in ``spec``."""
+    out: list[tuple[tuple[str | int, ...], str, str]] = []
     fields = getattr(type(spec), "model_fields", {})
-    for name in fields:
+    for name, info in fields.items():
         value = getattr(spec, name)
-        if name in ("layers", "selectivity_layers", "enmeshment_layers") and isinstance(
-            value, tuple
-        ):
-            out += [((*loc, name, i), layer) for i, layer in enumerate(value)]
+        marks = [m for m in info.metadata if isinstance(m, LayerNames)]
+        if marks and isinstance(value, tuple):
+            out += [((*loc, name, i), layer, marks[0].holds) for i, layer in enumerate(value)]
         elif hasattr(type(value), "model_fields"):
             out += _layer_fields(value, (*loc, name))
         elif isinstance(value, tuple):
@@ -74,19 +76,22 @@ def _layer_fields(
 
 
 def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
-    """Checks that need the real model: layer names exist, then each shape's own checks."""
+    """Checks that need the real model: layer names exist and hold what their field reads,
+    each regularizer's own checks wherever some condition switches it on, then the shape's."""
     hyp = hf.hypothesis
     with torch.random.fork_rng(devices=[]):
         model = build_model(hyp.population.model, data.input_shape, data.n_classes)
     names = layer_names(model)
     located = _layer_fields(hyp.test, ("test",))
     located += _layer_fields(hyp.population.training, ("population", "training"))
-    for loc, layer in located:
+    for loc, layer, holds in located:
         if layer not in names:
             raise hf.error(loc, f"one of {names}", layer, names)
-        if "enmeshment_layers" not in loc:  # those name weights, not units
+        if holds == "units":
             unit_view(model, layer, loc)
-    _check_enmeshment_layers(hf, model)
+        else:
+            _holds_weights(hf, model, layer, loc)
+    _check_regularizers(hyp.population, model)
     if hyp.population.conditions and not hyp.test.compares_conditions:
         grid = [tag for tag, cls in SHAPES.items() if cls.compares_conditions]
         raise hf.error(
@@ -97,24 +102,28 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
     hyp.test.check(hf, model, data)
 
 
-def _check_enmeshment_layers(hf: HypothesisFile, model: nn.Module) -> None:
-    """The enmeshment term's layers (named, or by default every unit layer) each are, or
-    hold exactly one, linear or conv layer, whenever some condition switches the term on."""
-    pop = hf.hypothesis.population
-    lambdas = pop.conditions.get("training.enmeshment_lambda", (pop.training.enmeshment_lambda,))
-    if all(lam == 0 for lam in lambdas):
-        return
-    named = pop.training.enmeshment_layers
-    for layer in default_layers(model, named):
-        try:
-            weight_module(model, layer)
-        except FalsifyError:
-            raise hf.error(
-                ("population", "training", "enmeshment_layers"),
-                "layers that are, or hold exactly one, linear or conv layer (their weights are "
-                f"clustered); {layer!r} is not" + ("" if named else " (a default unit layer)"),
-                list(named),
-            ) from None
+def _holds_weights(
+    hf: HypothesisFile, model: nn.Module, layer: str, loc: tuple[str | int, ...]
+) -> None:
+    try:
+        weight_module(model, layer)
+    except FalsifyError:
+        raise hf.error(
+            loc, "a layer that is, or holds exactly one, linear or conv layer (its weights are "
+            "read)", layer
+        ) from None
+
+
+def _check_regularizers(population: Population, model: nn.Module) -> None:
+    """Each regularizer's own check, once per distinct setting some condition switches on."""
+    seen: set[str] = set()
+    for condition in expand(population):
+        training = condition.population.training
+        for name, regularizer in zip(training.blocks(), training.regularizers(), strict=True):
+            key = f"{name}:{regularizer.model_dump_json()}"
+            if regularizer.active and key not in seen:
+                seen.add(key)
+                regularizer.check(model, ("population", "training", name))
 
 
 @contextmanager

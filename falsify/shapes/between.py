@@ -14,10 +14,8 @@ from falsify.hypothesis.conditions import expand, format_value
 from falsify.hypothesis.kinds import Comparison, ContrastKind, ModelOutcome, ShapeKind, register
 from falsify.hypothesis.types import Frozen
 from falsify.measures.model_level import TrainedModel
-from falsify.measures.selectivity import mean_selectivity
 from falsify.shapes.base import Evidence, Figure
 from falsify.stats import Part
-from falsify.units import default_layers
 
 if TYPE_CHECKING:
     from falsify.hypothesis.loader import HypothesisFile
@@ -112,13 +110,21 @@ class BetweenConditionsTest(ShapeKind):
         by_name = {c.name: c for c in conditions}
         named = test.named_outcomes()
         several = len(named) > 1
-        regularized = any(c.population.training.selectivity_alpha != 0 for c in conditions)
+        # Regularizers some condition switches on: their achieved metric is a column.
+        achieving = {
+            name
+            for c in conditions
+            for name, r in zip(
+                c.population.training.blocks(), c.population.training.regularizers(), strict=True
+            )
+            if r.active and r.metric
+        }
         rows: list[dict[str, Any]] = []
         details: list[dict[str, Any]] = []
         for rep in reps:
             cond = by_name[rep.condition]
             trained = TrainedModel(rep.model, cond.population, data, rep.seed)
-            achieved = _achieved_selectivity(rep, trained, regularized)
+            achieved = _achieved(rep, trained, achieving)
             for part in named:
                 found = part.outcome.details(trained) or {}
                 if found:
@@ -132,7 +138,7 @@ class BetweenConditionsTest(ShapeKind):
                         "statistic": found["value"] if found else part.outcome.compute(trained),
                         **({"outcome": part.name} if several else {}),
                         "test_accuracy": rep.test_accuracy,
-                        **({"mean_selectivity": achieved} if achieved is not None else {}),
+                        **achieved,
                         "train_loss": rep.train_loss,
                     }
                 )
@@ -226,18 +232,22 @@ class BetweenConditionsTest(ShapeKind):
         )
 
 
-def _achieved_selectivity(rep: Any, trained: TrainedModel, regularized: bool) -> float | None:
-    """The model's mean class selectivity as recorded at training time, else computed when a
-    selectivity regularizer makes it worth showing; None for a model with no unit layers."""
-    if "mean_selectivity" in rep.metrics:
-        return rep.metrics["mean_selectivity"]
-    if not regularized:
-        return None
-    layers = default_layers(rep.model, trained.population.training.selectivity_layers)
-    if not layers:
-        return None
-    x_test, y_test = trained.split("test")
-    return mean_selectivity(rep.model, layers, x_test, y_test, trained.data.n_classes)
+def _achieved(rep: Any, trained: TrainedModel, achieving: set[str]) -> dict[str, float]:
+    """What each regularizer block in ``achieving`` achieved in this model: as recorded at
+    training time, else computed (e.g. for the condition with the term off); a model with no
+    unit layers has none."""
+    training = trained.population.training
+    out: dict[str, float] = {}
+    for name in training.blocks():
+        if name not in achieving:
+            continue
+        block = getattr(training, name)
+        if block.metric in rep.metrics:
+            out[block.metric] = rep.metrics[block.metric]
+        else:
+            x_test, y_test = trained.split("test")
+            out |= block.achieved(rep.model, x_test, y_test, trained.data.n_classes)
+    return out
 
 
 def _detail_figures(

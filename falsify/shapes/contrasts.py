@@ -117,7 +117,7 @@ class TrendContrast(_Contrast):
         xs = table["condition"].map(position if self.scale == "rank" else value)
         fit = fit_trend(table.assign(x=xs.astype(float)), model)
         unit = "grid step" if self.scale == "rank" else "unit"
-        short = self.factor.rsplit(".", 1)[-1]
+        short = self.factor.partition(".")[2]
         return fit, [(f"slope per {unit} of {short}", "trend")]
 
 
