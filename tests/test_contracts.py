@@ -59,6 +59,7 @@ METHODS = {
     "outcomes": "compute",
     "contrasts": "fit",
     "shapes": "evidence",
+    "regularizers": "build",
 }
 
 

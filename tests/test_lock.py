@@ -83,3 +83,46 @@ def test_fields_at_their_default_do_not_count_as_changes(setup, tiny_yaml) -> No
     assert main(["lock", str(path), "--lock", str(lock), "--out", str(out)]) == 0
     path.write_text(tiny_yaml.replace("  sesoi: 0.1", "  sesoi: 0.1\n  alpha: 0.05"))
     assert _status(run()) == "PRE-REGISTERED"
+
+
+def test_regularizer_settings_keep_their_locked_names(write) -> None:
+    """A lock made before the ``training`` blocks stays valid: the decision content keeps the
+    flat names. Expected content printed by ``decision_content`` at commit ecff3f6 (before the
+    blocks) for this file."""
+    from falsify.hypothesis.loader import load as load_file
+    from falsify.hypothesis.lock import decision_content
+
+    path = write(
+        """\
+id: lk
+claim: c
+population:
+  data: {kind: digits}
+  model: {kind: mlp, hidden: [16]}
+  training: {epochs: 3, selectivity: {alpha: 1.0, layers: [hidden1]}, enmeshment: {lam: 0.5, k: 3}}
+  seeds: 3
+test:
+  kind: association
+  layers: [hidden1]
+  x: {kind: class_selectivity}
+  y: {kind: unit_ablation}
+prediction: {direction: positive, sesoi: 0.1}
+"""
+    )
+    assert decision_content(load_file(path).hypothesis) == {
+        "population.data.kind": "digits",
+        "population.model.hidden": [16],
+        "population.model.kind": "mlp",
+        "population.seeds": [0, 1, 2],
+        "population.training.enmeshment_k": 3,
+        "population.training.enmeshment_lambda": 0.5,
+        "population.training.epochs": 3,
+        "population.training.selectivity_alpha": 1.0,
+        "population.training.selectivity_layers": ["hidden1"],
+        "prediction.direction": "positive",
+        "prediction.sesoi": 0.1,
+        "test.kind": "association",
+        "test.layers": ["hidden1"],
+        "test.x.kind": "class_selectivity",
+        "test.y.kind": "unit_ablation",
+    }

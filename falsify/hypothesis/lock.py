@@ -27,6 +27,7 @@ from typing import Any
 
 from falsify._io import atomic_write_text
 from falsify.errors import FalsifyError
+from falsify.hypothesis.kinds import REGULARIZERS
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import Hypothesis
 
@@ -47,9 +48,16 @@ def decision_content(h: Hypothesis) -> dict[str, Any]:
 
     Fields at their default value are left out, so a field added to the file format in a
     later version (with a default that keeps the old behaviour) does not turn an old lock
-    into CHANGED AFTER LOCK.
+    into CHANGED AFTER LOCK. A regularizer's settings keep the flat names they had before
+    the ``training`` blocks (``training.selectivity_alpha``), for the same reason.
     """
-    return _flatten(h.model_dump(mode="json", include=_DECISION_FIELDS, exclude_defaults=True))
+    flat = _flatten(h.model_dump(mode="json", include=_DECISION_FIELDS, exclude_defaults=True))
+    legacy = {
+        f"population.training.{tag}.{field}": f"population.training.{old}"
+        for tag, cls in REGULARIZERS.items()
+        for old, field in cls.legacy_fields.items()
+    }
+    return {legacy.get(k, k): v for k, v in flat.items()}
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
