@@ -192,6 +192,53 @@ def unit_view(model: nn.Module, layer: str, loc: tuple[str | int, ...] = ("layer
     )
 
 
+def check_undeclared(
+    model: nn.Module, layers: dict[str, tuple[str | int, ...]], x: torch.Tensor
+) -> None:
+    """For a model that declares no unit views, refuse what :data:`CHANNELS` would misread.
+
+    One forward pass on ``x`` shows each named layer's output: the model's own output (the
+    logits) holds no units, and a 3-D output ``[batch, a, b]`` is ambiguous (a 1-D conv's
+    ``[batch, channels, length]`` or a token layer's ``[batch, tokens, channels]``), so its
+    view must be declared in the file. ``layers``: layer name -> its field's location.
+    """
+    if unit_views(model):
+        return
+    outputs: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str):
+        def keep(_m: nn.Module, _i: object, out: object) -> None:
+            if isinstance(out, torch.Tensor):
+                outputs[name] = out
+
+        return keep
+
+    handles = [get_layer(model, name).register_forward_hook(keeper(name)) for name in layers]
+    try:
+        with torch.no_grad():
+            final = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, loc in layers.items():
+        out = outputs.get(name)
+        if out is None:
+            continue
+        if out is final or (out.shape == final.shape and torch.equal(out, final)):
+            raise LocatedError(
+                loc, "a layer that holds units, not the model's output (its logits)", name
+            )
+        if out.dim() == 3:
+            raise LocatedError(
+                loc,
+                f"a layer whose units the file declares: its output is {list(out.shape)}, "
+                f"[batch, channels, length] or [batch, tokens, channels]; say which in "
+                f"'population.model.units', e.g. {{{name}: {{axis: -1}}}} for units on the "
+                "last axis",
+                name,
+            )
+
+
 def default_layers(model: nn.Module, named: tuple[str, ...]) -> tuple[str, ...]:
     """``named``, or when it is empty every unit layer the model declares."""
     layers = named or tuple(unit_views(model))

@@ -183,6 +183,32 @@ def test_a_file_declares_the_view_of_a_user_models_layer(write, tiny_yaml) -> No
     assert "units" not in load(write(tiny_yaml)).hypothesis.population.model.model_dump()
 
 
+@pytest.mark.parametrize(
+    ("units", "layer", "needle"),
+    [
+        # the token layer read on axis 1 would make its 8 positions the units
+        ("", "mix", "its output is [2, 8, 6], [batch, channels, length] or [batch, tokens"),
+        ("", "out", "not the model's output (its logits)"),
+        ("    units: {mix: {axis: -1}}\n", "mix", None),
+    ],
+)
+def test_an_undeclared_model_is_refused_what_it_would_misread(
+    write, tiny_yaml, units: str, layer: str, needle: str | None
+) -> None:
+    model = TOKEN_MODEL.replace("    units: {mix: {axis: -1}}\n", units)
+    text = tiny_yaml.replace("  model: {kind: mlp, hidden: [16]}\n", model)
+    hf = load(write(text.replace("layers: [hidden1]", f"layers: [{layer}]")))
+    cache = ModelCache(hf.path.parent / "c")
+    if needle is None:
+        plan(hf, cache, torch.device("cpu"))
+        return
+    with pytest.raises(FalsifyError) as exc:
+        plan(hf, cache, torch.device("cpu"))
+    msg = str(exc.value)
+    assert "\n" not in msg and "'test.layers[0]'" in msg and "(line 1" in msg
+    assert needle in msg
+
+
 def test_resample_sources_are_another_input_each() -> None:
     src = resample_sources(50, seed=3)
     assert sorted(src.tolist()) == list(range(50))

@@ -410,6 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished replicates are cached; rerun to resume.", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: one line, the traceback on request
+        if os.environ.get("FALSIFY_DEBUG"):
+            raise
+        _error(
+            f"internal error {type(exc).__name__}: {exc} (a bug in falsify; rerun with "
+            "FALSIFY_DEBUG=1 for the traceback and please report it)"
+        )
+        return 3
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicates import obtain_replicates, recipe_of
 from falsify.shapes.base import run_shape
-from falsify.units import unit_view, weight_module
+from falsify.units import check_undeclared, unit_view, weight_module
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
@@ -91,6 +91,8 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
             unit_view(model, layer, loc)
         else:
             _holds_weights(hf, model, layer, loc)
+    unit_fields = {layer: loc for loc, layer, holds in located if holds == "units"}
+    check_undeclared(model.eval(), unit_fields, data.x_test[:2])
     _check_regularizers(hyp.population, model)
     if hyp.population.conditions and not hyp.test.compares_conditions:
         grid = [tag for tag, cls in SHAPES.items() if cls.compares_conditions]

@@ -34,6 +34,11 @@ __all__ = [
 ]
 
 _METRIC_LABELS = {"accuracy_drop": "accuracy drop", "loss_increase": "loss increase"}
+_FILL_WORDS = {
+    "zero": "0",
+    "mean": "their mean over the split",
+    "resample": "their value on another input of the split (resample, seed 0)",
+}
 
 
 def control_generator(control_seed: int, replicate_seed: int, layer_index: int) -> torch.Generator:
@@ -266,7 +271,8 @@ class TargetedTest(ShapeKind):
         tidy = pd.concat(group_rows, ignore_index=True)
         notes = [
             f"Random groups: {test.draws} per replicate, layer and k, shared by every score, "
-            f"drawn from control_seed {test.control_seed} with the replicate's seed."
+            f"drawn from control_seed {test.control_seed} with the replicate's seed. Ablated "
+            f"units are set to {_FILL_WORDS[test.value]}."
         ]
         return Evidence(
             parts=parts,
