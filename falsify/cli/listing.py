@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from falsify.errors import HypothesisError, field_error
+from falsify.hypothesis.loader import parse_mapping, read_text
 
 __all__ = ["Listing", "read_listing"]
 
@@ -27,25 +28,7 @@ class Listing:
 
 def read_listing(path: Path) -> Listing:
     """The id, ``test.kind`` and claim of the hypothesis file at ``path``."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise HypothesisError(f"{path} cannot be read: {exc.strerror}.") from None
-    except UnicodeDecodeError:
-        raise HypothesisError(f"{path} is not UTF-8 text (a hypothesis file is YAML).") from None
-    try:
-        raw = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise HypothesisError(f"{path}{where} is not valid YAML: {problem}.") from None
-    if not isinstance(raw, dict):
-        raise HypothesisError(
-            f"{path} must hold a YAML mapping (id:, claim:, population:, test:, prediction:). "
-            f"Got {type(raw).__name__ if raw is not None else 'an empty file'} instead."
-        )
+    raw, node = parse_mapping(read_text(path), path)
     hid = _field(path, raw, node, "id", str, "a valid string")
     test = _field(path, raw, node, "test", dict, "a valid dictionary")
     shape = _field(path, test, _child(node, "test"), "kind", str, "a valid string", "test.")

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from falsify.errors import FalsifyError, field_error
+from falsify.errors import LocatedError
 from falsify.hypothesis.kinds import RegularizerKind
 from falsify.hypothesis.schema import Population
 
@@ -45,22 +45,8 @@ __all__ = [
 _SECTIONS = ("model", "training")
 
 
-class ConditionError(FalsifyError):
+class ConditionError(LocatedError):
     """A bad ``population.conditions`` entry; ``loc`` is relative to the hypothesis file."""
-
-    def __init__(
-        self,
-        loc: tuple[str | int, ...],
-        expected: str,
-        found: object,
-        choices: list[str] | None = None,
-    ) -> None:
-        name = ".".join(str(k) for k in loc)
-        super().__init__(field_error(None, name, expected, found, choices=choices))
-        self.loc = loc
-        self.expected = expected
-        self.found = found
-        self.choices = choices
 
 
 @dataclass(frozen=True)

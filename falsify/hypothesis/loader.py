@@ -110,22 +110,23 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> HypothesisFile:
     """Read and validate one hypothesis file; raise :class:`HypothesisError` on any problem."""
     path = Path(path)
+    return loads(read_text(path), path, overrides)
+
+
+def read_text(path: Path) -> str:
+    """The file's text, or the one-line error for a file that cannot be read or is not UTF-8."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise HypothesisError(f"{path} cannot be read: {exc.strerror}.") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise HypothesisError(f"{path} is not UTF-8 text (a hypothesis file is YAML).") from None
-    return loads(text, path, overrides)
 
 
-def loads(
-    text: str, path: str | Path = "<string>", overrides: Sequence[str] = ()
-) -> HypothesisFile:
-    """Validate hypothesis YAML given as text; ``path`` only names it in errors and reports."""
-    path = Path(path)
+def parse_mapping(text: str, path: Path) -> tuple[dict[str, Any], yaml.Node]:
+    """The YAML mapping in ``text`` (safe loader) and its node tree, for line numbers."""
     try:
         raw = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -139,6 +140,15 @@ def loads(
             f"{path} must hold a YAML mapping (id:, claim:, population:, test:, prediction:). "
             f"Got {type(raw).__name__ if raw is not None else 'an empty file'} instead."
         )
+    return raw, node
+
+
+def loads(
+    text: str, path: str | Path = "<string>", overrides: Sequence[str] = ()
+) -> HypothesisFile:
+    """Validate hypothesis YAML given as text; ``path`` only names it in errors and reports."""
+    path = Path(path)
+    raw, node = parse_mapping(text, path)
     raw = apply_overrides(raw, overrides)
     try:
         with warnings.catch_warnings(record=True) as caught:
