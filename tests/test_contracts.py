@@ -243,3 +243,59 @@ def test_every_drawer_exists(name: str) -> None:
 
     module, _, function = DRAWERS[name].partition(":")
     assert callable(getattr(importlib.import_module(module), function))
+
+
+# --- every shape runs on real models normally and with a forced error ------------------------
+
+
+def _replicates(cls: type[Kind]) -> tuple[object, object, list[object]]:
+    """A file for the shape's example, its data, and 2 replicates per condition: the planted
+    model with a little seeded noise on its weights, so replicates differ."""
+    from falsify.hypothesis.conditions import expand
+    from falsify.runner.replicates import Replicate
+
+    text = _hypothesis({}, kind=cls.tag(), **cls.example)
+    doc = yaml.safe_load(text)
+    if not cls.compares_conditions:
+        del doc["population"]["conditions"]
+    doc["population"]["model"] = {"kind": "mlp", "hidden": [10]}
+    hf = loader.loads(yaml.safe_dump(doc, sort_keys=False), "contract.yaml")
+    data = load_dataset(hf.hypothesis.population.data)
+    reps = []
+    for condition in expand(hf.hypothesis.population):
+        for seed in (0, 1):
+            model, _ = planted_model(SPEC)
+            g = torch.Generator().manual_seed(10 * condition.index + seed)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+            reps.append(Replicate(seed, model, "", False, 0.9, 0.1, condition.name))
+    return hf, data, reps
+
+
+@pytest.mark.parametrize(("tag", "cls"), SHAPES.items(), ids=list(SHAPES))
+@pytest.mark.parametrize("fail", [False, True], ids=["normal", "forced-error"])
+def test_every_shape_leaves_no_hook_and_unchanged_weights(
+    tag: str, cls: type[Kind], fail: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from falsify.shapes.base import run_shape
+
+    hf, data, reps = _replicates(cls)
+    before = [{k: v.clone() for k, v in r.model.state_dict().items()} for r in reps]
+    if fail:
+
+        def broken(*_args: object) -> torch.Tensor:
+            raise RuntimeError("forced error in the model")
+
+        for r in reps:
+            monkeypatch.setattr(r.model.head, "forward", broken)
+        with pytest.raises(RuntimeError, match="forced error"):
+            run_shape(hf, data, reps)
+    else:
+        evidence, parts, _ = run_shape(hf, data, reps)
+        assert len(parts) == len(evidence.parts) >= 1
+        assert set(evidence.figures) and all(f.draw in DRAWERS for f in evidence.figures.values())
+    for r, state in zip(reps, before, strict=True):
+        assert _hooks(r.model) == 0
+        for k, v in r.model.state_dict().items():
+            assert torch.equal(v, state[k]), k
