@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from falsify._version import __version__
 from falsify.cli.listing import read_listing
 from falsify.errors import FalsifyDeprecationWarning, FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"falsify {_version()}")
+    parser.add_argument("--version", action="version", version=f"falsify {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor",
         choices=EXECUTORS,
         default="local",
-        help="where jobs run: this machine, or a Ray cluster (pip install 'falsify[ray]')",
+        help="where jobs run: this machine, or a Ray cluster (pip install 'falsify-interp[ray]')",
     )
     run.add_argument(
         "--address",
@@ -203,15 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--builtin", action="store_true", help="only falsify's own kinds (docs/kinds.md)"
     )
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("falsify")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _error(message: object) -> None:

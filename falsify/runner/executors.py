@@ -58,7 +58,7 @@ class RayCluster:
         except ImportError:
             raise FalsifyError(
                 "The '--executor' ray needs the ray package. Got it missing: install it with "
-                "`pip install 'falsify[ray]'`."
+                "`pip install 'falsify-interp[ray]'`."
             ) from None
         self.jobs = jobs
         self._ray = ray

@@ -13,6 +13,7 @@ from importlib import metadata
 import torch
 from torch import nn
 
+from falsify._version import __version__
 from falsify.data import Dataset, load_dataset
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hooks import layer_names
@@ -33,7 +34,6 @@ from falsify.units import check_undeclared, unit_view, weight_module
 __all__ = ["Plan", "plan", "run_hypothesis"]
 
 _PACKAGES = (
-    "falsify",
     "torch",
     "numpy",
     "scipy",
@@ -175,7 +175,7 @@ def _validate_checkpoints(hf: HypothesisFile, data: Dataset) -> bool:
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    out = {"python": platform.python_version(), "falsify": __version__}
     for name in _PACKAGES:
         try:
             out[name] = metadata.version(name)
