@@ -23,7 +23,8 @@ PACKAGE = Path(__file__).parents[1] / "falsify"
 # Lowest first. An import may go down or stay within a layer, never up. Top-level modules are
 # their own nodes.
 LAYERS: list[set[str]] = [
-    {"falsify.errors", "falsify._io", "falsify._imports", "falsify._lazy", "falsify._version"},  # used everywhere
+    # used everywhere
+    {"falsify.errors", "falsify._io", "falsify._imports", "falsify._lazy", "falsify._version"},
     {"falsify.hypothesis"},  # the file format and the kinds' registries
     # where units live and the math on them that models (regularizers) and measures share
     {"falsify.units", "falsify.hooks", "falsify.selectivity", "falsify.coclustering"},
