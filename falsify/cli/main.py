@@ -43,6 +43,7 @@ examples:
   falsify run x.yaml --set population.training.epochs=5
   falsify check hypotheses/                     validate without running
   falsify list hypotheses/                      id, shape and claim of each file
+  falsify schema > hypothesis.schema.json       the file format, for an editor
   falsify lock hypotheses/                      pre-register: record what each verdict depends on
   falsify calibrate                             the verdict rules on simulated data, known truth
 """
@@ -203,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     kinds.add_argument(
         "--builtin", action="store_true", help="only falsify's own kinds (docs/kinds.md)"
     )
+    sub.add_parser(
+        "schema",
+        help="print the JSON Schema of a hypothesis file (for editors)",
+        description="Print the JSON Schema of a hypothesis file, generated from the file "
+        "format's models with every registered kind, plugins included. Editors with the YAML "
+        "language server use it to complete and check fields (docs/editors.md).",
+    )
     return parser
 
 
@@ -270,6 +278,13 @@ def _cmd_kinds(args: argparse.Namespace) -> int:
     from falsify.report.kinds import kinds_markdown
 
     print(kinds_markdown(builtin_only=args.builtin), end="")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from falsify.hypothesis.file_schema import render
+
+    print(render(), end="")
     return 0
 
 
@@ -393,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lock": _cmd_lock,
         "calibrate": _cmd_calibrate,
         "kinds": _cmd_kinds,
+        "schema": _cmd_schema,
     }
     try:
         return commands[args.command](args)

@@ -17,7 +17,7 @@ import re
 import warnings
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, WithJsonSchema, field_validator, model_validator
 
 from falsify.errors import FalsifyDeprecationWarning
 from falsify.hypothesis.kinds import (
@@ -131,6 +131,22 @@ class TrainingSpec(Frozen):
         return data
 
 
+_SEEDS_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 2},
+        {"type": "array", "items": {"type": "integer"}, "minItems": 2, "uniqueItems": True},
+    ],
+    "title": "Seeds",
+}
+
+# Dotted recipe field -> a non-empty list of values (the nested spelling is not offered).
+_GRID_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {"type": "array", "minItems": 1},
+    "title": "Conditions",
+}
+
+
 class Population(Frozen):
     """Architecture × dataset × recipe × seeds. Each seed is one replicate (one trained model).
 
@@ -142,8 +158,11 @@ class Population(Frozen):
     data: DataSpec
     model: ModelSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    seeds: tuple[int, ...]
-    conditions: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    # A count N (seeds 0..N-1) or a list; the JSON Schema says both (docs/file-format.md).
+    seeds: Annotated[tuple[int, ...], WithJsonSchema(_SEEDS_SCHEMA)]
+    conditions: Annotated[dict[str, tuple[Any, ...]], WithJsonSchema(_GRID_SCHEMA)] = Field(
+        default_factory=dict
+    )
 
     @field_validator("conditions", mode="before")
     @classmethod
@@ -224,7 +243,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
 class Hypothesis(Frozen):
-    id: str
+    id: str = Field(json_schema_extra={"pattern": _ID.pattern})
     claim: str = Field(min_length=1)
     source: Source | None = None
     population: Population

@@ -70,7 +70,12 @@ UnitLayers = Annotated[tuple[str, ...], LayerNames("units")]
 # Layer names whose weights are read (e.g. clustered); empty usually means every unit layer.
 WeightLayers = Annotated[tuple[str, ...], LayerNames("weights")]
 # The layers a test names: distinct, as each is a part of the hypothesis.
-Layers = Annotated[tuple[str, ...], LayerNames("units"), AfterValidator(_distinct_layers)]
+Layers = Annotated[
+    tuple[str, ...],
+    LayerNames("units"),
+    AfterValidator(_distinct_layers),
+    Field(json_schema_extra={"uniqueItems": True}),
+]
 
 # The union tag of a user's own model or data, picked by the presence of the import-path key.
 IMPORT_PATH_TAG = "import_path"
