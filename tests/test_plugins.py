@@ -189,3 +189,16 @@ def test_falsify_kinds_lists_the_plugin_kinds(installed: Path, tmp_path: Path) -
         assert row in listed
     builtin = _falsify(installed, "kinds", "--builtin", cwd=tmp_path).stdout
     assert "activation_rate" not in builtin and "`class_selectivity`" in builtin
+
+
+def test_a_plugin_shape_gets_fields_and_a_starter_that_passes_check(
+    installed: Path, tmp_path: Path
+) -> None:
+    proc = _falsify(installed, "kinds", "unit_measures", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "kind: activation_rate" in proc.stdout and "threshold: float" in proc.stdout
+    made = _falsify(installed, "new", "mean_unit_effect", "starter.yaml", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    proc = _falsify(installed, "check", "starter.yaml", "--cache", "c", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "ok  starter.yaml: my_mean_unit_effect (mean_unit_effect)" in proc.stdout

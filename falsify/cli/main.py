@@ -43,6 +43,8 @@ examples:
   falsify run x.yaml --set population.training.epochs=5
   falsify check hypotheses/                     validate without running
   falsify list hypotheses/                      id, shape and claim of each file
+  falsify kinds shapes                          each test shape, its fields and defaults
+  falsify new association my_claim.yaml         a commented starter file that passes check
   falsify schema > hypothesis.schema.json       the file format, for an editor
   falsify lock hypotheses/                      pre-register: record what each verdict depends on
   falsify calibrate                             the verdict rules on simulated data, known truth
@@ -202,7 +204,27 @@ def build_parser() -> argparse.ArgumentParser:
         "included (docs/extending.md).",
     )
     kinds.add_argument(
+        "slot", nargs="?", metavar="SLOT", help="only this slot, with its kinds' fields"
+    )
+    kinds.add_argument(
+        "--fields",
+        action="store_true",
+        help="each kind's one-line description and its fields with types and defaults",
+    )
+    kinds.add_argument(
         "--builtin", action="store_true", help="only falsify's own kinds (docs/kinds.md)"
+    )
+
+    new = sub.add_parser(
+        "new",
+        help="write a commented starter hypothesis file for a test shape",
+        description="Write a starter hypothesis file for SHAPE (see `falsify kinds shapes`) "
+        "on the bundled digits data and a small MLP, with every field commented. It passes "
+        "`falsify check` as written; edit the claim, the test and the prediction.",
+    )
+    new.add_argument("shape", metavar="SHAPE", help="a test shape, e.g. association")
+    new.add_argument(
+        "path", nargs="?", type=Path, metavar="PATH", help="file to write (default: SHAPE.yaml)"
     )
     sub.add_parser(
         "schema",
@@ -275,9 +297,19 @@ def _load_all(args: argparse.Namespace) -> tuple[list[HypothesisFile], list[str]
 
 
 def _cmd_kinds(args: argparse.Namespace) -> int:
-    from falsify.report.kinds import kinds_markdown
+    from falsify.report.kinds import kinds_fields, kinds_markdown
 
-    print(kinds_markdown(builtin_only=args.builtin), end="")
+    if args.fields or args.slot:
+        print(kinds_fields(args.slot, builtin_only=args.builtin), end="")
+    else:
+        print(kinds_markdown(builtin_only=args.builtin), end="")
+    return 0
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from falsify.cli.starter import write_starter
+
+    print(f"wrote {write_starter(args.shape, args.path)}")
     return 0
 
 
@@ -409,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "calibrate": _cmd_calibrate,
         "kinds": _cmd_kinds,
         "schema": _cmd_schema,
+        "new": _cmd_new,
     }
     try:
         return commands[args.command](args)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from falsify.hypothesis.kinds import REGISTRIES
+import types
+import typing
+from typing import Any
 
-__all__ = ["kinds_markdown"]
+from pydantic import BaseModel
+
+from falsify.errors import FalsifyError, did_you_mean
+from falsify.hypothesis.kinds import REGISTRIES, Kind
+
+__all__ = ["kind_fields", "kinds_fields", "kinds_markdown"]
 
 _HEAD = """\
 # Every kind, by slot
@@ -38,3 +45,77 @@ def kinds_markdown(builtin_only: bool = False) -> str:
                 f"{', '.join(caps) or '–'} |"
             )
     return _HEAD + "\n".join(rows) + "\n"
+
+
+def _type_name(annotation: Any) -> str:
+    """A field's type as a reader writes it: ``'t' | 'random_effects'``, ``list of str``, ``a
+    unit_measures kind``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args if a is not type(None)) + (
+            " | null" if type(None) in args else ""
+        )
+    if origin in (tuple, list):
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return f"list of {_type_name(args[0])}"
+        return f"[{', '.join(_type_name(a) for a in args)}]"
+    if origin is dict:
+        return f"mapping {_type_name(args[0])} -> {_type_name(args[1])}"
+    if isinstance(annotation, type) and issubclass(annotation, Kind):
+        slot = annotation.slot
+        return f"any {slot} kind" if annotation.__dict__.get("slot") else annotation.__name__
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def kind_fields(cls: type[Kind]) -> list[tuple[str, str, str, str]]:
+    """(field, type, default or ``required``, description) of each field a file sets."""
+    out = []
+    for name, info in cls.model_fields.items():
+        if name == "kind":
+            continue
+        if info.is_required():
+            default = "required"
+        else:
+            value = info.get_default(call_default_factory=True)
+            if isinstance(value, BaseModel):
+                value = value.model_dump(mode="json", exclude={"kind"})
+            default = f"= {value!r}"
+        out.append((name, _type_name(info.annotation), default, info.description or ""))
+    return out
+
+
+def _summary(cls: type[Kind]) -> str:
+    doc = cls.__dict__.get("__doc__") or cls.label
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def kinds_fields(slot: str | None = None, builtin_only: bool = False) -> str:
+    """Every registered kind of ``slot`` (all slots when None): its tag, label, module, one-line
+    description, and each field with its type and default."""
+    if slot is not None and slot not in REGISTRIES:
+        raise FalsifyError(
+            f"The slot {slot!r} is not a slot of kinds: expected one of {list(REGISTRIES)}. "
+            f"Got {slot!r} instead.{did_you_mean(slot, REGISTRIES)}"
+        )
+    lines: list[str] = []
+    for name, registry in REGISTRIES.items():
+        if slot is not None and name != slot:
+            continue
+        lines.append(f"{name}:")
+        for tag, cls in registry.items():
+            if builtin_only and not cls.__module__.startswith("falsify."):
+                continue
+            key = (
+                f"{cls.import_path_key}: MODULE:FUNCTION" if cls.import_path_key else f"kind: {tag}"
+            )
+            lines.append(f"  {key}  ({cls.label}; {cls.__module__}, {cls.docs})")
+            lines.append(f"      {_summary(cls)}")
+            for field, type_name, default, description in kind_fields(cls):
+                note = f"  # {description}" if description else ""
+                lines.append(f"      {field}: {type_name} {default}{note}")
+        lines.append("")
+    return "\n".join(lines)
