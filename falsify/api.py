@@ -60,7 +60,8 @@ def run(
 
     ``outcome.verdict``, ``outcome.parts`` (one row per part: estimate, CI, p-values, effect
     size, verdict), ``outcome.replicates`` (one row per replicate × part) and ``outcome.tidy``
-    (the finest-grained data) are pandas tables. With ``out``, the report files are written
+    (the finest-grained data) are pandas tables; in a notebook the outcome shows itself as its
+    Markdown report with the figures inline. With ``out``, the report files are written
     there too, exactly as ``falsify run --out`` writes them (``<out>/<id>.md`` and beside it).
     ``executor`` is ``local`` or ``ray`` (with ``jobs`` and ``address``), or an executor made
     once by :func:`falsify.runner.executors.make_executor` and shared by several runs, as
@@ -68,6 +69,7 @@ def run(
     """
     # here, not at the top: load and from_dict need neither torch nor the report
     from falsify.report import first_result_at, write_outcome
+    from falsify.report.notebook import ShownOutcome
     from falsify.runner import ModelCache, resolve_device, run_hypothesis
 
     hf = hypothesis if isinstance(hypothesis, loader.HypothesisFile) else load(hypothesis)
@@ -80,4 +82,4 @@ def run(
             preregistration=preregistration(hf, Path(lock), first_result_at(out, hf.hypothesis.id)),
         )
         write_outcome(outcome, out)
-    return outcome
+    return ShownOutcome.of(outcome)
