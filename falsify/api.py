@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -55,6 +56,7 @@ def run(
     out: str | Path | None = None,
     lock: str | Path = DEFAULT_LOCK,
     progress: bool = False,
+    mlflow: str | Path | None = None,
 ) -> Outcome:
     """Train or load the population, run the test and return the :class:`Outcome`.
 
@@ -65,13 +67,17 @@ def run(
     there too, exactly as ``falsify run --out`` writes them (``<out>/<id>.md`` and beside it).
     ``executor`` is ``local`` or ``ray`` (with ``jobs`` and ``address``), or an executor made
     once by :func:`falsify.runner.executors.make_executor` and shared by several runs, as
-    ``falsify run`` does for the files it is given.
+    ``falsify run`` does for the files it is given. With ``mlflow`` (a folder, or a tracking
+    URI), the run is also logged there (:mod:`falsify.report.tracking`).
     """
     # here, not at the top: load and from_dict need neither torch nor the report
     from falsify.report import first_result_at, write_outcome
     from falsify.report.notebook import ShownOutcome
+    from falsify.report.tracking import log_run, require_mlflow
     from falsify.runner import ModelCache, resolve_device, run_hypothesis
 
+    if mlflow is not None:
+        require_mlflow()  # before training, not after
     hf = hypothesis if isinstance(hypothesis, loader.HypothesisFile) else load(hypothesis)
     pool = make_executor(executor, jobs, address) if isinstance(executor, str) else executor
     outcome = run_hypothesis(hf, ModelCache(cache), resolve_device(device), progress, pool)
@@ -82,4 +88,11 @@ def run(
             preregistration=preregistration(hf, Path(lock), first_result_at(out, hf.hypothesis.id)),
         )
         write_outcome(outcome, out)
+    if mlflow is not None:
+        if out is not None:
+            log_run(outcome, out, mlflow)
+        else:  # the artifacts are the report files, so write them somewhere first
+            with tempfile.TemporaryDirectory(prefix="falsify-mlflow-") as tmp:
+                write_outcome(outcome, Path(tmp))
+                log_run(outcome, Path(tmp), mlflow)
     return ShownOutcome.of(outcome)

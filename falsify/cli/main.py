@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LOCK,
         help=f"lock file the reports check pre-registration against (default: {DEFAULT_LOCK})",
     )
+    run.add_argument(
+        "--mlflow",
+        metavar="DIR",
+        default=os.environ.get("FALSIFY_MLFLOW") or None,
+        help="also log each run to this MLflow tracking folder (or URI): the file's fields, "
+        "the verdict, each part's estimate and CI, the report files (default: $FALSIFY_MLFLOW; "
+        "pip install 'falsify-interp[mlflow]')",
+    )
 
     lock = sub.add_parser(
         "lock",
@@ -387,6 +395,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from falsify.runner import resolve_device
 
     resolve_device(args.device)  # a device that is not there is one error, not one per file
+    if args.mlflow:
+        from falsify.report.tracking import require_mlflow
+
+        require_mlflow()  # a missing package is one error, before anything trains
     executor = make_executor(args.executor, args.jobs, args.address)
     files, errors = _load_all(args)
     for e in errors:
@@ -403,6 +415,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 out=args.out,
                 lock=args.lock,
                 progress=not args.quiet,
+                mlflow=args.mlflow,
             )
         except FalsifyError as exc:
             _error(exc)
