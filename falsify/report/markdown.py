@@ -114,6 +114,13 @@ def _preregistration(o: Outcome) -> list[str]:
     return out
 
 
+def _git_line(git: dict[str, Any] | None) -> str:
+    if not git:
+        return "the hypothesis file is not in a git repository (or git is not installed)"
+    tree = "with uncommitted changes" if git["dirty"] else "clean"
+    return f"git commit `{git['commit']}` ({tree}; the file is {git['file']})"
+
+
 def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     hyp = o.file.hypothesis
     pred = hyp.prediction
@@ -227,6 +234,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())
     out += [
         f"- Hypothesis file: `{prov.get('file')}` (sha256 `{prov.get('file_sha256', '')[:16]}…`)",
+        f"- falsify {prov.get('falsify_version', 'unknown')}; {_git_line(prov.get('git'))}",
         f"- Seeds: {prov.get('seeds')}",
         f"- Device: {prov.get('device')} ({prov.get('torch_threads')} CPU threads); training "
         f"jobs: {prov.get('jobs', 1)} ({prov.get('executor', 'in-process')})",
@@ -270,5 +278,7 @@ def summary(o: Outcome) -> dict[str, Any]:
         "combine": hyp.prediction.combine,
         "preregistration": o.preregistration.status if o.preregistration else None,
         "file": o.provenance.get("file"),
+        "falsify_version": o.provenance.get("falsify_version"),
+        "git": o.provenance.get("git"),
         "wall_seconds": o.provenance.get("wall_seconds"),
     }

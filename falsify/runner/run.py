@@ -27,6 +27,7 @@ from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
 from falsify.runner.cache import ModelCache, replicate_key
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
+from falsify.runner.provenance import git_state
 from falsify.runner.replicates import obtain_replicates, recipe_of
 from falsify.shapes.base import run_shape
 from falsify.units import check_undeclared, unit_view, weight_module
@@ -201,6 +202,8 @@ def run_hypothesis(
     provenance = {
         "file": str(hf.path),
         "file_sha256": hf.sha256,
+        "falsify_version": __version__,
+        "git": git_state(hf.path),
         "overrides": list(hf.overrides),
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
