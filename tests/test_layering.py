@@ -135,12 +135,15 @@ def test_allowed_upward_imports_are_still_there(pair: tuple[str, str]) -> None:
 @pytest.mark.parametrize(
     ("statement", "heavy"),
     [
-        ("import falsify.cli.main", ("torch", "matplotlib", "pandas", "statsmodels", "captum", "scipy")),
+        (
+            "import falsify.cli.main",
+            ("torch", "matplotlib", "pandas", "statsmodels", "captum", "scipy", "mlflow"),
+        ),
         # Validating a file builds the unions from every registered kind, whose modules hold
         # their torch implementations; the figures and captum still wait until first needed.
         (
             "import falsify; falsify.load('hypotheses/selectivity_predicts_importance.yaml')",
-            ("matplotlib", "captum"),
+            ("matplotlib", "captum", "mlflow"),
         ),
     ],
 )
