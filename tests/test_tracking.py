@@ -62,6 +62,8 @@ def test_a_run_is_logged_with_params_metrics_and_artifacts(write, tiny_yaml, tmp
         assert metrics[f"hidden1.{name}"] == pytest.approx(part[name], rel=1e-12)
     assert run.data.tags["verdict"] == outcome.verdict.value
     assert run.data.tags["provenance.file_sha256"] == outcome.provenance["file_sha256"]
+    assert run.data.tags["provenance.falsify_version"] == outcome.provenance["falsify_version"]
+    assert not any(k.startswith("provenance.cache_keys") for k in run.data.tags)
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"tiny.md", "tiny.csv", "tiny.parts.csv", "tiny.json"} <= names
     assert any(n.endswith(".png") for n in names)

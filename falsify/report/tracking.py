@@ -37,6 +37,7 @@ VERDICT_METRIC = {Verdict.SUPPORTED: 1.0, Verdict.INCONCLUSIVE: 0.0, Verdict.FAL
 _PART_METRICS = ("estimate", "ci_low", "ci_high", "p_support_adj", "p_falsify_adj", "effect_size")
 _BATCH = 100  # MLflow's limit of params or tags per logging call
 _KEY = re.compile(r"[^\w\-. :/]")  # what MLflow allows in a key
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 def require_mlflow() -> Any:
@@ -51,12 +52,18 @@ def require_mlflow() -> Any:
     return mlflow
 
 
-def tracking_uri(target: str | Path) -> str:
-    """A folder -> its local SQLite store; a URI (``scheme:…``) -> itself."""
+def _folder(target: str | Path) -> Path | None:
+    """The local tracking folder ``target`` names; None for a URI (``scheme:…``, two or more
+    letters, so a Windows drive is a folder)."""
     text = str(target)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", text):
-        return text
-    folder = Path(text).expanduser().resolve()
+    return None if _URI.match(text) else Path(text).expanduser().resolve()
+
+
+def tracking_uri(target: str | Path) -> str:
+    """A folder -> its local SQLite store (the folder is created); a URI -> itself."""
+    folder = _folder(target)
+    if folder is None:
+        return str(target)
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
 
@@ -106,16 +113,15 @@ def log_run(o: Outcome, report_dir: Path, target: str | Path) -> str:
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
-            location = None
-            if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////:memory:"):
-                location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+            folder = _folder(target)
+            location = None if folder is None else (folder / "artifacts").as_uri()
             experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
     hyp = o.file.hypothesis
     prov = o.provenance
     tags = {"verdict": o.verdict.value, "hypothesis_id": hyp.id, "shape": hyp.test.kind}
-    tags |= {f"provenance.{k}": v for k, v in _flat("", prov) if k != "cache_keys"}
+    tags |= {f"provenance.{k}": v for k, v in _flat("", prov) if not k.startswith("cache_keys")}
     if o.preregistration is not None:
         tags["preregistration"] = o.preregistration.status
     run = client.create_run(
