@@ -65,3 +65,22 @@ def test_per_example_scores_average_the_scored_positions() -> None:
     want0 = (lse(torch.tensor([2.0, 0.0]), 0) - 2.0 + lse(torch.tensor([0.0, 1.0]), 0) - 0.0) / 2
     want1 = (lse(torch.tensor([0.0, 3.0]), 0) - 3.0 + lse(torch.tensor([1.0, 0.0]), 0) - 0.0) / 2
     assert ce.tolist() == pytest.approx([float(want0), float(want1)], rel=1e-6)
+
+
+def test_induction_with_min_half_varies_the_copy_distance() -> None:
+    spec = InductionTask(kind="induction", vocab=12, half=5, min_half=2, n_train=40, n_test=1)
+    data = load_dataset(spec)
+    x, y = data.x_train, data.y_train
+    assert x.shape == (40, 11)
+    lengths = set()
+    for row, labels in zip(x, y, strict=True):
+        scored = (labels != IGNORE).nonzero().flatten()
+        length = len(scored) + 1  # positions L+1..2L-1
+        lengths.add(length)
+        assert scored.tolist() == list(range(length + 1, 2 * length))
+        assert torch.equal(row[1 : length + 1], row[length + 1 : 2 * length + 1])
+        assert torch.equal(labels[scored], row[scored + 1])
+        assert len(set(row[1:].tolist()) - set(row[1 : length + 1].tolist())) == 2 * (5 - length)
+    assert len(lengths) > 1 and lengths <= {2, 3, 4, 5}
+    with pytest.raises(ValidationError, match="min_half at most half"):
+        InductionTask(kind="induction", half=3, min_half=4)

@@ -52,8 +52,8 @@ def per_example_scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Ten
 
     ``logits`` ``[rows, classes]`` with ``y`` ``[rows]``; or per-position logits ``[rows, T,
     classes]`` with ``y`` ``[rows, T]``, where an example's score is its mean over the scored
-    positions (``y != IGNORE``). Every built-in sequence task scores the same number of positions
-    in each example, so the mean over examples is also the mean over scored positions.
+    positions (``y != IGNORE``); summed over examples and divided by their number, as the
+    ablation engine does, it is a mean over examples of per-example means.
     """
     if logits.dim() == 2:
         correct = (logits.argmax(dim=-1) == y).to(torch.float64)
