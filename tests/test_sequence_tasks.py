@@ -17,7 +17,7 @@ def test_modular_addition_covers_every_pair_once_and_scores_the_last_position() 
     data = load_dataset(ModularAddition(kind="modular_addition", p=7, train_fraction=0.4))
     x = torch.cat([data.x_train, data.x_test])
     y = torch.cat([data.y_train, data.y_test])
-    assert data.tokens and data.n_classes == 7 and data.input_shape == (3,)
+    assert data.x_train.dtype == torch.long and data.n_classes == 7 and data.input_shape == (3,)
     assert len(data.x_train) == round(0.4 * 49) and len(x) == 49
     assert len({tuple(r[:2].tolist()) for r in x}) == 49
     assert (x[:, 2] == 7).all()

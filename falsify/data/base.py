@@ -35,11 +35,6 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    @property
-    def tokens(self) -> bool:
-        """Whether the inputs are token ids (a sequence task)."""
-        return not self.x_train.is_floating_point()
-
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` of the ``"train"`` or ``"test"`` split."""
         if which == "train":
