@@ -29,6 +29,7 @@ from falsify.measures.sequence import (
     fourier_power_share,
 )
 from falsify.models import build_model
+from falsify.models.training import train_replicate
 from falsify.models.transformer import TransformerSpec
 
 
@@ -166,3 +167,32 @@ def test_neuron_selectivity_over_answer_classes_at_the_answer_position() -> None
         model, "blocks.0.mlp.hook_post", x, y, 5
     )
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_a_model_trained_to_copy_the_previous_token_attends_one_back() -> None:
+    # The previous-token task's known structure: one layer solves it by attending to t - 1.
+    pop = Population.model_validate(
+        {
+            "data": {"kind": "previous_token", "vocab": 12, "length": 8, "n_train": 500},
+            "model": {
+                "kind": "transformer",
+                "n_layers": 1,
+                "d_model": 16,
+                "n_heads": 2,
+                "d_head": 8,
+            },
+            "training": {"optimizer": "adamw", "lr": 0.01, "steps": 150, "batch_size": 100},
+            "seeds": 2,
+        }
+    )
+    data = load_dataset(pop.data)
+    trained = train_replicate(pop, data, 0, torch.device("cpu"))
+    assert trained.test_accuracy > 0.95
+    score = PreviousTokenScore(kind="previous_token_score")
+    got = score.measure(trained.model, "blocks.0.attn.hook_z", data.x_test, data.y_test, 12)
+    assert float(got.max()) > 0.8
+    # An untrained model of the same shape does not.
+    torch.manual_seed(0)
+    fresh = build_model(pop.model, data.input_shape, 12).eval()
+    base = score.measure(fresh, "blocks.0.attn.hook_z", data.x_test, data.y_test, 12)
+    assert float(base.max()) < 0.5
