@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from falsify.data import load_dataset
+from falsify.data.induction import InductionTask
 from falsify.data.synthetic import SyntheticData
 from falsify.errors import HypothesisError
 from falsify.hypothesis import loader
@@ -30,8 +31,11 @@ from falsify.hypothesis.kinds import (
     UNIT_MEASURES,
     Kind,
 )
+from falsify.hypothesis.schema import Population
 from falsify.measures.model_level import TrainedModel
+from falsify.models import build_model
 from falsify.models.planted import planted_model
+from falsify.models.transformer import TransformerSpec
 from falsify.report.drawers import DRAWERS
 from falsify.report.kinds import kinds_markdown
 from falsify.stats.calibration import SIMULATORS
@@ -74,7 +78,9 @@ def test_every_kind_has_an_implementation(slot: str, tag: str, cls: type[Kind]) 
 
 
 @pytest.mark.parametrize(("slot", "tag", "cls"), ALL, ids=IDS)
-def test_every_kind_has_a_label_docs_and_a_valid_example(slot: str, tag: str, cls: type[Kind]) -> None:
+def test_every_kind_has_a_label_docs_and_a_valid_example(
+    slot: str, tag: str, cls: type[Kind]
+) -> None:
     assert cls.label.strip()
     assert (ROOT / cls.docs).is_file(), f"{tag}: docs page {cls.docs} does not exist"
     if not cls.import_path_key:
@@ -98,6 +104,8 @@ def test_every_outcome_detail_figure_can_be_drawn(tag: str, cls: type[Kind]) -> 
 
 
 def _runs(slot: str, kind: Kind, model: torch.nn.Module) -> object:
+    if getattr(kind, "needs_sequences", False):
+        return _runs_on_sequences(slot, kind, model)
     data = load_dataset(SPEC)
     x, y = data.x_test[:60], data.y_test[:60]
     if slot == "unit_measures":
@@ -108,6 +116,27 @@ def _runs(slot: str, kind: Kind, model: torch.nn.Module) -> object:
     return kind.compute(TrainedModel(model, population, data, seed=0))
 
 
+SEQ_TASK = InductionTask(kind="induction", vocab=11, half=4, n_train=20, n_test=60)
+SEQ_POP = Population(
+    data=SEQ_TASK,
+    model=TransformerSpec(kind="transformer", d_model=8, n_heads=10, d_head=2, d_mlp=10),
+    seeds=2,
+)
+
+
+def _sequence_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(SEQ_POP.model, (9,), SEQ_TASK.vocab).eval()
+
+
+def _runs_on_sequences(slot: str, kind: Kind, model: torch.nn.Module) -> object:
+    data = load_dataset(SEQ_TASK)
+    x, y = data.x_test[:60], data.y_test[:60]
+    if slot == "unit_measures":
+        return kind.measure(model, "blocks.0.attn.hook_z", x, y, SEQ_TASK.vocab)
+    return kind.compute(TrainedModel(model, SEQ_POP, data, seed=0))
+
+
 KIND_RUNS = [
     (reg.slot, tag, cls)
     for reg in (UNIT_MEASURES, UNIT_EFFECTS, OUTCOMES)
@@ -116,14 +145,17 @@ KIND_RUNS = [
 ]
 
 
-@pytest.mark.parametrize(("slot", "tag", "cls"), KIND_RUNS, ids=[f"{s}:{t}" for s, t, _ in KIND_RUNS])
+@pytest.mark.parametrize(
+    ("slot", "tag", "cls"), KIND_RUNS, ids=[f"{s}:{t}" for s, t, _ in KIND_RUNS]
+)
 @pytest.mark.parametrize("fail", [False, True], ids=["normal", "forced-error"])
 def test_every_kind_leaves_no_hook_and_unchanged_weights(
     slot: str, tag: str, cls: type[Kind], fail: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, _ = planted_model(SPEC)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     kind = _instance(cls)
+    sequences = bool(getattr(kind, "needs_sequences", False))
+    model = _sequence_model() if sequences else planted_model(SPEC)[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     if fail:
         calls = []
 
@@ -131,7 +163,7 @@ def test_every_kind_leaves_no_hook_and_unchanged_weights(
             calls.append(1)
             raise RuntimeError("forced error in the model")
 
-        monkeypatch.setattr(model.head, "forward", broken)
+        monkeypatch.setattr(model.unembed if sequences else model.head, "forward", broken)
         try:
             _runs(slot, kind, model)
         except RuntimeError as exc:

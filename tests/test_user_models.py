@@ -368,7 +368,7 @@ def test_builtin_model_takes_a_checkpoint(write, tiny_yaml, tmp_path) -> None:
         ),
         (
             "{kind: factory, factory: 'a:b'}",
-            "'population.model.kind' of {path} (line 5) must be one of ['cnn', 'mlp', 'resnet20'], or "
+            "'population.model.kind' of {path} (line 5) must be one of ['cnn', 'mlp', 'resnet20', 'transformer'], or "
             "no kind and 'factory:' with an import path 'module:function'. Got 'factory' instead.",
         ),
         (

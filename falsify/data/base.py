@@ -1,4 +1,4 @@
-"""The in-memory form every dataset loader returns."""
+"""The in-memory form every dataset loader returns, and how sequence labels are scored."""
 
 from __future__ import annotations
 
@@ -6,14 +6,22 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Dataset"]
+__all__ = ["IGNORE", "Dataset", "answer_labels", "per_example_scores"]
+
+# The label of a position that is not scored (PyTorch's ``ignore_index`` of cross-entropy).
+IGNORE = -100
 
 
 @dataclass(frozen=True)
 class Dataset:
     """A train/test split held as tensors.
 
-    ``x_*`` are float32 of shape ``[n, *input_shape]``; ``y_*`` are int64 class indices ``[n]``.
+    Classification data: ``x_*`` float32 ``[n, *input_shape]``, ``y_*`` int64 class indices
+    ``[n]``. Token (sequence) data: ``x_*`` int64 token ids ``[n, T]`` and ``y_*`` int64 ``[n, T]``,
+    the answer expected at each position and :data:`IGNORE` where nothing is scored; token ids run
+    over ``0..n_classes``, where ``n_classes`` itself is the one token a model is never asked to
+    predict (the ``=`` of modular addition, the BOS of the other tasks), so the model reads
+    ``n_classes + 1`` tokens and predicts ``n_classes`` (docs/sequence-models.md).
     """
 
     name: str
@@ -32,3 +40,42 @@ class Dataset:
         if which == "train":
             return self.x_train, self.y_train
         return self.x_test, self.y_test
+
+
+def per_example_scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(correct, cross-entropy)``, each float64 ``[rows]``, of each example.
+
+    ``logits`` ``[rows, classes]`` with ``y`` ``[rows]``; or per-position logits ``[rows, T,
+    classes]`` with ``y`` ``[rows, T]``, where an example's score is its mean over the scored
+    positions (``y != IGNORE``); summed over examples and divided by their number, as the
+    ablation engine does, it is a mean over examples of per-example means.
+    """
+    if logits.dim() == 2:
+        correct = (logits.argmax(dim=-1) == y).to(torch.float64)
+        ce = -logits.log_softmax(dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        return correct, ce.to(torch.float64)
+    scored = y != IGNORE  # [rows, T]
+    target = y.clamp(min=0)
+    correct = (logits.argmax(dim=-1) == target) & scored
+    ce = -logits.log_softmax(dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    n = scored.sum(dim=1).clamp(min=1).to(torch.float64)
+    ce = torch.where(scored, ce.to(torch.float64), 0.0)
+    return correct.sum(dim=1).to(torch.float64) / n, ce.sum(dim=1) / n
+
+
+def answer_labels(y: torch.Tensor) -> torch.Tensor:
+    """The class of each example, ``[rows]``: ``y`` itself, or for per-position labels ``[rows,
+    T]`` the answer at the one scored position (modular addition's ``(a + b) mod p``).
+
+    Raises ValueError for sequence labels that score more or fewer than one position per row.
+    """
+    if y.dim() == 1:
+        return y
+    scored = y != IGNORE
+    if not bool((scored.sum(dim=1) == 1).all()):
+        raise ValueError(
+            "a class per example needs exactly one scored position per sequence; this task "
+            f"scores {int(scored[0].sum())} (use a task answered at one position, such as "
+            "modular_addition)"
+        )
+    return y[scored]

@@ -153,6 +153,8 @@ class UnitMeasureKind(Kind):
 
     slot: ClassVar[str] = "unit_measures"
     uses_gradients: ClassVar[bool] = False
+    # Reads what only a sequence model has (attention patterns, token inputs).
+    needs_sequences: ClassVar[bool] = False
 
     def measure(self, model: Any, layer: str, x: Any, y: Any, n_classes: int) -> Any:
         raise NotImplementedError
@@ -178,6 +180,7 @@ class OutcomeKind(Kind):
 
     slot: ClassVar[str] = "outcomes"
     needs_unit_layers: ClassVar[bool] = False  # reads layers (by default every unit layer)
+    needs_sequences: ClassVar[bool] = False  # reads what only a sequence model has
     detail_figure: ClassVar[str] = ""  # the report figure drawing ``details``; "" for none
 
     def compute(self, trained: Any) -> float:
@@ -264,8 +267,8 @@ class RegularizerKind(Kind):
 # by the contract tests)
 CAPABILITIES: dict[str, tuple[str, ...]] = {
     "architectures": ("ensemble",),
-    "unit_measures": ("uses_gradients",),
-    "outcomes": ("needs_unit_layers", "detail_figure"),
+    "unit_measures": ("uses_gradients", "needs_sequences"),
+    "outcomes": ("needs_unit_layers", "needs_sequences", "detail_figure"),
     "contrasts": ("effect_size_kind", "wording"),
     "shapes": ("compares_conditions", "figure", "simulator"),
     "regularizers": ("ensemble", "metric"),
@@ -419,7 +422,9 @@ class Kinds:
             return IMPORT_PATH_TAG
         return getattr(value, "kind", None)
 
-    def __get_pydantic_core_schema__(self, _source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+    def __get_pydantic_core_schema__(
+        self, _source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
         if self.only is not None:
             return handler.generate_schema(self.registry[self.only])
         members = tuple(typing.Annotated[cls, Tag(cls.tag())] for cls in self.members())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema, field_validator, model_validator
 
@@ -64,9 +64,17 @@ def _block(tag: str) -> Any:
 
 
 class TrainingSpec(Frozen):
-    optimizer: Literal["adam", "sgd"] = "adam"
+    """How each replicate is trained (docs/file-format.md; AdamW and warm-up for the
+    transformers of docs/sequence-models.md). A ``batch_size`` at least the training set's size
+    trains full-batch."""
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
     epochs: int = Field(30, ge=1)
+    # Optimizer steps to train for instead of ``epochs`` (new mini-batch orders as needed).
+    steps: int | None = Field(None, ge=1)
+    # The learning rate rises linearly from lr / warmup_steps to lr over these first steps.
+    warmup_steps: int = Field(0, ge=0)
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -80,6 +88,10 @@ class TrainingSpec(Frozen):
     enmeshment: Annotated[RegularizerKind, Kinds(REGULARIZERS, only="enmeshment")] = _block(
         "enmeshment"
     )
+
+    # Fields added after the first cache keys -> their default: left out of a recipe while at
+    # it, so every recipe written before them keeps its key.
+    LATER_FIELDS: ClassVar[dict[str, object]] = {"steps": None, "warmup_steps": 0}
 
     @classmethod
     def blocks(cls) -> dict[str, type[RegularizerKind]]:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from falsify.data.base import answer_labels
 from falsify.hooks import capture, hooked
 from falsify.hypothesis.kinds import UnitEffectKind, register
 from falsify.hypothesis.units import Fill
@@ -114,7 +115,8 @@ def _per_class_stats(n_classes: int):
 
     def stats(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         both = row_stats_correct_ce(logits, y)  # [rows, 2]
-        onehot = torch.nn.functional.one_hot(y, n_classes).to(torch.float64)  # [rows, K]
+        onehot = torch.nn.functional.one_hot(answer_labels(y), n_classes)  # [rows, K]
+        onehot = onehot.to(torch.float64)
         return torch.cat([both[:, :1] * onehot, both[:, 1:] * onehot], dim=-1)
 
     return stats
@@ -251,7 +253,7 @@ def class_ablation_effects(
         strategy,
     )
     intact, ablated_sums = intact.view(2, n_classes), ablated_sums.view(-1, 2, n_classes)
-    counts = torch.bincount(y.cpu(), minlength=n_classes).to(torch.float64)
+    counts = torch.bincount(answer_labels(y).cpu(), minlength=n_classes).to(torch.float64)
     counts = torch.where(counts > 0, counts, torch.full_like(counts, float("nan")))
     column = 0 if metric == "accuracy_drop" else 1
     change = (ablated_sums[:, column] - intact[column]) / counts

@@ -40,6 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from falsify.data.base import per_example_scores
 from falsify.hooks import capture, get_layer, hooked
 from falsify.units import UnitView, unit_view
 
@@ -73,10 +74,9 @@ _PASS_THROUGH: tuple[type[nn.Module], ...] = (
 
 
 def row_stats_correct_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``[rows, 2]``: 1 where the prediction is correct, and the cross-entropy of the row."""
-    correct = (logits.argmax(dim=-1) == y).to(torch.float64)
-    ce = -logits.log_softmax(dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    return torch.stack([correct, ce.to(torch.float64)], dim=-1)
+    """``[rows, 2]``: 1 where the prediction is correct, and the cross-entropy of the row (for a
+    sequence, their means over its scored positions: :func:`falsify.data.base.per_example_scores`)."""
+    return torch.stack(per_example_scores(logits, y), dim=-1)
 
 
 @dataclass(frozen=True)

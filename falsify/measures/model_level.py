@@ -18,6 +18,7 @@ from scipy.integrate import trapezoid
 from torch import nn
 
 from falsify.data import Dataset
+from falsify.data.base import answer_labels, per_example_scores
 from falsify.data.corruptions import corrupt
 from falsify.data.labels import training_labels
 from falsify.hypothesis.kinds import OutcomeKind, register
@@ -101,7 +102,7 @@ class AccuracyOutcome(_Outcome):
     def compute(self, t: TrainedModel) -> float:
         x, y = t.split(self.split)
         t.model.eval()
-        return (t.model(x).argmax(dim=1) == y).double().mean().item()
+        return per_example_scores(t.model(x), y)[0].mean().item()
 
 
 @register
@@ -117,7 +118,8 @@ class MeanSelectivityOutcome(_Outcome):
 
     def compute(self, t: TrainedModel) -> float:
         x, y = t.split(self.split)
-        return mean_selectivity(t.model, t.layers(self.layers), x, y, t.data.n_classes)
+        classes = answer_labels(y)
+        return mean_selectivity(t.model, t.layers(self.layers), x, classes, t.data.n_classes)
 
 
 @register

@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from falsify.data.base import answer_labels
 from falsify.hooks import capture
 from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.selectivity import class_conditional_means, mean_selectivity, selectivity_index
@@ -44,4 +45,6 @@ class ClassSelectivity(UnitMeasureKind):
     def measure(
         self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return selectivity_index(class_conditional_means(model, layer, x, y, n_classes), self.epsilon)
+        # A sequence task's class is its answer token (docs/sequence-models.md).
+        means = class_conditional_means(model, layer, x, answer_labels(y), n_classes)
+        return selectivity_index(means, self.epsilon)

@@ -43,7 +43,10 @@ def supports_ensemble(population: Population) -> bool:
     plain_loss = training.label_noise == 0 and all(
         r.ensemble or not r.active for r in training.regularizers()
     )
-    return spec.ensemble_ready() and plain_loss
+    # The stacked trainer runs epochs at a constant rate with Adam or SGD only.
+    plain_schedule = training.steps is None and training.warmup_steps == 0
+    plain_schedule = plain_schedule and training.optimizer != "adamw"
+    return spec.ensemble_ready() and plain_loss and plain_schedule
 
 
 def _optimizer(params: list[torch.Tensor], spec: TrainingSpec) -> torch.optim.Optimizer:

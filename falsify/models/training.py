@@ -7,9 +7,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from falsify.data import Dataset
+from falsify.data.base import IGNORE, per_example_scores
 from falsify.data.labels import training_labels
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
@@ -32,14 +34,35 @@ def _optimizer(model: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
         return torch.optim.SGD(
             model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
         )
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Linear warm-up: step ``s`` (from 0) runs at ``lr · min(1, (s + 1) / steps)``."""
+    if steps == 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / steps))
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy of ``model`` on ``(x, y)`` in evaluation mode."""
+    """Accuracy of ``model`` on ``(x, y)`` in evaluation mode (at the scored positions of a
+    sequence task, :func:`falsify.data.base.per_example_scores`)."""
     model.eval()
-    return (model(x).argmax(dim=1) == y).float().mean().item()
+    logits = model(x)
+    if logits.dim() == 2:
+        return (logits.argmax(dim=1) == y).float().mean().item()
+    return per_example_scores(logits, y)[0].mean().item()
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the examples, or over the scored positions of sequences (the
+    unscored ones carry :data:`falsify.data.base.IGNORE`, cross-entropy's ``ignore_index``)."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, y)
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten(), ignore_index=IGNORE)
 
 
 def train_replicate(
@@ -91,7 +114,7 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         shuffle = torch.Generator().manual_seed(seed)
         spec = population.training
         opt = _optimizer(model, spec)
-        loss_fn = nn.CrossEntropyLoss()
+        schedule = _warmup(opt, spec.warmup_steps)
         has_batch_norm = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
         )
@@ -102,24 +125,33 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         steps = -(-n // spec.batch_size) - int(has_batch_norm and n % spec.batch_size == 1)
         terms = build_regularizers(spec, model, data.n_classes, steps)
         last = 0.0
+        # With ``steps``, as many epochs as it takes, stopping after the last step.
+        epochs = -(-spec.steps // max(steps, 1)) if spec.steps is not None else spec.epochs
+        left = spec.steps
         with captured_activations(model, [layer for t in terms for layer in t.layers]) as acts:
-            for _ in range(spec.epochs):
+            for _ in range(epochs):
                 model.train()
                 order = torch.randperm(n, generator=shuffle).to(device)
-                total = 0.0
+                total, seen = 0.0, 0
                 for start in range(0, n, spec.batch_size):
+                    if left is not None and left == 0:
+                        break
                     idx = order[start : start + spec.batch_size]
                     if len(idx) < 2 and has_batch_norm:
                         continue  # batch norm cannot normalize a batch of one
                     opt.zero_grad(set_to_none=True)
-                    ce = loss_fn(model(x[idx]), y[idx])
+                    ce = _cross_entropy(model(x[idx]), y[idx])
                     loss = ce
                     for term in terms:
                         loss = loss + term(model, acts, y[idx])
                     loss.backward()
                     opt.step()
+                    if schedule is not None:
+                        schedule.step()
                     total += ce.item() * len(idx)
-                last = total / n
+                    seen += len(idx)
+                    left = None if left is None else left - 1
+                last = total / n if left is None else total / max(seen, 1)
         model.eval()
         acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
         metrics = record_metrics(model, population, data, device)

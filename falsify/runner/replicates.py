@@ -14,7 +14,7 @@ from tqdm import tqdm
 from falsify.data import Dataset, load_dataset
 from falsify.errors import FalsifyError
 from falsify.hypothesis.conditions import Condition, expand
-from falsify.hypothesis.schema import Population
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
 from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
@@ -57,6 +57,9 @@ def recipe_of(population: Population) -> dict[str, Any]:
     training = population.training
     for name in training.blocks():
         del recipe["training"][name]
+    for name, default in TrainingSpec.LATER_FIELDS.items():
+        if recipe["training"][name] == default:
+            del recipe["training"][name]
     for regularizer in training.regularizers():
         recipe["training"] |= regularizer.recipe()
     identity = population_identity(population)
