@@ -54,9 +54,18 @@ def _items(v: Any) -> Any:
     return tuple(v.items()) if isinstance(v, dict) else v
 
 
+class _MappingSchema:
+    """The file's spelling, ``{layer: view}``, in the JSON Schema (inside it is a tuple of pairs)."""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        pairs = handler(core_schema)
+        return {"type": "object", "additionalProperties": pairs["items"]["prefixItems"][1]}
+
+
 # {layer: view} in the file; a tuple of (layer, view) pairs inside, so specs stay hashable.
 UnitViews = Annotated[
     tuple[tuple[str, UnitViewSpec], ...],
     BeforeValidator(_items),
+    _MappingSchema(),
     PlainSerializer(lambda pairs: {k: v.model_dump(exclude_defaults=True) for k, v in pairs}),
 ]
