@@ -151,7 +151,7 @@ def test_dataset_pair_equals_tensor_loader(write) -> None:
             "    factory: tests.helpers.usermodels:make_net\n",
             "    kind: mlpp\n",
             "'population.model.kind'",
-            "one of ['cnn', 'mlp', 'resnet20'",
+            "one of ['cnn', 'huggingface', 'mlp', 'resnet20'",
         ),
     ],
 )
@@ -368,7 +368,7 @@ def test_builtin_model_takes_a_checkpoint(write, tiny_yaml, tmp_path) -> None:
         ),
         (
             "{kind: factory, factory: 'a:b'}",
-            "'population.model.kind' of {path} (line 5) must be one of ['cnn', 'mlp', 'resnet20', 'transformer'], or "
+            "'population.model.kind' of {path} (line 5) must be one of ['cnn', 'huggingface', 'mlp', 'resnet20', 'transformer'], or "
             "no kind and 'factory:' with an import path 'module:function'. Got 'factory' instead.",
         ),
         (
