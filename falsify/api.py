@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from falsify.runner import Outcome
     from falsify.runner.executors import Executor
 
-__all__ = ["from_dict", "load", "run"]
+__all__ = ["DEFAULT_MAX_HOURS", "from_dict", "load", "run"]
+
+# Training estimated beyond this many hours is refused unless the caller raises it.
+DEFAULT_MAX_HOURS = 2.0
 
 
 def _overrides(overrides: Sequence[str], seeds: int | None) -> list[str]:
@@ -55,6 +58,7 @@ def run(
     out: str | Path | None = None,
     lock: str | Path = DEFAULT_LOCK,
     progress: bool = False,
+    max_hours: float | None = DEFAULT_MAX_HOURS,
 ) -> Outcome:
     """Train or load the population, run the test and return the :class:`Outcome`.
 
@@ -72,7 +76,9 @@ def run(
 
     hf = hypothesis if isinstance(hypothesis, loader.HypothesisFile) else load(hypothesis)
     pool = make_executor(executor, jobs, address) if isinstance(executor, str) else executor
-    outcome = run_hypothesis(hf, ModelCache(cache), resolve_device(device), progress, pool)
+    outcome = run_hypothesis(
+        hf, ModelCache(cache), resolve_device(device), progress, pool, max_hours
+    )
     if out is not None:
         out = Path(out)
         outcome = replace(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from falsify.api import DEFAULT_MAX_HOURS
 from falsify.cli.listing import read_listing
 from falsify.errors import FalsifyDeprecationWarning, FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
@@ -125,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="join this existing Ray cluster (with --executor ray)",
     )
     run.add_argument(
+        "--max-hours",
+        type=float,
+        default=DEFAULT_MAX_HOURS,
+        metavar="H",
+        help="refuse a file whose training `falsify check` estimates at more than H hours "
+        f"(default: {DEFAULT_MAX_HOURS:g})",
+    )
+    run.add_argument(
         "--lock",
         type=Path,
         default=DEFAULT_LOCK,
@@ -155,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="validate hypothesis files without running them",
         description="Validate each file (schema, layer names against the real model) and say "
-        "what a run would do: replicates to train and how many are cached.",
+        "what a run would do: replicates to train, how many are cached, and roughly how long "
+        "training will take on this machine (a timing probe of a few training steps).",
     )
     _add_file_options(check)
 
@@ -292,6 +302,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from falsify.runner import ModelCache, plan, resolve_device
+    from falsify.runner.estimate import format_duration
 
     device = resolve_device(args.device)
     cache = ModelCache(args.cache)
@@ -306,6 +317,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(
             f"ok  {hf.path}: {h.id} ({h.test.kind}); {p.n_replicates} replicates, "
             f"{p.n_cached} cached, {p.n_replicates - p.n_cached} to train on {device}"
+            + (f", about {format_duration(p.seconds)}" if p.n_cached < p.n_replicates else "")
         )
     for e in errors:
         _error(e)
@@ -364,6 +376,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 out=args.out,
                 lock=args.lock,
                 progress=not args.quiet,
+                max_hours=args.max_hours,
             )
         except FalsifyError as exc:
             _error(exc)
