@@ -246,16 +246,17 @@ def _read_all(
         if only and id_of(item) not in only:
             continue
         read_ok.append((path, item))
-    seen: dict[str, Path] = {}
+    by_id: dict[str, list[Path]] = {}
     for path, item in read_ok:
-        other = seen.setdefault(id_of(item), path)
-        if other != path:
+        by_id.setdefault(id_of(item), []).append(path)
+    for ident, paths in by_id.items():
+        for path in paths if len(paths) > 1 else []:
+            others = ", ".join(str(p) for p in paths if p != path)
             errors.append(
-                f"The 'id' of {path} must be unique (it names the report). Got "
-                f"{id_of(item)!r} instead, which {other} uses too."
+                f"The 'id' of {path} must be unique (it names the report). Got {ident!r} "
+                f"instead, which {others} uses too."
             )
-    dup = {id_of(item) for path, item in read_ok if seen[id_of(item)] != path}
-    items = [item for _, item in read_ok if id_of(item) not in dup]
+    items = [item for _, item in read_ok if len(by_id[id_of(item)]) == 1]
     if only:
         found = {id_of(item) for item in items}
         for missing in sorted(set(only) - found):
@@ -346,13 +347,11 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     files, errors = _load_all(args)
     for e in errors:
         _error(e)
-    if errors:
-        return 1
     firsts = {hf.hypothesis.id: first_result_at(args.out, hf.hypothesis.id) for hf in files}
     for line in lock_files(files, args.lock, firsts):
         print(line)
     print(f"wrote {args.lock}")
-    return 0
+    return 1 if errors else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
