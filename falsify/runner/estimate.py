@@ -1,10 +1,11 @@
 """Roughly how long training a population will take on this machine, from a timing probe.
 
-The probe trains one condition's seeds (together, as a run would) for one step to warm up,
-then for one and for ``_PROBE_STEPS`` optimizer steps on a slice of the training set, with the real model, recipe
-and regularizers. The difference gives the time of one step, the first probe the fixed cost
-of a replicate (building, evaluating); the estimate is ``fixed + step × steps per epoch ×
-epochs`` for each replicate not yet in the cache. Measures and interventions after training
+The probe trains each condition's uncached seeds (together where a run would) for one and
+for ``_PROBE_STEPS`` optimizer steps on a slice of the training set, with the real model,
+recipe and regularizers, after one warm-up step; each is timed twice and the faster kept.
+The difference gives the time of one step, the one-step probe the fixed cost of a replicate
+(building, evaluating); the estimate is ``fixed + step × steps per epoch × epochs`` for each
+replicate not yet in the cache. Measures and interventions after training
 are not included. See docs/performance.md.
 """
 
@@ -72,17 +73,13 @@ def _key(condition: Condition, seed: int, device: torch.device) -> str:
     return replicate_key(recipe_of(condition.population), seed, device)
 
 
-def _probed(condition: Condition) -> bool:
-    return any(r.active for r in condition.population.training.regularizers())
-
-
 def estimate_training(
     population: Population, data: Dataset, cache: ModelCache, device: torch.device
 ) -> Estimate:
     """The estimated time to train every replicate of ``population`` not yet in ``cache``.
 
-    One condition is probed (the first with an active regularizer, whose extra loss terms
-    cost the most, else the first) and its per-replicate time stands for every condition.
+    Every condition with an uncached seed is probed: conditions differ in cost (a regularizer's
+    extra loss terms; batch norm or label noise, which train one seed at a time).
     """
     conditions = expand(population)
     missing = [
@@ -92,20 +89,28 @@ def estimate_training(
     cached = len(conditions) * len(population.seeds) - to_train
     if to_train == 0:
         return Estimate(0, cached, 0.0)
-    probed = next((c for c in conditions if _probed(c)), conditions[0])
-    seeds = next((m for m in missing if m), [])
-    pop = probed.population
-    total_steps = _steps_per_epoch(pop, len(data.y_train)) * pop.training.epochs
-    probe_steps = min(_PROBE_STEPS, _steps_per_epoch(pop, len(data.y_train)))
+    seconds = 0.0
     with torch.random.fork_rng(devices=[]):
-        _probe(pop, data, seeds, 1, device)  # warm-up: first calls allocate and dispatch
-        first = _probe(pop, data, seeds, 1, device) / len(seeds)
-        more = _probe(pop, data, seeds, probe_steps, device) / len(seeds)
-    # Too short a probe on a busy machine can time the longer run faster; then its mean
-    # step (fixed cost included) is the conservative stand-in.
-    if probe_steps > 1 and more > first:
-        step = (more - first) / (probe_steps - 1)
-    else:
-        step = more / probe_steps
+        warm = next(i for i, m in enumerate(missing) if m)
+        # warm-up: the first calls import, allocate and dispatch
+        _probe(conditions[warm].population, data, missing[warm], 1, device)
+        for condition, seeds in zip(conditions, missing, strict=True):
+            if seeds:
+                seconds += len(seeds) * _per_replicate(condition.population, data, seeds, device)
+    return Estimate(to_train, cached, seconds)
+
+
+def _per_replicate(
+    population: Population, data: Dataset, seeds: list[int], device: torch.device
+) -> float:
+    """Estimated seconds to train one of ``seeds`` under ``population``'s whole recipe."""
+    per_epoch = _steps_per_epoch(population, len(data.y_train))
+    k = min(_PROBE_STEPS, per_epoch)
+    # The fastest of two tries: on a shared machine a try is only ever slowed down.
+    first = min(_probe(population, data, seeds, 1, device) for _ in range(2)) / len(seeds)
+    more = min(_probe(population, data, seeds, k, device) for _ in range(2)) / len(seeds)
+    # Too short a probe can time the longer run faster; then its mean step (fixed cost
+    # included) is the conservative stand-in.
+    step = (more - first) / (k - 1) if k > 1 and more > first else more / k
     fixed = max(first - step, 0.0)
-    return Estimate(to_train, cached, to_train * (fixed + step * total_steps))
+    return fixed + step * per_epoch * population.training.epochs
