@@ -13,6 +13,8 @@ def _report(write, tmp_path, text: str) -> str:
 
 def test_none_claim_explains_tost_and_minimum_effect(write, tiny_yaml, tmp_path) -> None:
     report = _report(write, tmp_path, tiny_yaml.replace("direction: positive", "direction: none"))
+    index = (tmp_path / "reports" / "index.md").read_text()
+    assert "for a `none` claim the equivalence (TOST) null that the effect lies outside" in index
     assert "p (support) is the equivalence test (TOST) that the effect lies inside ±δ" in report
     assert "p (falsify) is the minimum-effect test that it lies outside ±δ" in report
     assert "the claim's effect is absent" not in report  # the directional wording
