@@ -1,8 +1,12 @@
-"""Resolving a user's ``"package.module:function"`` import path, with errors that say what is wrong.
+"""Resolving a user's ``"package.module:function"`` import path, and calling it, with errors
+that say what is wrong.
 
 The module is imported with the hypothesis file's folder and the working directory on
 ``sys.path`` for the duration of the import, so a package beside the hypothesis file or in the
-project the command runs from is found without being installed.
+project the command runs from is found without being installed. :func:`call_user` is the one
+place falsify calls such a function: what it raises is reported as the user's, naming the field,
+the user's exception and where in their file it was raised (the traceback with
+``FALSIFY_DEBUG=1``).
 """
 
 from __future__ import annotations
@@ -11,16 +15,18 @@ import contextlib
 import hashlib
 import importlib
 import inspect
+import os
 import pkgutil
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from falsify.errors import LocatedError
+from falsify.errors import FalsifyError, LocatedError
 
-__all__ = ["UserCodeError", "import_callable", "source_sha256"]
+__all__ = ["UserCodeError", "call_user", "import_callable", "source_sha256"]
 
 
 class UserCodeError(LocatedError):
@@ -107,6 +113,42 @@ def import_callable(
     if not callable(obj):
         raise UserCodeError(loc, "a function (callable)", f"{text} = {type(obj).__name__}")
     return obj
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the deepest frame outside falsify and installed packages (the user's)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = Path(__file__).parent
+    for frame in reversed(frames):
+        path = Path(frame.filename)
+        if ours not in path.parents and not {"site-packages", "dist-packages"} & set(path.parts):
+            return f"{frame.filename}:{frame.lineno}"
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+def call_user(
+    fn: Callable[..., Any], loc: tuple[str | int, ...], text: str, /, **kwargs: Any
+) -> Any:
+    """``fn(**kwargs)``; an exception it raises becomes a :class:`UserCodeError` at ``loc``.
+
+    A :class:`FalsifyError` the user's code raises on purpose passes through unchanged. With
+    ``FALSIFY_DEBUG`` set, the user's traceback is printed to stderr first.
+    """
+    try:
+        return fn(**kwargs)
+    except FalsifyError:
+        raise
+    except Exception as exc:
+        if os.environ.get("FALSIFY_DEBUG"):
+            traceback.print_exception(exc, file=sys.stderr)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raised = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+        raise UserCodeError(
+            loc,
+            "a function that runs without raising (your code raised it, not falsify; "
+            "FALSIFY_DEBUG=1 prints your traceback)",
+            f"{text} raising {raised} at {_where(exc)}",
+        ) from exc
 
 
 def source_sha256(fn: Callable[..., Any]) -> str:

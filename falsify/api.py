@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from falsify.runner import Outcome
     from falsify.runner.executors import Executor
 
-__all__ = ["from_dict", "load", "run"]
+__all__ = ["DEFAULT_MAX_HOURS", "from_dict", "load", "run"]
+
+# Training estimated beyond this many hours is refused unless the caller raises it.
+DEFAULT_MAX_HOURS = 2.0
 
 
 def _overrides(overrides: Sequence[str], seeds: int | None) -> list[str]:
@@ -57,6 +60,7 @@ def run(
     lock: str | Path = DEFAULT_LOCK,
     progress: bool = False,
     mlflow: str | Path | None = None,
+    max_hours: float | None = DEFAULT_MAX_HOURS,
 ) -> Outcome:
     """Train or load the population, run the test and return the :class:`Outcome`.
 
@@ -80,7 +84,9 @@ def run(
         require_mlflow()  # before training, not after
     hf = hypothesis if isinstance(hypothesis, loader.HypothesisFile) else load(hypothesis)
     pool = make_executor(executor, jobs, address) if isinstance(executor, str) else executor
-    outcome = run_hypothesis(hf, ModelCache(cache), resolve_device(device), progress, pool)
+    outcome = run_hypothesis(
+        hf, ModelCache(cache), resolve_device(device), progress, pool, max_hours
+    )
     if out is not None:
         out = Path(out)
         outcome = replace(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from falsify._version import __version__
+from falsify.api import DEFAULT_MAX_HOURS
 from falsify.cli.listing import read_listing
 from falsify.errors import FalsifyDeprecationWarning, FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
@@ -129,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="join this existing Ray cluster (with --executor ray)",
     )
     run.add_argument(
+        "--max-hours",
+        type=float,
+        default=DEFAULT_MAX_HOURS,
+        metavar="H",
+        help="refuse a file whose training `falsify check` estimates at more than H hours "
+        f"(default: {DEFAULT_MAX_HOURS:g})",
+    )
+    run.add_argument(
         "--lock",
         type=Path,
         default=DEFAULT_LOCK,
@@ -167,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="validate hypothesis files without running them",
         description="Validate each file (schema, layer names against the real model) and say "
-        "what a run would do: replicates to train and how many are cached.",
+        "what a run would do: replicates to train, how many are cached, and roughly how long "
+        "training will take on this machine (a timing probe of a few training steps).",
     )
     _add_file_options(check)
 
@@ -266,16 +276,17 @@ def _read_all(
         if only and id_of(item) not in only:
             continue
         read_ok.append((path, item))
-    seen: dict[str, Path] = {}
+    by_id: dict[str, list[Path]] = {}
     for path, item in read_ok:
-        other = seen.setdefault(id_of(item), path)
-        if other != path:
+        by_id.setdefault(id_of(item), []).append(path)
+    for ident, paths in by_id.items():
+        for path in paths if len(paths) > 1 else []:
+            others = ", ".join(str(p) for p in paths if p != path)
             errors.append(
-                f"The 'id' of {path} must be unique (it names the report). Got "
-                f"{id_of(item)!r} instead, which {other} uses too."
+                f"The 'id' of {path} must be unique (it names the report). Got {ident!r} "
+                f"instead, which {others} uses too."
             )
-    dup = {id_of(item) for path, item in read_ok if seen[id_of(item)] != path}
-    items = [item for _, item in read_ok if id_of(item) not in dup]
+    items = [item for _, item in read_ok if len(by_id[id_of(item)]) == 1]
     if only:
         found = {id_of(item) for item in items}
         for missing in sorted(set(only) - found):
@@ -339,6 +350,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from falsify.runner import ModelCache, plan, resolve_device
+    from falsify.runner.estimate import format_duration
 
     device = resolve_device(args.device)
     cache = ModelCache(args.cache)
@@ -353,6 +365,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(
             f"ok  {hf.path}: {h.id} ({h.test.kind}); {p.n_replicates} replicates, "
             f"{p.n_cached} cached, {p.n_replicates - p.n_cached} to train on {device}"
+            + (f", about {format_duration(p.seconds)}" if p.n_cached < p.n_replicates else "")
         )
     for e in errors:
         _error(e)
@@ -381,13 +394,11 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     files, errors = _load_all(args)
     for e in errors:
         _error(e)
-    if errors:
-        return 1
     firsts = {hf.hypothesis.id: first_result_at(args.out, hf.hypothesis.id) for hf in files}
     for line in lock_files(files, args.lock, firsts):
         print(line)
     print(f"wrote {args.lock}")
-    return 0
+    return 1 if errors else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -416,6 +427,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 lock=args.lock,
                 progress=not args.quiet,
                 mlflow=args.mlflow,
+                max_hours=args.max_hours,
             )
         except FalsifyError as exc:
             _error(exc)

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from falsify._imports import UserCodeError, import_callable, source_sha256
+from falsify._imports import UserCodeError, call_user, import_callable, source_sha256
 from falsify.data.base import Dataset
 from falsify.hypothesis.kinds import DataKind, register
 from falsify.hypothesis.types import IMPORT_PATH, FromFiles, hash_by_json
@@ -25,7 +25,6 @@ __all__ = ["load_user_data"]
 
 _LOC = ("population", "data", "loader")
 _SHAPE = "(x_train, y_train, x_test, y_test) tensors or a (train, test) pair of torch Datasets"
-
 
 
 @register
@@ -84,7 +83,7 @@ def _materialize(ds: TorchDataset, what: str, text: str) -> tuple[torch.Tensor, 
 
 def load_user_data(spec: UserData) -> Dataset:
     fn = import_callable(spec.loader, _LOC, [spec.base_dir])
-    result = fn(**spec.kwargs)
+    result = call_user(fn, _LOC, spec.loader, **spec.kwargs)
     text = spec.loader
     if isinstance(result, tuple | list) and len(result) == 2:
         if not all(isinstance(d, TorchDataset) for d in result):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 from torch import nn
 
-from falsify._imports import UserCodeError, import_callable, source_sha256
+from falsify._imports import UserCodeError, call_user, import_callable, source_sha256
 from falsify.hypothesis.kinds import ArchitectureKind, register
 from falsify.hypothesis.types import IMPORT_PATH, hash_by_json
 
@@ -52,7 +52,7 @@ class UserModel(ArchitectureKind):
 def build_user_model(spec: UserModel, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """``factory(**kwargs)``; the input shape and class count are the user's to match."""
     fn = import_callable(spec.factory, _LOC, [spec.base_dir])
-    model = fn(**spec.kwargs)
+    model = call_user(fn, _LOC, spec.factory, **spec.kwargs)
     if not isinstance(model, nn.Module):
         raise UserCodeError(
             _LOC,

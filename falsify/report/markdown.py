@@ -188,10 +188,9 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     kinds = ", ".join(dict.fromkeys(o.parts["effect_size_kind"]))
     methods = "; ".join(dict.fromkeys(o.parts["method"]))
     out.append(f"Standardized effect size: {kinds}. Method: {methods}.")
-    out.append(
-        "p (support) tests the null that the claim's effect is absent; p (falsify) tests the "
-        "null that an effect of at least δ is present."
-    )
+    directions = set(o.parts["direction"]) if "direction" in o.parts else {pred.direction}
+    directional = {d != "none" for d in directions}
+    out.append(" ".join(_P_VALUES[k] for k in (True, False) if k in directional))
     if "replicates_needed" in o.parts:
         for r in o.parts.itertuples():
             if r.verdict == Verdict.INCONCLUSIVE.value:
@@ -246,6 +245,17 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+# What the two p-values test (falsify/stats/verdict.py p_values), keyed by "directional".
+_P_VALUES = {
+    True: "For a directional part, p (support) tests the null that the claim's effect is "
+    "absent (θ ≤ 0); p (falsify) tests the null that an effect of at least δ is present "
+    "(θ ≥ δ).",
+    False: "For a `none` (no meaningful effect) part, p (support) is the equivalence test "
+    "(TOST) that the effect lies inside ±δ (its null: |θ| ≥ δ); p (falsify) is the "
+    "minimum-effect test that it lies outside ±δ (its null: |θ| ≤ δ).",
+}
 
 
 def hypothesis_p(parts: pd.DataFrame, combine: str) -> float:

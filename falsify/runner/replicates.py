@@ -28,6 +28,7 @@ __all__ = [
     "checkpointed_replicates",
     "obtain_replicates",
     "recipe_of",
+    "train_seeds",
     "train_to_cache",
 ]
 
@@ -102,7 +103,7 @@ def train_to_cache(
     torch.set_num_threads(threads)
     population = Population.model_validate(population_json)
     dev = torch.device(device)
-    for result in _train(population, load_dataset(population.data), [seed], dev, False):
+    for result in train_seeds(population, load_dataset(population.data), [seed], dev, False):
         _save(population, dev, ModelCache(cache_root), *result)
     return seed
 
@@ -147,7 +148,7 @@ def obtain_replicates(
             by_condition.setdefault(jobs[i][0].index, []).append(i)
         for rows in by_condition.values():
             pop = jobs[rows[0]][0].population
-            for result in _train(pop, data, [jobs[i][1] for i in rows], device, progress):
+            for result in train_seeds(pop, data, [jobs[i][1] for i in rows], device, progress):
                 _save(pop, device, cache, *result)
     for i in missing:
         rep = _load(jobs[i], keys[i], data, cache, device, hit=False)
@@ -228,7 +229,7 @@ def checkpointed_replicates(
     return out
 
 
-def _train(
+def train_seeds(
     population: Population,
     data: Dataset,
     seeds: list[int],

@@ -24,11 +24,13 @@ from falsify.hypothesis.schema import Population
 from falsify.hypothesis.types import LayerNames
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
-from falsify.runner.cache import ModelCache, replicate_key
+from falsify.models.memory import check_fits
+from falsify.runner.cache import ModelCache
+from falsify.runner.estimate import estimate_training, format_duration
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.provenance import git_state
-from falsify.runner.replicates import obtain_replicates, recipe_of
+from falsify.runner.replicates import obtain_replicates
 from falsify.shapes.base import run_shape
 from falsify.units import check_undeclared, unit_view, weight_module
 
@@ -53,6 +55,7 @@ class Plan:
     data: Dataset
     n_replicates: int
     n_cached: int
+    seconds: float  # the estimated time to train the replicates not cached (estimate.py)
 
 
 def _layer_fields(
@@ -112,8 +115,9 @@ def _holds_weights(
         weight_module(model, layer)
     except FalsifyError:
         raise hf.error(
-            loc, "a layer that is, or holds exactly one, linear or conv layer (its weights are "
-            "read)", layer
+            loc,
+            "a layer that is, or holds exactly one, linear or conv layer (its weights are read)",
+            layer,
         ) from None
 
 
@@ -148,14 +152,23 @@ def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
 def _plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
     pop = hf.hypothesis.population
     data = load_dataset(pop.data)
+    check_fits(pop.model, data.input_shape, data.n_classes, device)
     _validate_against_model(hf, data)
     if _validate_checkpoints(hf, data):  # nothing to train: every replicate is supplied
-        return Plan(hf, data, len(pop.seeds), len(pop.seeds))
-    conditions = expand(pop)
-    keys = [
-        replicate_key(recipe_of(c.population), s, device) for c in conditions for s in pop.seeds
-    ]
-    return Plan(hf, data, len(keys), sum(cache.contains(k) for k in keys))
+        return Plan(hf, data, len(pop.seeds), len(pop.seeds), 0.0)
+    est = estimate_training(pop, data, cache, device)
+    return Plan(hf, data, est.to_train + est.cached, est.cached, est.seconds)
+
+
+def _within_budget(hf: HypothesisFile, p: Plan, device: torch.device, max_hours: float) -> None:
+    if p.seconds <= max_hours * 3600:
+        return
+    raise FalsifyError(
+        f"{hf.path}: training its {p.n_replicates - p.n_cached} uncached replicates is estimated "
+        f"at {format_duration(p.seconds)} on {device}, beyond the limit of {max_hours:g} h; "
+        "lower the work (epochs, seeds, conditions) or raise the limit with --max-hours "
+        "(falsify.run(max_hours=...))."
+    )
 
 
 def _validate_checkpoints(hf: HypothesisFile, data: Dataset) -> bool:
@@ -191,11 +204,18 @@ def run_hypothesis(
     device: torch.device,
     progress: bool = True,
     executor: Executor | None = None,
+    max_hours: float | None = None,
 ) -> Outcome:
-    """Train or load the population, run the test, and return the outcome (nothing written)."""
+    """Train or load the population, run the test, and return the outcome (nothing written).
+
+    With ``max_hours``, a population whose training is estimated (:mod:`falsify.runner.estimate`)
+    to take longer is refused before anything is trained.
+    """
     start = time.perf_counter()
     with _located(hf):
         p = _plan(hf, cache, device)
+        if max_hours is not None:
+            _within_budget(hf, p, device, max_hours)
         pop = hf.hypothesis.population
         reps = obtain_replicates(pop, p.data, cache, device, progress, executor)
         evidence, table, verdict = run_shape(hf, p.data, reps)

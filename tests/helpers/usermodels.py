@@ -90,3 +90,11 @@ class Refusing(Net):
 
 def make_refusing_net(width: int = 16) -> nn.Module:
     return Refusing(width)
+
+
+def make_broken(width: int = 16) -> nn.Module:
+    raise RuntimeError(f"my factory cannot build width {width}")
+
+
+def load_broken(n_test: int = 400) -> tuple[torch.Tensor, ...]:
+    raise ValueError(f"my loader cannot split off {n_test} test rows")

@@ -1,0 +1,26 @@
+"""The report says what each p-value tests, the right way round for `none` claims."""
+
+from __future__ import annotations
+
+import falsify
+
+
+def _report(write, tmp_path, text: str) -> str:
+    out = tmp_path / "reports"
+    falsify.run(write(text), cache=tmp_path / "cache", out=out)
+    return (out / "tiny.md").read_text()
+
+
+def test_none_claim_explains_tost_and_minimum_effect(write, tiny_yaml, tmp_path) -> None:
+    report = _report(write, tmp_path, tiny_yaml.replace("direction: positive", "direction: none"))
+    index = (tmp_path / "reports" / "index.md").read_text()
+    assert "for a `none` claim the equivalence (TOST) null that the effect lies outside" in index
+    assert "p (support) is the equivalence test (TOST) that the effect lies inside ±δ" in report
+    assert "p (falsify) is the minimum-effect test that it lies outside ±δ" in report
+    assert "the claim's effect is absent" not in report  # the directional wording
+
+
+def test_directional_claim_keeps_its_wording(write, tiny_yaml, tmp_path) -> None:
+    report = _report(write, tmp_path, tiny_yaml)
+    assert "p (support) tests the null that the claim's effect is absent (θ ≤ 0)" in report
+    assert "TOST" not in report
