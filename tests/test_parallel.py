@@ -41,7 +41,7 @@ def test_parallel_run_equals_sequential(write, tiny_yaml, tmp_path) -> None:
 
 
 def test_jobs_train_an_ensemble_recipe_in_process(write, tiny_yaml, tmp_path) -> None:
-    # A process per job is slower than one ensemble here (docs/methods.md, "Parallel training").
+    # A process per job is slower than one ensemble here (docs/reports.md, "Parallel training").
     _run(write(tiny_yaml), tmp_path / "par", tmp_path / "c", "--jobs", "2")
     meta = [json.loads(p.read_text()) for p in (tmp_path / "c").rglob("*.json")]
     assert {(m["trainer"], m["executor"]) for m in meta} == {("ensemble", "in-process")}

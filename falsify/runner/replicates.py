@@ -125,7 +125,7 @@ def train_to_cache(
     return key
 
 
-# Measured (docs/methods.md, "Parallel training"): 4 seeds of a 16-unit MLP on digits took
+# Measured (docs/reports.md, "Parallel training"): 4 seeds of a 16-unit MLP on digits took
 # 3.7 s in-process and 24.0 s with `--jobs 2`, which pays a process start per job.
 IN_PROCESS_NOTE = (
     "note: these models are trained faster together in this process than as separate jobs; "
@@ -144,7 +144,7 @@ def _ensemble_is_faster(
     return (
         isinstance(executor, LocalPool)
         and device.type == "cpu"
-        and bool(jobs)
+        and len(jobs) > 1
         and all(supports_ensemble(condition.population) for condition, _ in jobs)
     )
 
