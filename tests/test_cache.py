@@ -37,7 +37,7 @@ def test_training_is_deterministic_and_cached(tmp_path) -> None:
     # Different seeds give different models.
     assert not torch.equal(first[0].model.head.weight, first[1].model.head.weight)
     # No temporary files are left behind.
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(".*.tmp-*"))
 
 
 def test_key_changes_with_everything_that_sets_the_weights() -> None:

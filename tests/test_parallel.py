@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,8 @@ def _run(path: Path, out: Path, cache: Path, *extra: str) -> None:
 
 
 def test_parallel_run_equals_sequential(write, tiny_yaml, tmp_path) -> None:
-    path = write(tiny_yaml)
+    # Dropout keeps the recipe off the ensemble trainer, so '--jobs 2' does use the pool.
+    path = write(tiny_yaml.replace("hidden: [16]}", "hidden: [16], dropout: 0.1}"))
     _run(path, tmp_path / "seq", tmp_path / "c1")
     _run(path, tmp_path / "par", tmp_path / "c2", "--jobs", "2")
     assert (tmp_path / "par" / "tiny.csv").read_bytes() == (
@@ -33,6 +35,16 @@ def test_parallel_run_equals_sequential(write, tiny_yaml, tmp_path) -> None:
     # Both caches hold the same models under the same keys.
     names = sorted(p.name for p in (tmp_path / "c1").rglob("*.safetensors"))
     assert names == sorted(p.name for p in (tmp_path / "c2").rglob("*.safetensors"))
+    # The metadata names where each model was trained.
+    meta = [json.loads(p.read_text()) for p in (tmp_path / "c2").rglob("*.json")]
+    assert {(m["trainer"], m["executor"]) for m in meta} == {("sequential", "LocalPool (2 jobs)")}
+
+
+def test_jobs_train_an_ensemble_recipe_in_process(write, tiny_yaml, tmp_path) -> None:
+    # A process per job is slower than one ensemble here (docs/reports.md, "Parallel training").
+    _run(write(tiny_yaml), tmp_path / "par", tmp_path / "c", "--jobs", "2")
+    meta = [json.loads(p.read_text()) for p in (tmp_path / "c").rglob("*.json")]
+    assert {(m["trainer"], m["executor"]) for m in meta} == {("ensemble", "in-process")}
 
 
 def test_ray_executor_equals_sequential(write, tiny_yaml, tmp_path) -> None:

@@ -22,7 +22,7 @@ from falsify.errors import FalsifyDeprecationWarning, FalsifyError
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files
 from falsify.runner.device import DEVICES
-from falsify.runner.executors import EXECUTORS, make_executor
+from falsify.runner.executors import EXECUTORS, RAY_INSTALL_HINT, make_executor
 
 __all__ = ["main"]
 
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor",
         choices=EXECUTORS,
         default="local",
-        help="where jobs run: this machine, or a Ray cluster (pip install 'falsify-interp[ray]')",
+        help=f"where jobs run: this machine, or a Ray cluster ({RAY_INSTALL_HINT})",
     )
     run.add_argument(
         "--address",

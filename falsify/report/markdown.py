@@ -239,6 +239,11 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
         f"jobs: {prov.get('jobs', 1)} ({prov.get('executor', 'in-process')})",
         f"- Replicates: {prov.get('replicates')}, of which {prov.get('cache_hits')} loaded "
         "from the cache",
+        *(
+            [f"- Damaged cache entries retrained: {'; '.join(prov['cache_repairs'])}"]
+            if prov.get("cache_repairs")
+            else []
+        ),
         f"- Wall time: {prov.get('wall_seconds', 0.0):.1f} s",
         f"- Versions: {versions}",
         f"- Platform: {prov.get('platform')}",

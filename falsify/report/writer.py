@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from falsify._io import atomic_write_text
+from falsify._io import atomic_write_text, sweep, temp_prefix
 from falsify.report.drawers import draw
 from falsify.report.index import render_index
 from falsify.report.markdown import render_report, summary
@@ -35,8 +35,9 @@ def write_outcome(o: Outcome, out_dir: Path) -> Path:
     ``out_dir``, so an error while rendering leaves the previous report untouched.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    sweep(out_dir)  # what a killed run left
     hid = o.file.hypothesis.id
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{hid}."))
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=temp_prefix(hid)))
     try:
         figures = []
         for suffix, fig in o.figures.items():

@@ -19,6 +19,9 @@ __all__ = ["EXECUTORS", "Executor", "LocalPool", "RayCluster", "make_executor"]
 
 EXECUTORS = ("local", "ray")
 
+# How to get Ray, in one place: the distribution's name may change (ray, ray[default], ...).
+RAY_INSTALL_HINT = "pip install 'falsify-interp[ray]'"
+
 
 class Executor(Protocol):
     jobs: int
@@ -57,8 +60,8 @@ class RayCluster:
             import ray
         except ImportError:
             raise FalsifyError(
-                "The '--executor' ray needs the ray package. Got it missing: install it with "
-                "`pip install 'falsify-interp[ray]'`."
+                "The '--executor' ray needs the ray package, which is not installed: install it "
+                f"with `{RAY_INSTALL_HINT}`."
             ) from None
         self.jobs = jobs
         self._ray = ray

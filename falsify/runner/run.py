@@ -232,6 +232,11 @@ def run_hypothesis(
         "jobs": executor.jobs if executor else 1,
         "seeds": list(dict.fromkeys(r.seed for r in reps)),
         "cache_hits": sum(r.cache_hit for r in reps),
+        "cache_repairs": [
+            (f"{r.condition} / " if r.condition else "") + f"seed {r.seed}: {r.repaired}"
+            for r in reps
+            if r.repaired
+        ],
         "replicates": len(reps),
         "wall_seconds": time.perf_counter() - start,
         "platform": platform.platform(),
