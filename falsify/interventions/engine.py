@@ -57,8 +57,8 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 _PROBE = 64  # examples the chain check runs on
 _CPU_CHUNK_BYTES = 8 * 2**20
 
-Strategy = Literal["auto", "rank_one", "split", "hooks"]
-STRATEGIES: tuple[str, ...] = ("auto", "rank_one", "split", "hooks")
+Strategy = Literal["auto", "rank_one", "conv_delta", "split", "hooks"]
+STRATEGIES: tuple[str, ...] = ("auto", "rank_one", "conv_delta", "split", "hooks")
 
 # (logits [rows, classes], labels [rows]) -> per-row statistics [rows, K], float64
 RowStats = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -115,6 +115,21 @@ class _Chain:
             return i if isinstance(m, nn.Linear) else None
         return None
 
+    def next_conv(self) -> int | None:
+        """Index in ``suffix`` of the first module that is not a pass-through, if it is a
+        :func:`_linear_conv`."""
+        for i, m in enumerate(self.suffix):
+            if isinstance(m, _PASS_THROUGH):
+                continue
+            return i if _linear_conv(m) else None
+        return None
+
+
+def _linear_conv(m: nn.Module) -> bool:
+    """An ``nn.Conv2d`` whose output is linear in its input plus the bias (zero padding, one
+    group), so ``conv(h − d) = conv(h) − conv_without_bias(d)`` holds exactly in real arithmetic."""
+    return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+
 
 def _chain(model: nn.Module, expand: set[str], prefix: str = "") -> list[tuple[str, nn.Module]]:
     """Children of ``model`` in registration order, expanding those named in ``expand``."""
@@ -152,7 +167,12 @@ def _find_chain(
             ((n, m) for n, m in stages[cut:] if not isinstance(m, _PASS_THROUGH)),
             None,
         )
-        if nxt is None or isinstance(nxt[1], nn.Linear) or not list(nxt[1].children()):
+        if (
+            nxt is None
+            or isinstance(nxt[1], nn.Linear)
+            or _linear_conv(nxt[1])
+            or not list(nxt[1].children())
+        ):
             break
         expand.add(nxt[0])
         stages = _chain(model, expand)
@@ -174,7 +194,10 @@ def plan_strategy(
 
     ``rank_one`` needs a chain whose layer output is ``[batch, units]``, with the units on the
     axis the layer's unit view names, followed (through pass-through modules) by an
-    ``nn.Linear`` over those units; ``split`` needs a chain;
+    ``nn.Linear`` over those units; ``conv_delta`` needs a chain whose layer output is
+    ``[batch, channels, H, W]`` with channel units (mean view) followed (through pass-through
+    modules) by a zero-padded, ungrouped ``nn.Conv2d`` over those channels; ``split`` needs a
+    chain;
     ``hooks`` works for any model whose examples do not interact in evaluation mode.
     """
     if strategy not in STRATEGIES:
@@ -188,6 +211,12 @@ def plan_strategy(
             return "rank_one", chain
         if strategy == "rank_one":
             raise ValueError(f"the model is not a chain with nn.Linear after {layer!r}")
+    if strategy in ("auto", "conv_delta"):
+        chain = _find_chain(model, layer, probe, want_linear=True)
+        if chain is not None and _conv_delta_applies(chain, probe, unit_view(model, layer)):
+            return "conv_delta", chain
+        if strategy == "conv_delta":
+            raise ValueError(f"the model is not a chain with nn.Conv2d after {layer!r}")
     chain = _find_chain(model, layer, probe, want_linear=False)
     if chain is not None:
         return "split", chain
@@ -205,6 +234,17 @@ def _rank_one_applies(chain: _Chain, probe: torch.Tensor, view: UnitView) -> boo
         h = chain.run_prefix(probe[:1])
     units_last = h.dim() == 2 and view.axis in (1, -1) and view.position is None
     return units_last and isinstance(linear, nn.Linear) and linear.in_features == h.shape[1]
+
+
+def _conv_delta_applies(chain: _Chain, probe: torch.Tensor, view: UnitView) -> bool:
+    nxt = chain.next_conv()
+    if nxt is None:
+        return False
+    conv = chain.suffix[nxt]
+    with torch.no_grad():
+        h = chain.run_prefix(probe[:1])
+    channels = h.dim() == 4 and view.axis in (1, -3) and view.position is None
+    return channels and isinstance(conv, nn.Conv2d) and conv.in_channels == h.shape[1]
 
 
 def _probe_row_bytes(model: nn.Module, layer: str, x1: torch.Tensor, chain: _Chain | None) -> int:
@@ -292,6 +332,8 @@ def ablation_sweep(
 
     # The layer's output for every example, computed once, and the intact statistics.
     lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
+    if chain is not None and name == "conv_delta":
+        lin = chain.next_conv()
     hs: list[torch.Tensor] = []
     zs: list[torch.Tensor] = []
     base: list[torch.Tensor] = []
@@ -318,7 +360,9 @@ def ablation_sweep(
     differs = view.changed(h_all, fill)  # [N, U]
     z = torch.cat(zs) if zs else None  # [N, out]
     w_t = (
-        chain.suffix[lin].weight.T.contiguous() if (chain is not None and lin is not None) else None
+        chain.suffix[lin].weight.T.contiguous()
+        if (chain is not None and lin is not None and name == "rank_one")
+        else None
     )
     single = masks.sum(dim=1) == 1
     unit_of = masks.to(torch.int64).argmax(dim=1)  # the unit of a single-unit mask
@@ -341,6 +385,11 @@ def ablation_sweep(
             if chain is not None and z is not None and w_t is not None and lin is not None:
                 zr = _low_rank(z, w_t, h_all, fill, per_example, masks, single, unit_of, g, b)
                 logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
+            elif chain is not None and z is not None and lin is not None:
+                zr = _conv_delta(
+                    chain.suffix[lin], z, h_all, fill, per_example, masks, single, unit_of, g, b
+                )
+                logits = chain.run_suffix(zr, lin + 1)
             else:
                 rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
                 if chain is not None:
@@ -390,3 +439,59 @@ def _low_rank(
     f = fill.index_select(0, b) if per_example else fill.unsqueeze(0)
     d = (h.index_select(0, b) - f) * masks.index_select(0, g)
     return out.addmm_(d, w_t, alpha=-1.0)
+
+
+def _conv_delta(
+    conv: nn.Module,  # an nn.Conv2d for which _linear_conv holds
+    z: torch.Tensor,  # [N, out, H', W'] intact output of the conv
+    h: torch.Tensor,  # [N, C, H, W] the layer's output, the conv's input
+    fill: torch.Tensor,  # [C, H, W], or [N, C, H, W] with per_example
+    per_example: bool,
+    masks: torch.Tensor,  # [groups, C]
+    single: torch.Tensor,  # [groups] bool
+    unit_of: torch.Tensor,  # [groups]
+    g: torch.Tensor,  # [rows], sorted: the pairs come mask by mask
+    b: torch.Tensor,  # [rows]
+) -> torch.Tensor:  # [rows, out, H', W']
+    """The conv's output with mask ``g`` applied to example ``b``: ``z − conv(d ⊙ m)`` without
+    the bias, where ``d = h − fill``; the conv analogue of :func:`_low_rank`.
+
+    For single-channel masks the correction is a one-channel convolution with the kernel slice
+    ``W[:, u]``; the rows of a chunk are grouped into one grouped convolution (one group per
+    mask of the chunk), so the whole chunk costs one kernel call and ``out`` instead of
+    ``C × out`` multiply-adds per output pixel.
+    """
+    out = z.index_select(0, b)
+    if bool(single[g].all()):
+        u = unit_of[g]
+        f = fill[b, u] if per_example else fill[u]
+        d = (h[b, u] - f).unsqueeze(1)  # [rows, 1, H, W]
+        segs, counts = torch.unique_consecutive(g, return_counts=True)
+        n_seg, longest = len(segs), int(counts.max())
+        # [1, segs · longest, H, W]: each mask's rows padded to the longest segment, so one
+        # grouped convolution treats every (mask, row slot) pair as its own input channel.
+        slot = torch.arange(len(g), device=g.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
+        seg_of = torch.repeat_interleave(torch.arange(n_seg, device=g.device), counts)
+        packed = d.new_zeros(n_seg, longest, *d.shape[2:])
+        packed[seg_of, slot] = d[:, 0]
+        # Slots as the batch: input [longest, segs, H, W], weight [segs · out, 1, k, k].
+        weight: torch.Tensor = conv.weight  # type: ignore[assignment]
+        w = weight.transpose(0, 1).index_select(0, unit_of[segs])  # [segs, out, k, k]
+        corr = torch.nn.functional.conv2d(
+            packed.transpose(0, 1),
+            w.reshape(-1, 1, *w.shape[2:]),
+            None,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            groups=n_seg,
+        )  # [longest, segs · out, H', W']
+        corr = corr.view(longest, n_seg, -1, *corr.shape[2:])
+        return out.sub_(corr[slot, seg_of])
+    f = fill.index_select(0, b) if per_example else fill.unsqueeze(0)
+    d = (h.index_select(0, b) - f) * masks.index_select(0, g)[:, :, None, None]
+    return out.sub_(
+        torch.nn.functional.conv2d(d, conv.weight, None, conv.stride, conv.padding, conv.dilation)
+    )
