@@ -13,6 +13,7 @@ from falsify.interventions import ablation_effects, fill_values, get_layer, sing
 from falsify.interventions.engine import ablation_sweep, plan_strategy
 from falsify.models.cnn import CNNSpec
 from falsify.models.mlp import MLPSpec
+from falsify.models.resnet import ResNet20
 from falsify.models.training import train_replicate
 
 
@@ -206,6 +207,29 @@ def test_conv_update_equals_the_hook_loop_through_batch_norm_and_pooling(
             model, "conv1", x, y, masks, strategy=strategy, max_bytes=max_bytes, **kwargs
         )
         assert torch.allclose(ours, loop, atol=1e-6), strategy
+    assert loop.abs().max() > 0
+
+
+@pytest.mark.parametrize("layer", ["layer1.2", "layer2.1", "layer2.2"])
+@pytest.mark.parametrize("value", ["zero", "mean", "resample"])
+def test_conv_update_into_a_residual_block_equals_the_hook_loop(layer, value) -> None:
+    torch.manual_seed(0)
+    model = ResNet20(1, 10, width=4)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    data = load_dataset(DigitsData(kind="digits"))
+    x, y = data.x_test[:120], data.y_test[:120]
+    # layer1.2 feeds layer2.0, whose shortcut subsamples and pads the ablated input.
+    assert plan_strategy(model, layer, x)[0] == "conv_delta"
+    n = 4 if layer.startswith("layer1") else 8
+    masks = single_unit_masks(n)
+    kwargs = {"value": value, "metric": "loss_increase", "seed": 1}
+    loop = ablation_effects(model, layer, x, y, masks, batched=False, **kwargs)
+    ours = ablation_effects(model, layer, x, y, masks, max_bytes=40_000, **kwargs)
+    assert torch.allclose(ours, loop, atol=1e-6)
     assert loop.abs().max() > 0
 
 

@@ -117,11 +117,11 @@ class _Chain:
 
     def next_conv(self) -> int | None:
         """Index in ``suffix`` of the first module that is not a pass-through, if it is a
-        :func:`_linear_conv`."""
+        :func:`_linear_conv` or a :func:`_conv_block`."""
         for i, m in enumerate(self.suffix):
             if isinstance(m, _PASS_THROUGH):
                 continue
-            return i if _linear_conv(m) else None
+            return i if (_linear_conv(m) or _conv_block(m)) else None
         return None
 
 
@@ -129,6 +129,23 @@ def _linear_conv(m: nn.Module) -> bool:
     """An ``nn.Conv2d`` whose output is linear in its input plus the bias (zero padding, one
     group), so ``conv(h − d) = conv(h) − conv_without_bias(d)`` holds exactly in real arithmetic."""
     return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+
+
+def _conv_block(m: nn.Module) -> bool:
+    """A block (a residual block, for instance) whose ``forward(x)`` is
+    ``after_conv1(x, conv1(x))`` with a :func:`_linear_conv` ``conv1``: the conv update applies
+    to ``conv1``, and ``after_conv1`` (the shortcut included) runs on the ablated input. The
+    identity is checked on the data before it is trusted (:func:`_conv_delta_applies`)."""
+    conv1 = getattr(m, "conv1", None)
+    after = getattr(m, "after_conv1", None)
+    return isinstance(conv1, nn.Module) and _linear_conv(conv1) and callable(after)
+
+
+def _conv_of(m: nn.Module) -> tuple[nn.Conv2d, Any]:
+    """The conv that the update applies to, and the block around it (``None`` for a bare conv)."""
+    if isinstance(m, nn.Conv2d):
+        return m, None
+    return m.conv1, m  # type: ignore[return-value]
 
 
 def _chain(model: nn.Module, expand: set[str], prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -171,6 +188,7 @@ def _find_chain(
             nxt is None
             or isinstance(nxt[1], nn.Linear)
             or _linear_conv(nxt[1])
+            or _conv_block(nxt[1])
             or not list(nxt[1].children())
         ):
             break
@@ -240,11 +258,13 @@ def _conv_delta_applies(chain: _Chain, probe: torch.Tensor, view: UnitView) -> b
     nxt = chain.next_conv()
     if nxt is None:
         return False
-    conv = chain.suffix[nxt]
+    conv, block = _conv_of(chain.suffix[nxt])
     with torch.no_grad():
-        h = chain.run_prefix(probe[:1])
+        h = chain.run_prefix(probe)
+        if block is not None and not torch.equal(block.after_conv1(h, conv(h)), block(h)):
+            return False
     channels = h.dim() == 4 and view.axis in (1, -3) and view.position is None
-    return channels and isinstance(conv, nn.Conv2d) and conv.in_channels == h.shape[1]
+    return channels and conv.in_channels == h.shape[1]
 
 
 def _probe_row_bytes(model: nn.Module, layer: str, x1: torch.Tensor, chain: _Chain | None) -> int:
@@ -341,7 +361,13 @@ def ablation_sweep(
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         if chain is not None:
             h = chain.run_prefix(xb)
-            if lin is not None:
+            if lin is not None and name == "conv_delta":
+                # The conv's intact output is kept for the conv updates.
+                conv, block = _conv_of(chain.suffix[lin])
+                zs.append(conv(chain.run_suffix(h, 0, lin)))
+                after = zs[-1] if block is None else block.after_conv1(h, zs[-1])
+                logits = chain.run_suffix(after, lin + 1)
+            elif lin is not None:
                 # The linear module's intact output is kept for the low-rank updates.
                 zs.append(chain.run_suffix(h, 0, lin + 1))
                 logits = chain.run_suffix(zs[-1], lin + 1)
@@ -386,9 +412,11 @@ def ablation_sweep(
                 zr = _low_rank(z, w_t, h_all, fill, per_example, masks, single, unit_of, g, b)
                 logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
             elif chain is not None and z is not None and lin is not None:
-                zr = _conv_delta(
-                    chain.suffix[lin], z, h_all, fill, per_example, masks, single, unit_of, g, b
-                )
+                conv, block = _conv_of(chain.suffix[lin])
+                zr = _conv_delta(conv, z, h_all, fill, per_example, masks, single, unit_of, g, b)
+                if block is not None:
+                    rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
+                    zr = block.after_conv1(rows, zr)
                 logits = chain.run_suffix(zr, lin + 1)
             else:
                 rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
@@ -442,7 +470,7 @@ def _low_rank(
 
 
 def _conv_delta(
-    conv: nn.Module,  # an nn.Conv2d for which _linear_conv holds
+    conv: nn.Conv2d,  # one for which _linear_conv holds
     z: torch.Tensor,  # [N, out, H', W'] intact output of the conv
     h: torch.Tensor,  # [N, C, H, W] the layer's output, the conv's input
     fill: torch.Tensor,  # [C, H, W], or [N, C, H, W] with per_example
@@ -477,8 +505,7 @@ def _conv_delta(
         packed = d.new_zeros(n_seg, longest, *d.shape[2:])
         packed[seg_of, slot] = d[:, 0]
         # Slots as the batch: input [longest, segs, H, W], weight [segs · out, 1, k, k].
-        weight: torch.Tensor = conv.weight  # type: ignore[assignment]
-        w = weight.transpose(0, 1).index_select(0, unit_of[segs])  # [segs, out, k, k]
+        w = conv.weight.transpose(0, 1).index_select(0, unit_of[segs])  # [segs, out, k, k]
         corr = torch.nn.functional.conv2d(
             packed.transpose(0, 1),
             w.reshape(-1, 1, *w.shape[2:]),
