@@ -3,7 +3,7 @@
 A sweep asks, for each of G masks over the units of one layer, how a per-example score (correct
 or not, cross-entropy, …) changes when the masked units are clamped to a fill value. The naive
 sweep (and captum's ``LayerFeatureAblation``) runs the whole network once per mask. This engine
-computes the same numbers with far less work, using three facts that are exact:
+computes the same numbers with far less work, using four facts that are exact:
 
 1. **The prefix does not depend on the ablation.** Where the model is a chain of modules (an
    ``nn.Sequential``, or a module whose ``forward`` composes its children in order, as the
@@ -21,6 +21,14 @@ computes the same numbers with far less work, using three facts that are exact:
    output for mask ``m`` is ``z − ((h − fill) ⊙ m) Wᵀ``, where ``z`` is the intact output computed
    once; for a single-unit mask that is the rank-one term ``(h_u − fill_u) · W[:, u]``, costing
    ``out`` instead of ``units × out`` multiply-adds per example.
+
+4. **A conv after the layer turns a channel ablation into a one-channel convolution.** If the
+   first non-identity module of the suffix is a zero-padded ``nn.Conv2d`` (or a block whose
+   ``forward(x)`` is ``after_conv1(x, conv1(x))``, as resnet20's residual blocks are), its output
+   for mask ``m`` is ``z − conv((h − fill) ⊙ m)`` without the bias; for one channel ``c`` that is
+   the convolution of ``h_c − fill_c`` with the kernel slice ``W[:, c]``. Everything after the
+   conv runs in full on the corrected pre-activation (for a block, with its shortcut on the
+   ablated input).
 
 Units are read and set through the layer's unit view (:mod:`falsify.units`); the fill is the
 same for every example (zero, mean) or one row per example (resample), and the rank-one path
