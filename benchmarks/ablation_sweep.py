@@ -1,4 +1,4 @@
-"""Benchmark 1: ablate each unit of an MLP's second hidden layer, over all 1,797 digits.
+"""Benchmark 1: ablate each unit of a layer (MLP, cnn or resnet20), over all 1,797 digits.
 
 Compares, in one run and on the same trained model:
 
@@ -13,6 +13,11 @@ effects from the engine's, and the peak memory of the engine's sweep against its
 
     PYTHONPATH=. python benchmarks/ablation_sweep.py            # the full sweep (minutes)
     PYTHONPATH=. python benchmarks/ablation_sweep.py --units 128 # a quicker look
+    PYTHONPATH=. python benchmarks/ablation_sweep.py --model cnn --layer conv1
+    PYTHONPATH=. python benchmarks/ablation_sweep.py --model resnet20 --layer layer2.1
+
+The run fails (AssertionError) if any method's effects differ from the engine's by more than
+``--tolerance``.
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ from falsify.data.digits import DigitsData
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.interventions import ablation_effects, fill_values, get_layer, single_unit_masks
 from falsify.interventions.engine import ablation_sweep
+from falsify.models.cnn import CNNSpec
 from falsify.models.mlp import MLPSpec
+from falsify.models.resnet import ResNet20Spec
 from falsify.models.training import train_replicate
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=["mlp", "cnn", "resnet20"], default="mlp")
     p.add_argument("--hidden", type=int, nargs="+", default=[1024, 1024, 1024])
+    p.add_argument("--channels", type=int, nargs="+", default=[64, 64], help="of the cnn")
+    p.add_argument("--tolerance", type=float, default=1e-6, help="largest |Δ| allowed")
     p.add_argument("--epochs", type=int, default=3, help="brief training on digits")
     p.add_argument("--layer", default="hidden2")
     p.add_argument("--units", type=int, default=None, help="sweep the first N units (all)")
@@ -78,12 +88,15 @@ def captum_effects(
 
     # Units past the first ``units`` form one extra group, ablated once and then dropped.
     groups = torch.clamp(torch.arange(n_units, device=x.device), max=units).unsqueeze(0)
+    out_dim = fill_values(model, layer, x[:1], "zero").dim() + 1
+    groups = groups.view(1, n_units, *([1] * (out_dim - 2)))  # a conv channel: one group
     baselines = None if value == "zero" else fill_values(model, layer, x, "mean").unsqueeze(0)
     algo = LayerFeatureAblation(scalar if ppe is None else per_example, get_layer(model, layer))
     attr = algo.attribute(
         x, layer_mask=groups, layer_baselines=baselines, perturbations_per_eval=ppe or 1
     )
-    attr = attr.reshape(1, -1) if ppe is None else attr
+    # One attribution per unit (equal over a channel's positions): read it at the first one.
+    attr = attr.reshape(1 if ppe is None else attr.shape[0], n_units, -1)[:, :, 0]
     return attr.mean(dim=0)[:units].double().cpu()
 
 
@@ -92,9 +105,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    arch = {
+        "mlp": lambda: MLPSpec(kind="mlp", hidden=tuple(args.hidden)),
+        "cnn": lambda: CNNSpec(kind="cnn", channels=tuple(args.channels)),
+        "resnet20": lambda: ResNet20Spec(kind="resnet20"),
+    }[args.model]()
     pop = Population(
         data=DigitsData(kind="digits"),
-        model=MLPSpec(kind="mlp", hidden=tuple(args.hidden)),
+        model=arch,
         training=TrainingSpec(epochs=args.epochs),
         seeds=2,
     )
@@ -105,8 +123,12 @@ def main() -> None:
     masks = single_unit_masks(n_units, device=device)[:units]
     budget = int(args.budget_mib * 2**20)
     print(f"# ablation sweep: {describe_machine(device)}")
-    widths = "→".join(str(w) for w in (64, *args.hidden, 10))
-    print(f"MLP {widths}, layer {args.layer}, {units} units × {len(x)} inputs, ")
+    if args.model == "mlp":
+        widths = "→".join(str(w) for w in (64, *args.hidden, 10))
+        print(f"MLP {widths}, layer {args.layer}, {units} units × {len(x)} inputs, ")
+    else:
+        shape = "cnn " + "→".join(map(str, args.channels)) if args.model == "cnn" else "resnet20"
+        print(f"{shape}, layer {args.layer}, {units} channels × {len(x)} inputs, ")
     print(f"metric {args.metric}, fill {args.value}, chunk budget {args.budget_mib:g} MiB")
 
     def engine(strategy: str = "auto") -> torch.Tensor:
@@ -178,10 +200,13 @@ def main() -> None:
         rows.append((f"captum LayerFeatureAblation, best ppe={best}", t, out))
     print()
     print(f"{'method':42s} {'wall time (median, spread), CPU time':52s} {'×':>6s} {'max |Δ|':>9s}")
+    worst = 0.0
     for name, t, out in rows:
         diff = (out - ours).abs().max().item() if out is not None else float("nan")
+        worst = max(worst, diff)
         print(f"{name:42s} {t.spread():52s} {t.median / times.median:6.1f} {diff:9.2e}")
     print("× = median wall time over the engine's; max |Δ| = largest difference from the engine")
+    assert worst <= args.tolerance, f"effects differ by {worst:.2e} > {args.tolerance:g}"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from falsify.data.digits import DigitsData
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.interventions import ablation_effects, fill_values, get_layer, single_unit_masks
 from falsify.interventions.engine import ablation_sweep, plan_strategy
+from falsify.models.cnn import CNNSpec
 from falsify.models.mlp import MLPSpec
+from falsify.models.resnet import ResNet20
 from falsify.models.training import train_replicate
 
 
@@ -153,14 +155,14 @@ def test_examples_already_at_the_fill_value_are_skipped(mlp) -> None:
     assert res.rows_evaluated < masks.shape[0] * len(x)
 
 
-@pytest.mark.parametrize("layer", ["1", "3"])
-def test_sequential_conv_net_equals_the_hook_loop(layer) -> None:
+@pytest.mark.parametrize("layer,expected", [("1", "conv_delta"), ("3", "split")])
+def test_sequential_conv_net_equals_the_hook_loop(layer, expected) -> None:
     torch.manual_seed(0)
     model = conv_net().eval()
     data = load_dataset(DigitsData(kind="digits"))
     x, y = data.x_test[:200], data.y_test[:200]
-    # Channels are the units; the next module is a conv or a flatten, so no low-rank update.
-    assert plan_strategy(model, layer, x)[0] == "split"
+    # Channels are the units; a conv next takes the conv update, a flatten next does not.
+    assert plan_strategy(model, layer, x)[0] == expected
     n = 6 if layer == "1" else 4
     masks = single_unit_masks(n)
     for value in ("zero", "mean"):
@@ -170,6 +172,72 @@ def test_sequential_conv_net_equals_the_hook_loop(layer) -> None:
         ours = ablation_effects(model, layer, x, y, masks, value=value, metric="loss_increase")
         assert torch.allclose(ours, loop, atol=1e-6)
         assert loop.abs().max() > 0
+
+
+@pytest.fixture(scope="module")
+def bn_cnn() -> nn.Module:
+    """The built-in cnn with batch norm and dropout, briefly trained on digits."""
+    pop = Population(
+        data=DigitsData(kind="digits"),
+        model=CNNSpec(kind="cnn", channels=(8, 6, 5), batch_norm=True, dropout=0.2),
+        training=TrainingSpec(epochs=2, lr=0.01),
+        seeds=2,
+    )
+    return train_replicate(pop, load_dataset(pop.data), 0, torch.device("cpu")).model.eval()
+
+
+@pytest.mark.parametrize("value", ["zero", "mean", "resample"])
+@pytest.mark.parametrize("metric", ["accuracy_drop", "loss_increase"])
+@pytest.mark.parametrize("width", [1, 2])
+def test_conv_update_equals_the_hook_loop_through_batch_norm_and_pooling(
+    bn_cnn, value, metric, width
+) -> None:
+    model = bn_cnn
+    data = load_dataset(DigitsData(kind="digits"))
+    x, y = data.x_test[:150], data.y_test[:150]
+    # conv1 and conv2 feed a conv (through dropout, identity in evaluation); conv3 a flatten.
+    assert plan_strategy(model, "conv1", x)[0] == "conv_delta"
+    assert plan_strategy(model, "conv2", x)[0] == "conv_delta"
+    assert plan_strategy(model, "conv3", x)[0] == "split"
+    masks = partition_masks(torch.arange(8) // width, 8 // width)
+    kwargs = {"value": value, "metric": metric, "seed": 3}
+    loop = ablation_effects(model, "conv1", x, y, masks, batched=False, **kwargs)
+    for strategy, max_bytes in (("auto", 2**28), ("conv_delta", 30_000), ("split", 2**28)):
+        ours = ablation_effects(
+            model, "conv1", x, y, masks, strategy=strategy, max_bytes=max_bytes, **kwargs
+        )
+        assert torch.allclose(ours, loop, atol=1e-6), strategy
+    assert loop.abs().max() > 0
+
+
+@pytest.mark.parametrize("layer", ["layer1.2", "layer2.1", "layer2.2"])
+@pytest.mark.parametrize("value", ["zero", "mean", "resample"])
+def test_conv_update_into_a_residual_block_equals_the_hook_loop(layer, value) -> None:
+    torch.manual_seed(0)
+    model = ResNet20(1, 10, width=4)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    data = load_dataset(DigitsData(kind="digits"))
+    x, y = data.x_test[:120], data.y_test[:120]
+    # layer1.2 feeds layer2.0, whose shortcut subsamples and pads the ablated input.
+    assert plan_strategy(model, layer, x)[0] == "conv_delta"
+    n = 4 if layer.startswith("layer1") else 8
+    masks = single_unit_masks(n)
+    kwargs = {"value": value, "metric": "loss_increase", "seed": 1}
+    loop = ablation_effects(model, layer, x, y, masks, batched=False, **kwargs)
+    ours = ablation_effects(model, layer, x, y, masks, max_bytes=40_000, **kwargs)
+    assert torch.allclose(ours, loop, atol=1e-6)
+    assert loop.abs().max() > 0
+
+
+def test_the_conv_update_is_refused_where_no_conv_comes_next(bn_cnn) -> None:
+    model = bn_cnn
+    x = load_dataset(DigitsData(kind="digits")).x_test[:8]
+    with pytest.raises(ValueError, match="Conv2d"):
+        plan_strategy(model, "conv3", x, "conv_delta")
 
 
 def test_a_model_that_is_not_a_chain_uses_hooks_and_stays_exact() -> None:

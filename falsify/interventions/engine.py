@@ -3,7 +3,7 @@
 A sweep asks, for each of G masks over the units of one layer, how a per-example score (correct
 or not, cross-entropy, …) changes when the masked units are clamped to a fill value. The naive
 sweep (and captum's ``LayerFeatureAblation``) runs the whole network once per mask. This engine
-computes the same numbers with far less work, using three facts that are exact:
+computes the same numbers with far less work, using four facts that are exact:
 
 1. **The prefix does not depend on the ablation.** Where the model is a chain of modules (an
    ``nn.Sequential``, or a module whose ``forward`` composes its children in order, as the
@@ -22,6 +22,14 @@ computes the same numbers with far less work, using three facts that are exact:
    once; for a single-unit mask that is the rank-one term ``(h_u − fill_u) · W[:, u]``, costing
    ``out`` instead of ``units × out`` multiply-adds per example.
 
+4. **A conv after the layer turns a channel ablation into a one-channel convolution.** If the
+   first non-identity module of the suffix is a zero-padded ``nn.Conv2d`` (or a block whose
+   ``forward(x)`` is ``after_conv1(x, conv1(x))``, as resnet20's residual blocks are), its output
+   for mask ``m`` is ``z − conv((h − fill) ⊙ m)`` without the bias; for one channel ``c`` that is
+   the convolution of ``h_c − fill_c`` with the kernel slice ``W[:, c]``. Everything after the
+   conv runs in full on the corrected pre-activation (for a block, with its shortcut on the
+   ablated input).
+
 Units are read and set through the layer's unit view (:mod:`falsify.units`); the fill is the
 same for every example (zero, mean) or one row per example (resample), and the rank-one path
 is taken only where the view puts the units on the last axis of a ``[batch, units]`` output.
@@ -39,6 +47,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from falsify.data.base import per_example_scores
 from falsify.hooks import capture, get_layer, hooked
@@ -58,8 +67,8 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 _PROBE = 64  # examples the chain check runs on
 _CPU_CHUNK_BYTES = 8 * 2**20
 
-Strategy = Literal["auto", "rank_one", "split", "hooks"]
-STRATEGIES: tuple[str, ...] = ("auto", "rank_one", "split", "hooks")
+Strategy = Literal["auto", "rank_one", "conv_delta", "split", "hooks"]
+STRATEGIES: tuple[str, ...] = ("auto", "rank_one", "conv_delta", "split", "hooks")
 
 # (logits [rows, classes], labels [rows]) -> per-row statistics [rows, K], float64
 RowStats = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -115,6 +124,38 @@ class _Chain:
             return i if isinstance(m, nn.Linear) else None
         return None
 
+    def next_conv(self) -> int | None:
+        """Index in ``suffix`` of the first module that is not a pass-through, if it is a
+        :func:`_linear_conv` or a :func:`_conv_block`."""
+        for i, m in enumerate(self.suffix):
+            if isinstance(m, _PASS_THROUGH):
+                continue
+            return i if (_linear_conv(m) or _conv_block(m)) else None
+        return None
+
+
+def _linear_conv(m: nn.Module) -> bool:
+    """An ``nn.Conv2d`` whose output is linear in its input plus the bias (zero padding, one
+    group), so ``conv(h − d) = conv(h) − conv_without_bias(d)`` holds exactly in real arithmetic."""
+    return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+
+
+def _conv_block(m: nn.Module) -> bool:
+    """A block (a residual block, for instance) whose ``forward(x)`` is
+    ``after_conv1(x, conv1(x))`` with a :func:`_linear_conv` ``conv1``: the conv update applies
+    to ``conv1``, and ``after_conv1`` (the shortcut included) runs on the ablated input. The
+    identity is checked on the data before it is trusted (:func:`_conv_delta_applies`)."""
+    conv1 = getattr(m, "conv1", None)
+    after = getattr(m, "after_conv1", None)
+    return isinstance(conv1, nn.Module) and _linear_conv(conv1) and callable(after)
+
+
+def _conv_of(m: nn.Module) -> tuple[nn.Conv2d, Any]:
+    """The conv that the update applies to, and the block around it (``None`` for a bare conv)."""
+    if isinstance(m, nn.Conv2d):
+        return m, None
+    return m.conv1, m  # type: ignore[return-value]
+
 
 def _chain(model: nn.Module, expand: set[str], prefix: str = "") -> list[tuple[str, nn.Module]]:
     """Children of ``model`` in registration order, expanding those named in ``expand``."""
@@ -152,7 +193,13 @@ def _find_chain(
             ((n, m) for n, m in stages[cut:] if not isinstance(m, _PASS_THROUGH)),
             None,
         )
-        if nxt is None or isinstance(nxt[1], nn.Linear) or not list(nxt[1].children()):
+        if (
+            nxt is None
+            or isinstance(nxt[1], nn.Linear)
+            or _linear_conv(nxt[1])
+            or _conv_block(nxt[1])
+            or not list(nxt[1].children())
+        ):
             break
         expand.add(nxt[0])
         stages = _chain(model, expand)
@@ -174,7 +221,10 @@ def plan_strategy(
 
     ``rank_one`` needs a chain whose layer output is ``[batch, units]``, with the units on the
     axis the layer's unit view names, followed (through pass-through modules) by an
-    ``nn.Linear`` over those units; ``split`` needs a chain;
+    ``nn.Linear`` over those units; ``conv_delta`` needs a chain whose layer output is
+    ``[batch, channels, H, W]`` with channel units (mean view) followed (through pass-through
+    modules) by a zero-padded, ungrouped ``nn.Conv2d`` over those channels; ``split`` needs a
+    chain;
     ``hooks`` works for any model whose examples do not interact in evaluation mode.
     """
     if strategy not in STRATEGIES:
@@ -188,6 +238,12 @@ def plan_strategy(
             return "rank_one", chain
         if strategy == "rank_one":
             raise ValueError(f"the model is not a chain with nn.Linear after {layer!r}")
+    if strategy in ("auto", "conv_delta"):
+        chain = _find_chain(model, layer, probe, want_linear=True)
+        if chain is not None and _conv_delta_applies(chain, probe, unit_view(model, layer)):
+            return "conv_delta", chain
+        if strategy == "conv_delta":
+            raise ValueError(f"the model is not a chain with nn.Conv2d after {layer!r}")
     chain = _find_chain(model, layer, probe, want_linear=False)
     if chain is not None:
         return "split", chain
@@ -205,6 +261,19 @@ def _rank_one_applies(chain: _Chain, probe: torch.Tensor, view: UnitView) -> boo
         h = chain.run_prefix(probe[:1])
     units_last = h.dim() == 2 and view.axis in (1, -1) and view.position is None
     return units_last and isinstance(linear, nn.Linear) and linear.in_features == h.shape[1]
+
+
+def _conv_delta_applies(chain: _Chain, probe: torch.Tensor, view: UnitView) -> bool:
+    nxt = chain.next_conv()
+    if nxt is None:
+        return False
+    conv, block = _conv_of(chain.suffix[nxt])
+    with torch.no_grad():
+        h = chain.run_prefix(probe)
+        if block is not None and not torch.equal(block.after_conv1(h, conv(h)), block(h)):
+            return False
+    channels = h.dim() == 4 and view.axis in (1, -3) and view.position is None
+    return channels and conv.in_channels == h.shape[1]
 
 
 def _probe_row_bytes(model: nn.Module, layer: str, x1: torch.Tensor, chain: _Chain | None) -> int:
@@ -292,6 +361,8 @@ def ablation_sweep(
 
     # The layer's output for every example, computed once, and the intact statistics.
     lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
+    if chain is not None and name == "conv_delta":
+        lin = chain.next_conv()
     hs: list[torch.Tensor] = []
     zs: list[torch.Tensor] = []
     base: list[torch.Tensor] = []
@@ -299,7 +370,14 @@ def ablation_sweep(
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         if chain is not None:
             h = chain.run_prefix(xb)
-            if lin is not None:
+            if lin is not None and name == "conv_delta":
+                # The conv's intact output is kept for the conv updates.
+                conv, block = _conv_of(chain.suffix[lin])
+                zc = conv(chain.run_suffix(h, 0, lin))
+                zs.append(zc.permute(0, 2, 3, 1).contiguous())  # [B, H', W', out]
+                after = zc if block is None else block.after_conv1(h, zc)
+                logits = chain.run_suffix(after, lin + 1)
+            elif lin is not None:
                 # The linear module's intact output is kept for the low-rank updates.
                 zs.append(chain.run_suffix(h, 0, lin + 1))
                 logits = chain.run_suffix(zs[-1], lin + 1)
@@ -318,7 +396,9 @@ def ablation_sweep(
     differs = view.changed(h_all, fill)  # [N, U]
     z = torch.cat(zs) if zs else None  # [N, out]
     w_t = (
-        chain.suffix[lin].weight.T.contiguous() if (chain is not None and lin is not None) else None
+        chain.suffix[lin].weight.T.contiguous()
+        if (chain is not None and lin is not None and name == "rank_one")
+        else None
     )
     single = masks.sum(dim=1) == 1
     unit_of = masks.to(torch.int64).argmax(dim=1)  # the unit of a single-unit mask
@@ -341,6 +421,13 @@ def ablation_sweep(
             if chain is not None and z is not None and w_t is not None and lin is not None:
                 zr = _low_rank(z, w_t, h_all, fill, per_example, masks, single, unit_of, g, b)
                 logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
+            elif chain is not None and z is not None and lin is not None:
+                conv, block = _conv_of(chain.suffix[lin])
+                zr = _conv_delta(conv, z, h_all, fill, per_example, masks, single, unit_of, g, b)
+                if block is not None:
+                    rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
+                    zr = block.after_conv1(rows, zr)
+                logits = chain.run_suffix(zr, lin + 1)
             else:
                 rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
                 if chain is not None:
@@ -390,3 +477,65 @@ def _low_rank(
     f = fill.index_select(0, b) if per_example else fill.unsqueeze(0)
     d = (h.index_select(0, b) - f) * masks.index_select(0, g)
     return out.addmm_(d, w_t, alpha=-1.0)
+
+
+def _conv_delta(
+    conv: nn.Conv2d,  # one for which _linear_conv holds
+    z: torch.Tensor,  # [N, out, H', W'] intact output of the conv
+    h: torch.Tensor,  # [N, C, H, W] the layer's output, the conv's input
+    fill: torch.Tensor,  # [C, H, W], or [N, C, H, W] with per_example
+    per_example: bool,
+    masks: torch.Tensor,  # [groups, C]
+    single: torch.Tensor,  # [groups] bool
+    unit_of: torch.Tensor,  # [groups]
+    g: torch.Tensor,  # [rows], sorted: the pairs come mask by mask
+    b: torch.Tensor,  # [rows]
+) -> torch.Tensor:  # [rows, out, H', W']
+    """The conv's output with mask ``g`` applied to example ``b``: ``z − conv(d ⊙ m)`` without
+    the bias, where ``d = h − fill``; the conv analogue of :func:`_low_rank`.
+
+    For single-channel masks the correction is a one-channel convolution with the kernel slice
+    ``W[:, u]``; the rows of a chunk are grouped into one grouped convolution (one group per
+    mask of the chunk), so the whole chunk costs one kernel call and ``out`` instead of
+    ``C × out`` multiply-adds per output pixel.
+    """
+    # z is kept as [N, H', W', out] (channels last): max pooling after the conv runs about 15
+    # times faster on CPU in that layout (docs/performance.md); the values are the same.
+    out = z.index_select(0, b)  # [rows, H', W', out]
+    if bool(single[g].all()):
+        u = unit_of[g]
+        f = fill[b, u] if per_example else fill[u]
+        d = h[b, u] - f  # [rows, H, W]
+        # Patches [rows, H'·W', k·k] times the kernel slice W[:, c] [out, k·k] of each mask's
+        # channel c (the rows of one mask are consecutive): one matrix product per mask.
+        cols = _patches(d, conv, out.shape[1:3])  # [rows, H'·W', k·k]
+        segs, counts = torch.unique_consecutive(g, return_counts=True)
+        kernels = conv.weight.flatten(2).transpose(0, 1)  # [C, out, k·k]
+        start = 0
+        flat = out.view(len(b), -1, out.shape[-1])  # [rows, H'·W', out]
+        for c, n in zip(unit_of[segs].tolist(), counts.tolist(), strict=True):
+            flat[start : start + n].sub_(cols[start : start + n] @ kernels[c].T)
+            start += n
+        return out.permute(0, 3, 1, 2)  # [rows, out, H', W'], channels last in memory
+    f = fill.index_select(0, b) if per_example else fill.unsqueeze(0)
+    d = (h.index_select(0, b) - f) * masks.index_select(0, g)[:, :, None, None]
+    corr = F.conv2d(d, conv.weight, None, conv.stride, conv.padding, conv.dilation)
+    return out.permute(0, 3, 1, 2).sub_(corr)
+
+
+def _patches(d: torch.Tensor, conv: nn.Conv2d, size: torch.Size) -> torch.Tensor:
+    """``[rows, H, W]`` → ``[rows, H'·W', k·k]``: the input under each kernel tap at each output
+    position (zero padding), as ``F.unfold`` would give, from ``k·k`` strided slices; ``unfold``
+    loops over the rows on CPU and costs more than the products it feeds."""
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    ph, pw = conv.padding  # type: ignore[misc]
+    ho, wo = size
+    padded = F.pad(d, (pw, pw, ph, ph))
+    taps = [
+        padded[
+            :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw
+        ]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return torch.stack(taps, dim=-1).view(len(d), ho * wo, kh * kw)

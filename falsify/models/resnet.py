@@ -52,7 +52,12 @@ class BasicBlock(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, c_in, H, W] -> [B, c_out, H/s, W/s]
-        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.after_conv1(x, self.conv1(x))
+
+    def after_conv1(self, x: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
+        """The block's output from its input ``x`` and ``c1 = conv1(x)``; the ablation engine
+        passes an updated ``c1`` (its ``conv_delta`` path, docs/performance.md)."""
+        out = self.relu1(self.bn1(c1))
         out = self.bn2(self.conv2(out))
         return self.relu2(out + self.shortcut(x))
 
