@@ -149,6 +149,22 @@ def test_list_is_a_light_read(write, tiny_yaml) -> None:
     ]
 
 
+
+def test_a_reader_that_leaves_early_is_not_an_internal_error(write, tiny_yaml) -> None:
+    """`falsify list … | head -1`: the closed pipe ends the command quietly (status 141)."""
+    path = write(tiny_yaml)
+    code = (
+        "import os, sys\n"
+        "from falsify.cli.main import main\n"
+        "r, w = os.pipe()\n"
+        "os.close(r)\n"  # the reader is gone before anything is written
+        "sys.stdout = os.fdopen(w, 'w')\n"
+        f"sys.exit(main(['list', {str(path)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=_ROOT)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
 _CLAIM = "claim: Selective units matter more (a fast test population).\n"
 
 

@@ -469,13 +469,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "new": _cmd_new,
     }
     try:
-        return commands[args.command](args)
+        status = commands[args.command](args)
+        sys.stdout.flush()  # here, so a closed pipe is met by the handler below, not at exit
+        return status
     except FalsifyError as exc:
         _error(exc)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished replicates are cached; rerun to resume.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `falsify list … | head`: the reader left; not an error of ours
+        # what is still buffered goes to the null device when the interpreter flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a killed writer
     except Exception as exc:  # a bug, not bad input: one line, the traceback on request
         if os.environ.get("FALSIFY_DEBUG"):
             raise
