@@ -35,7 +35,7 @@ from falsify.hypothesis.kinds import (
     UnitEffect,
     UnitMeasure,
 )
-from falsify.hypothesis.types import Frozen
+from falsify.hypothesis.types import MAX_SEEDS, Frozen, Seed
 
 __all__ = [
     "Comparison",
@@ -142,7 +142,7 @@ class Population(Frozen):
     data: DataSpec
     model: ModelSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    seeds: tuple[int, ...]
+    seeds: tuple[Seed, ...]
     conditions: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
 
     @field_validator("conditions", mode="before")
@@ -179,6 +179,8 @@ class Population(Frozen):
         if isinstance(v, bool):
             return v  # let pydantic reject it as not an int
         if isinstance(v, int):
+            if v > MAX_SEEDS:  # before ``range``: ``seeds: 10**12`` must not build a tuple
+                raise ValueError(f"at most {MAX_SEEDS:,} seeds (each trains one model)")
             if v < 2:
                 raise ValueError(
                     "at least 2 seeds: the replicate is the trained model, and one model gives "
@@ -194,6 +196,11 @@ class Population(Frozen):
             raise ValueError(
                 "a list of at least 2 seeds: the replicate is the trained model, and one model "
                 "gives no confidence interval"
+            )
+        if len(v) > MAX_SEEDS:
+            raise ValueError(
+                f"a list of at most {MAX_SEEDS:,} seeds (each trains one model). Got "
+                f"{len(v):,} seeds"
             )
         if len(set(v)) != len(v):
             raise ValueError("a list of distinct seeds (a repeated seed is the same model twice)")
