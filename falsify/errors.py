@@ -9,6 +9,7 @@ validation: "The 'FIELD' of FILE (line N) must be EXPECTED. Got FOUND instead."
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,7 +20,19 @@ __all__ = [
     "LocatedError",
     "did_you_mean",
     "field_error",
+    "quote",
+    "truncate",
 ]
+
+# The longest quotation of a user's value in a message: a file can hold a megabyte-long string
+# or, through YAML aliases, a huge structure, and an error line must stay readable.
+QUOTE_LIMIT = 200
+
+_REPR = reprlib.Repr()
+# Strings and numbers are elided in the middle only far beyond the cut, so the cut shows a prefix.
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 4 * QUOTE_LIMIT
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = QUOTE_LIMIT // 2
+_REPR.maxlevel = 6
 
 
 class FalsifyError(Exception):
@@ -62,8 +75,25 @@ class LocatedError(FalsifyError):
         return type(self), (self.loc, self.expected, self.found, self.choices)
 
 
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)``, cut to ``limit`` characters with an ellipsis when longer (built
+    lazily, so a huge value is never formatted whole)."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an integer beyond Python's limit on converting digits to text
+        text = "<a number too long to print>"
+    return truncate(text, limit)
+
+
+def truncate(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis, when longer."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def did_you_mean(found: object, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' when ``found`` is a near miss of one of ``choices``, else ''."""
+    if not isinstance(found, str | int | float) or len(str(found)) > QUOTE_LIMIT:
+        return ""  # a structure or a long text is no misspelling of a name
     close = difflib.get_close_matches(str(found), list(choices), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
 
@@ -81,4 +111,4 @@ def field_error(
     if line is not None:
         where += f" (line {line})"
     hint = did_you_mean(found, choices) if choices is not None else ""
-    return f"The {field!r}{where} must be {expected}. Got {found!r} instead.{hint}"
+    return f"The {quote(field)}{where} must be {expected}. Got {quote(found)} instead.{hint}"

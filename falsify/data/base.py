@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-__all__ = ["IGNORE", "Dataset", "answer_labels", "per_example_scores"]
+from falsify.errors import LocatedError
+
+__all__ = ["IGNORE", "Dataset", "answer_labels", "per_example_scores", "stratified_split"]
 
 # The label of a position that is not scored (PyTorch's ``ignore_index`` of cross-entropy).
 IGNORE = -100
@@ -79,3 +83,28 @@ def answer_labels(y: torch.Tensor) -> torch.Tensor:
             "modular_addition)"
         )
     return y[scored]
+
+
+def stratified_split(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's ``train_test_split`` stratified by class, fixed by ``seed``.
+
+    It needs at least one example of every class in each split; a ``test_fraction`` that leaves
+    fewer is a :class:`LocatedError` on ``population.data.test_fraction`` saying which
+    fractions work, not scikit-learn's ``ValueError`` (its rule: the test split holds
+    ``ceil(test_fraction * n)`` examples, the train split the rest).
+    """
+    from sklearn.model_selection import train_test_split
+
+    n, k = len(y), len(np.unique(y))
+    n_test = math.ceil(test_fraction * n)
+    if min(n_test, n - n_test) < k:
+        raise LocatedError(
+            ("population", "data", "test_fraction"),
+            f"a fraction that leaves at least one example of each of the {k} classes in both "
+            f"the test and the train split (about {k / n:.2g} to {1 - k / n:.3g} for these {n:,} "
+            f"examples; this one gives {n_test:,} test and {n - n_test:,} train examples)",
+            test_fraction,
+        )
+    return train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from pydantic import Field
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
-from falsify.data.base import Dataset
+from falsify.data.base import Dataset, stratified_split
 from falsify.hypothesis.kinds import DataKind, register
+from falsify.hypothesis.types import Seed
 
 __all__ = ["load_digits_dataset"]
 
@@ -23,7 +23,7 @@ class DigitsData(DataKind):
 
     kind: Literal["digits"]
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = Field(0, ge=0)
+    split_seed: Seed = 0
 
     label: ClassVar[str] = "digits (scikit-learn)"
     docs: ClassVar[str] = "docs/file-format.md"
@@ -41,9 +41,7 @@ def load_digits_dataset(spec: DigitsData) -> Dataset:
     bunch = load_digits()
     x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=spec.test_fraction, stratify=y, random_state=spec.split_seed
-    )
+    x_tr, x_te, y_tr, y_te = stratified_split(x, y, spec.test_fraction, spec.split_seed)
     return Dataset(
         name="digits",
         x_train=torch.from_numpy(x_tr),

@@ -33,7 +33,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from falsify.data.base import Dataset
 from falsify.errors import FalsifyError
 from falsify.hypothesis.kinds import DataKind, register
-from falsify.hypothesis.types import FromFiles
+from falsify.hypothesis.types import FromFiles, Seed
 
 __all__ = [
     "files_stamp",
@@ -59,7 +59,7 @@ class _StandardData(FromFiles, DataKind):
     root: str = Field(min_length=1)
     limit_train: int | None = Field(None, ge=10)
     limit_test: int | None = Field(None, ge=10)
-    subset_seed: int = 0
+    subset_seed: Seed = 0
 
     docs: ClassVar[str] = "docs/own-models-and-data.md"
     example: ClassVar[dict[str, Any]] = {"root": "data"}

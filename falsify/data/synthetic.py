@@ -12,10 +12,10 @@ from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
-from sklearn.model_selection import train_test_split
 
-from falsify.data.base import Dataset
+from falsify.data.base import Dataset, stratified_split
 from falsify.hypothesis.kinds import DataKind, register
+from falsify.hypothesis.types import Seed
 
 __all__ = ["SyntheticData", "load_synthetic"]
 
@@ -32,7 +32,7 @@ class SyntheticData(DataKind):
     n_features: int = Field(16, ge=2)
     noise: float = Field(0.3, ge=0.0)
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    split_seed: int = Field(0, ge=0)
+    split_seed: Seed = 0
 
     label: ClassVar[str] = "synthetic task with planted ground truth"
     docs: ClassVar[str] = "docs/file-format.md"
@@ -42,6 +42,11 @@ class SyntheticData(DataKind):
         if self.n_features < self.n_classes:
             raise ValueError(
                 f"n_features at least n_classes ({self.n_classes}) so that each class has a feature"
+            )
+        if self.n_samples < 2 * self.n_classes:  # a stratified split needs two of each class
+            raise ValueError(
+                f"n_samples at least 2 × n_classes ({2 * self.n_classes}) so that both splits "
+                "hold every class"
             )
         return self
 
@@ -56,12 +61,8 @@ def load_synthetic(spec: SyntheticData) -> Dataset:
     y = y[torch.randperm(spec.n_samples, generator=g)]
     x = spec.noise * torch.randn(spec.n_samples, spec.n_features, generator=g)
     x[torch.arange(spec.n_samples), y] += 1.0
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x.numpy(),
-        y.numpy(),
-        test_size=spec.test_fraction,
-        stratify=y.numpy(),
-        random_state=spec.split_seed,
+    x_tr, x_te, y_tr, y_te = stratified_split(
+        x.numpy(), y.numpy(), spec.test_fraction, spec.split_seed
     )
     return Dataset(
         name="synthetic",

@@ -20,7 +20,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from falsify.errors import FalsifyDeprecationWarning, HypothesisError, did_you_mean, field_error
+from falsify.errors import (
+    FalsifyDeprecationWarning,
+    HypothesisError,
+    did_you_mean,
+    field_error,
+    quote,
+    truncate,
+)
 from falsify.hypothesis.conditions import ConditionError, expand
 from falsify.hypothesis.kinds import Kinds
 from falsify.hypothesis.schema import Hypothesis, TrainingSpec
@@ -80,12 +87,13 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise HypothesisError(
-            f"The override {text!r} must be KEY=VALUE, e.g. population.training.epochs=5."
+            f"The override {quote(text)} must be KEY=VALUE, e.g. population.training.epochs=5."
         )
+    source = f"The value of override {quote(text)}"
     try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        raise HypothesisError(f"The value of override {text!r} is not valid YAML: {exc}") from None
+        parsed, _ = _read_yaml(value, source)
+    except (yaml.YAMLError, _Refused) as exc:
+        raise HypothesisError(f"{source} is not valid YAML: {_problem(exc)}.") from None
     return tuple(key.strip().split(".")), parsed
 
 
@@ -114,11 +122,14 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> HypothesisFile:
 
 
 def read_text(path: Path) -> str:
-    """The file's text, or the one-line error for a file that cannot be read or is not UTF-8."""
+    """The file's text, or the one-line error for a file that cannot be read, is larger than
+    :data:`MAX_BYTES` or is not UTF-8."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)  # never more, whatever the file's size
     except OSError as exc:
         raise HypothesisError(f"{path} cannot be read: {exc.strerror}.") from None
+    _check_size(path, len(data))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -126,21 +137,177 @@ def read_text(path: Path) -> str:
 
 
 def parse_mapping(text: str, path: Path) -> tuple[dict[str, Any], yaml.Node]:
-    """The YAML mapping in ``text`` (safe loader) and its node tree, for line numbers."""
+    """The YAML mapping in ``text`` and its node tree, for line numbers.
+
+    Read with PyYAML's safe loader within the limits of :class:`_Loader`; a key given twice in
+    one mapping is refused, naming both lines.
+    """
+    _check_size(path, len(text.encode("utf-8")))
     try:
-        raw = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw, node = _read_yaml(text, str(path))
+    except _Refused as exc:
+        raise HypothesisError(f"{path}{_where(exc.mark)} is refused: {exc.problem}.") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise HypothesisError(f"{path}{where} is not valid YAML: {problem}.") from None
+        where = _where(getattr(exc, "problem_mark", None))
+        raise HypothesisError(f"{path}{where} is not valid YAML: {_problem(exc)}.") from None
     if not isinstance(raw, dict):
         raise HypothesisError(
             f"{path} must hold a YAML mapping (id:, claim:, population:, test:, prediction:). "
             f"Got {type(raw).__name__ if raw is not None else 'an empty file'} instead."
         )
     return raw, node
+
+
+# --- reading YAML within limits -----------------------------------------------------------------
+# A real hypothesis file is a few kilobytes and a few hundred values. These limits stop a hostile
+# or broken one (a "billion laughs" of nested aliases, a megabyte of brackets) within a fraction
+# of a second and a few megabytes, before anything expands it (docs/file-format.md#limits).
+
+MAX_BYTES = 1 << 20  # 1 MiB
+MAX_VALUES = 100_000  # YAML values (nodes), an alias counting as all the values it repeats
+MAX_DEPTH = 50  # nested mappings and lists, through aliases too
+MAX_ERROR_LINES = 20  # per file; the rest are counted
+
+
+def _check_size(path: Path, n_bytes: int) -> None:
+    if n_bytes > MAX_BYTES:
+        raise HypothesisError(
+            f"{path} is larger than {MAX_BYTES // 1024} KiB, the limit for a hypothesis file "
+            "(a real one is a few kilobytes); refused without parsing it."
+        )
+
+
+class _Refused(Exception):
+    """A document beyond the limits, with where in the text it went beyond."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, counting what each node expands to while composing it.
+
+    Composing keeps an alias as a reference to its anchored node, so counting is cheap; the
+    expansion that costs time and memory happens later (validation, error messages), on a
+    document that by then is known to be small.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+        self._aliases = 0
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, nesting depth)
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:
+                raise _Refused("an alias refers to the value that contains it (a loop)", mark)
+            self._aliases += 1
+            return node
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(self._too_deep(), mark)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children = [c for pair in node.value for c in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        sizes = [self._sizes[id(c)] for c in children]
+        values = 1 + sum(v for v, _ in sizes)
+        depth = 1 + max((d for _, d in sizes), default=0)
+        if values > MAX_VALUES:
+            via = " once its aliases are expanded" if self._aliases else ""
+            raise _Refused(
+                f"it holds more than {MAX_VALUES:,} values{via} (a hypothesis file needs a few "
+                "hundred)",
+                mark,
+            )
+        if depth > MAX_DEPTH:
+            raise _Refused(self._too_deep(), mark)
+        self._sizes[id(node)] = (values, depth)
+        return node
+
+    def _too_deep(self) -> str:
+        via = ", through its aliases" if self._aliases else ""
+        return f"its mappings and lists nest more than {MAX_DEPTH} levels deep{via}"
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:  # e.g. a date 2024-13-45, a 5000-digit int
+            problem = f"the value {quote(node.value, 60)} cannot be read ({truncate(str(exc))})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def _read_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """The one YAML document in ``text`` and its node; refuses repeated keys (naming
+    ``source``, the file)."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _refuse_repeated_keys(node, source)
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
+
+
+def _refuse_repeated_keys(root: yaml.Node, source: str) -> None:
+    """One error line per key that appears twice in a mapping, naming both lines (YAML says
+    keys are unique; PyYAML keeps the last, which would silently change a pre-registration)."""
+    found: list[tuple[int, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, name = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += [(item, f"{name}[{i}]") for i, item in enumerate(node.value)]
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue  # a merge's keys may be overridden; other keys are refused later
+            earlier = first.setdefault((key.tag, key.value), key)
+            if earlier is not key:
+                line = earlier.start_mark.line + 1
+                inside = f"in {quote(name)}" if name else "at the top level"
+                found.append(
+                    (
+                        line,
+                        f"{source} (lines {line} and {key.start_mark.line + 1}): the key "
+                        f"{quote(key.value)} appears twice {inside} (a key may be given once).",
+                    )
+                )
+            stack.append((value, f"{name}.{key.value}" if name else str(key.value)))
+    if found:
+        raise HypothesisError(_cap([message for _, message in sorted(found)], source))
+
+
+def _cap(lines: Sequence[str], source: object, more: int = 0) -> str:
+    """At most :data:`MAX_ERROR_LINES` distinct lines, then how many more problems there are
+    (``more``: problems not formatted at all)."""
+    lines = list(dict.fromkeys(lines))
+    more += max(0, len(lines) - MAX_ERROR_LINES)
+    shown = lines[:MAX_ERROR_LINES]
+    return "\n".join([*shown, f"{source}: {more} more problems not shown."] if more else shown)
+
+
+def _where(mark: yaml.Mark | None) -> str:
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+
+
+def _problem(exc: Exception) -> str:
+    return truncate(str(getattr(exc, "problem", None) or exc))
 
 
 def loads(
@@ -157,15 +324,20 @@ def loads(
             hyp = Hypothesis.model_validate(raw, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         keys = {parse_override(o)[0]: o for o in overrides}
-        lines = []
-        for err in exc.errors():
+        errors = exc.errors()
+        lines: dict[str, None] = {}
+        used = 0  # errors formatted; the rest are only counted
+        for err in errors:
+            used += 1
             line = _format(path, raw, node, err)
             where = _data_path(raw, tuple(err["loc"]))
             for key, text_ in keys.items():
                 if where[: len(key)] == key:
-                    line += f" (The value came from the override {text_!r}.)"
-            lines.append(line)
-        raise HypothesisError("\n".join(dict.fromkeys(lines))) from None
+                    line += f" (The value came from the override {quote(text_)}.)"
+            lines[line] = None
+            if len(lines) == MAX_ERROR_LINES:
+                break
+        raise HypothesisError(_cap(list(lines), path, len(errors) - used)) from None
     notes = [str(w.message) for w in caught if issubclass(w.category, FalsifyDeprecationWarning)]
     if notes:  # one note per file, however many old names it uses
         warnings.warn(
@@ -244,10 +416,12 @@ def _locate(raw: Any, node: yaml.Node | None, loc: Loc) -> tuple[str, int | None
 def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
     if not isinstance(node, yaml.MappingNode):
         return None
+    # The last match: a key given explicitly after a merge (``<<: *base``) wins over the merged.
+    found = None
     for k, v in node.value:
         if k.value == str(key):
-            return v
-    return None
+            found = v
+    return found
 
 
 def _key_line(node: yaml.Node | None, loc: Loc) -> int | None:
@@ -276,12 +450,12 @@ def _format(path: Path, raw: Any, node: yaml.Node, err: Any) -> str:
         key_line = _key_line(node, loc) or line
         expected = f"one of the known fields {allowed}" if allowed else "a known field"
         return (
-            f"The {name!r} of {path} (line {key_line}) is not a known field: expected "
-            f"{expected}. Got {loc[-1]!r} instead.{did_you_mean(loc[-1], allowed)}"
+            f"The {quote(name)} of {path} (line {key_line}) is not a known field: expected "
+            f"{expected}. Got {quote(loc[-1])} instead.{did_you_mean(loc[-1], allowed)}"
         )
     if kind == "missing":
         name = f"{name}.{loc[-1]}" if name != "file" else str(loc[-1])
-        return f"The {name!r} of {path} (line {line}) is required but missing."
+        return f"The {quote(name)} of {path} (line {line}) is required but missing."
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
         tag = ctx.get("tag", found if kind == "union_tag_invalid" else None)
@@ -290,7 +464,7 @@ def _format(path: Path, raw: Any, node: yaml.Node, err: Any) -> str:
         user_key = IMPORT_PATH_KEYS.get(str(loc[-1]))
         if tag is None and user_key is not None:
             return (
-                f"The {kind_name!r} of {path} (line {line}) is required but missing (or give "
+                f"The {quote(kind_name)} of {path} (line {line}) is required but missing (or give "
                 f"'{user_key}:' with an import path 'module:function')."
             )
         expected = f"one of {[t for t in tags if t != IMPORT_PATH_TAG]}"
@@ -338,7 +512,11 @@ def _pick(members: list[Any], data: Any) -> Any:
     if len(models) > 1 and isinstance(data, dict):
         for m in models:
             ann = m.model_fields.get("kind")
-            if "kind" in data and ann is not None and data["kind"] in typing.get_args(ann.annotation):
+            if (
+                "kind" in data
+                and ann is not None
+                and data["kind"] in typing.get_args(ann.annotation)
+            ):
                 return m
             key = getattr(m, "import_path_key", None)
             if "kind" not in data and key is not None and key in data:

@@ -35,7 +35,7 @@ from falsify.hypothesis.kinds import (
     UnitEffect,
     UnitMeasure,
 )
-from falsify.hypothesis.types import Frozen
+from falsify.hypothesis.types import MAX_SEEDS, Frozen, Seed
 
 __all__ = [
     "Comparison",
@@ -145,8 +145,14 @@ class TrainingSpec(Frozen):
 
 _SEEDS_SCHEMA = {
     "anyOf": [
-        {"type": "integer", "minimum": 2},
-        {"type": "array", "items": {"type": "integer"}, "minItems": 2, "uniqueItems": True},
+        {"type": "integer", "minimum": 2, "maximum": MAX_SEEDS},
+        {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+            "minItems": 2,
+            "maxItems": MAX_SEEDS,
+            "uniqueItems": True,
+        },
     ],
     "title": "Seeds",
 }
@@ -171,7 +177,7 @@ class Population(Frozen):
     model: ModelSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     # A count N (seeds 0..N-1) or a list; the JSON Schema says both (docs/file-format.md).
-    seeds: Annotated[tuple[int, ...], WithJsonSchema(_SEEDS_SCHEMA)]
+    seeds: Annotated[tuple[Seed, ...], WithJsonSchema(_SEEDS_SCHEMA)]
     conditions: Annotated[dict[str, tuple[Any, ...]], WithJsonSchema(_GRID_SCHEMA)] = Field(
         default_factory=dict
     )
@@ -210,6 +216,8 @@ class Population(Frozen):
         if isinstance(v, bool):
             return v  # let pydantic reject it as not an int
         if isinstance(v, int):
+            if v > MAX_SEEDS:  # before ``range``: ``seeds: 10**12`` must not build a tuple
+                raise ValueError(f"at most {MAX_SEEDS:,} seeds (each trains one model)")
             if v < 2:
                 raise ValueError(
                     "at least 2 seeds: the replicate is the trained model, and one model gives "
@@ -225,6 +233,11 @@ class Population(Frozen):
             raise ValueError(
                 "a list of at least 2 seeds: the replicate is the trained model, and one model "
                 "gives no confidence interval"
+            )
+        if len(v) > MAX_SEEDS:
+            raise ValueError(
+                f"a list of at most {MAX_SEEDS:,} seeds (each trains one model). Got "
+                f"{len(v):,} seeds"
             )
         if len(set(v)) != len(v):
             raise ValueError("a list of distinct seeds (a repeated seed is the same model twice)")

@@ -30,11 +30,13 @@ __all__ = [
     "IMPORT_PATH",
     "IMPORT_PATH_KEYS",
     "IMPORT_PATH_TAG",
+    "MAX_SEEDS",
     "Checkpointed",
     "FromFiles",
     "Frozen",
     "LayerNames",
     "Layers",
+    "Seed",
     "Split",
     "UnitLayers",
     "WeightLayers",
@@ -43,8 +45,18 @@ __all__ = [
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # ``allow_inf_nan=False``: ``.inf`` and ``.nan`` pass range checks such as ``gt=0`` (or
+    # fail them with a message that does not say why), so every float field refuses them.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
+
+# A seed of a random generator, for every seed field: scikit-learn's ``random_state`` and
+# numpy's ``SeedSequence`` take 0 <= seed < 2**32, so a negative one is refused at the door
+# rather than when the data is loaded.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+# The most replicates a population may have: each seed trains a model, and a count beyond this
+# is a typo (``seeds: 1000000``), not a study.
+MAX_SEEDS = 10_000
 
 # Which split of the data a measure or outcome is read on.
 Split = Literal["test", "train"]

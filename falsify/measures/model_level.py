@@ -23,7 +23,7 @@ from falsify.data.corruptions import corrupt
 from falsify.data.labels import training_labels
 from falsify.hypothesis.kinds import OutcomeKind, register
 from falsify.hypothesis.schema import Population
-from falsify.hypothesis.types import Split, UnitLayers
+from falsify.hypothesis.types import Seed, Split, UnitLayers
 from falsify.hypothesis.units import Fill
 from falsify.interventions.curves import ablation_curves, curve_auc
 from falsify.interventions.perturb import direction_ablation_curves, noise_curve
@@ -135,7 +135,7 @@ class AblationCurveOutcome(_Outcome):
     orders: int = Field(5, ge=1)
     value: Fill = "zero"
     split: Split = "test"
-    seed: int = 0  # with the replicate's seed, fixes the random orders
+    seed: Seed = 0  # with the replicate's seed, fixes the random orders
 
     label: ClassVar[str] = "ablation-curve AUC"
     needs_unit_layers: ClassVar[bool] = True
@@ -159,7 +159,7 @@ class DirectionAblationOutcome(_Outcome):
     layers: UnitLayers = ()
     orders: int = Field(3, ge=1)  # random bases per model
     split: Split = "test"
-    seed: int = 0
+    seed: Seed = 0
 
     label: ClassVar[str] = "random-direction ablation AUC"
     needs_unit_layers: ClassVar[bool] = True
@@ -186,7 +186,7 @@ class LayerNoiseOutcome(_Outcome):
     )
     draws: int = Field(3, ge=1)  # noise draws per scale
     split: Split = "test"
-    seed: int = 0
+    seed: Seed = 0
 
     label: ClassVar[str] = "layer-noise AUC"
     needs_unit_layers: ClassVar[bool] = True
@@ -222,7 +222,7 @@ class CorruptionAccuracyOutcome(_Outcome):
     )
     severities: tuple[Annotated[int, Field(ge=0, le=5)], ...] = Field((1, 2, 3, 4, 5), min_length=1)
     split: Split = "test"
-    seed: int = 0
+    seed: Seed = 0
 
     label: ClassVar[str] = "accuracy under corruptions"
 
@@ -250,7 +250,7 @@ class AdversarialAccuracyOutcome(_Outcome):
     step_size: float | None = Field(None, gt=0.0)  # PGD only; default 2.5 · ε / steps
     bounds: tuple[float, float] | None = (0.0, 1.0)  # the data's range; null: no clipping
     split: Split = "test"
-    seed: int = 0
+    seed: Seed = 0
 
     label: ClassVar[str] = "adversarial accuracy"
     example: ClassVar[dict[str, Any]] = {"epsilon": 0.1}
@@ -309,7 +309,7 @@ class ClusterabilityOutcome(_Outcome):
     k: int = Field(4, ge=2)
     baseline: Literal["none", "random_partition", "shuffled"] = "none"
     shuffle_draws: int = Field(5, ge=1)
-    seed: int = 0  # with the replicate's seed, fixes the shuffles
+    seed: Seed = 0  # with the replicate's seed, fixes the shuffles
 
     label: ClassVar[str] = "clusterability"
     docs: ClassVar[str] = "docs/modularity-and-attribution.md"

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from falsify.errors import FalsifyError
+from falsify.errors import LocatedError
 from falsify.hypothesis.kinds import ArchitectureKind, register
 from falsify.units import CHANNELS
 
@@ -82,10 +82,11 @@ class CNNSpec(ArchitectureKind):
 
 def build_cnn(spec: CNNSpec, input_shape: tuple[int, ...], n_classes: int) -> CNN:
     if len(input_shape) != 3:
-        raise FalsifyError(
-            f"The 'population.model' must be an architecture for this data: a cnn needs images "
-            f"[channels, height, width]. Got inputs of shape {list(input_shape)} instead "
-            "(use kind: mlp)."
+        raise LocatedError(
+            ("population", "model", "kind"),
+            "an architecture for the data's inputs (a cnn needs images [channels, height, "
+            "width]; kind: mlp takes inputs of any shape)",
+            f"cnn for inputs of shape {list(input_shape)}",
         )
     shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
     return CNN(shape, spec.channels, n_classes, spec.batch_norm, spec.dropout)

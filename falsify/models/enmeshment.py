@@ -22,7 +22,7 @@ from torch import nn
 from falsify.coclustering import Coclusters, cluster_layer, enmeshment
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hypothesis.kinds import RegularizerKind, register
-from falsify.hypothesis.types import WeightLayers
+from falsify.hypothesis.types import Seed, WeightLayers
 from falsify.units import default_layers, weight_module
 
 __all__ = ["Enmeshment", "EnmeshmentTerm"]
@@ -42,7 +42,7 @@ class EnmeshmentTerm:
     weight_layers: tuple[str, ...]
     n_clusters: int
     recluster_every: int
-    cluster_seed: int = 0
+    cluster_seed: Seed = 0
     name: str = "enmeshment"
     layers: tuple[str, ...] = ()  # reads weights, not activations
     steps: int = field(default=0, init=False)

@@ -26,7 +26,7 @@ from torch import nn
 from falsify.coclustering import cluster_layer
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hypothesis.kinds import ShapeKind, register
-from falsify.hypothesis.types import Layers, Split
+from falsify.hypothesis.types import Layers, Seed, Split
 from falsify.hypothesis.units import Fill
 from falsify.measures.specialization import cluster_damage, specialization_vs_random
 from falsify.shapes.base import Evidence, Figure, require_replicates
@@ -62,7 +62,7 @@ class ClusterSpecializationTest(ShapeKind):
     statistic: Literal["top_share", "gini"] = "top_share"
     m: int = Field(1, ge=1)  # top_share only: the number of most damaged classes
     draws: int = Field(20, ge=2)
-    control_seed: int = 0
+    control_seed: Seed = 0
     value: Fill = "zero"
     split: Split = "test"
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pandas as pd
 
-from falsify.errors import LocatedError
+from falsify.errors import LocatedError, quote
 from falsify.hypothesis.conditions import Condition, canonical, format_value
 from falsify.hypothesis.kinds import ContrastKind, register
 from falsify.stats.between import BetweenFit, fit_contrasts, fit_levels, fit_trend
@@ -36,7 +36,8 @@ def find_condition(
             return cond
     key = fields[0]
     values = [format_value(v) for v in dict.fromkeys(c.value(key) for c in conditions)]
-    raise LocatedError((*loc, key), f"one of the grid's values {values}", ref[key])
+    # A grid may list thousands of values: the message quotes them as it quotes any value.
+    raise LocatedError((*loc, key), f"one of the grid's values {quote(values)}", ref[key])
 
 
 def _coerce(cond: Condition, field: str, value: Any) -> Any:

@@ -14,7 +14,7 @@ from torch import nn
 
 from falsify.errors import LocatedError
 from falsify.hypothesis.kinds import ShapeKind, UnitMeasure, UnitMeasureKind, register
-from falsify.hypothesis.types import Layers, Split
+from falsify.hypothesis.types import Layers, Seed, Split
 from falsify.hypothesis.units import Fill
 from falsify.interventions import ablation_effects, random_masks, resolve_k, top_k_masks
 from falsify.measures.selectivity import unit_activations
@@ -138,7 +138,7 @@ class TargetedTest(ShapeKind):
     scores: tuple[UnitMeasure, ...]
     k: tuple[int | float, ...]
     draws: int = Field(20, ge=2)
-    control_seed: int = 0
+    control_seed: Seed = 0
     value: Fill = "zero"
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
     split: Split = "test"
