@@ -92,8 +92,8 @@ def test_patching_equals_the_hook_loop(layer) -> None:
         handle.remove()
         base = _loss(model(x), y)
         loop = []
+        view = model.unit_views[layer]
         for mask in masks:
-            view = model.unit_views[layer]
             hook = model.get_submodule(layer).register_forward_hook(
                 lambda _m, _i, o, m=mask: view.apply(o, m, outs["o"])
             )
