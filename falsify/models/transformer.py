@@ -15,6 +15,12 @@ its ``named_modules()`` path:
 - ``blocks.{i}.mlp.hook_post``: the MLP's post-ReLU neurons ``[b, T, d_mlp]``; the neurons are
   its units (axis 2, averaged over positions; a file reads them at one position with
   ``population.model.units``, e.g. ``{axis: 2, position: -1}`` for an answer at the end).
+
+:meth:`Transformer.cut` runs the model once to a head or neuron layer and keeps that layer's
+output and the residual stream; :meth:`Transformer.resume` runs the rest of the model from an
+edited copy of the layer's output. The ablation engine's ``resume`` strategy uses them
+(docs/performance.md, "Strategies"); ``forward`` is composed of the same pieces, so the two
+agree bit for bit.
 """
 
 from __future__ import annotations
@@ -210,7 +216,8 @@ class Transformer(nn.Module):
         ok = len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit()
         if ok and int(parts[1]) < len(self.blocks):
             i, site = int(parts[1]), parts[2]
-            if site == "attn.hook_z" or (site == "mlp.hook_post" and self.blocks[i].mlp):
+            has_mlp = self.blocks[i].mlp is not None
+            if site == "attn.hook_z" or (site == "mlp.hook_post" and has_mlp):
                 return i, site
         raise ValueError(f"{layer!r} is not a head or neuron layer of this transformer")
 
