@@ -4,16 +4,19 @@ Compares, in one run and on the same model (a 2-layer transformer with an MLP, t
 on ``induction``):
 
 * falsify's engine (:func:`falsify.interventions.ablation_effects` and
-  :func:`falsify.interventions.patching.patching_effects`): (unit, example) rows batched on a
-  leading dimension, one hooked forward per chunk of rows;
+  :func:`falsify.interventions.patching.patching_effects`) with its ``resume`` strategy: the
+  model runs once to the ablated layer, and (unit, example) rows batched on a leading dimension
+  resume from the edited ``hook_z`` / ``hook_post`` (the rest of that block, later blocks,
+  unembedding);
+* the engine's ``hooks`` strategy (the same rows, each running the whole hooked model);
 * the plain hook loop (``batched=False``: one hooked forward of the whole split per unit);
 * TransformerLens's ``patching.get_act_patch_attn_head_out_all_pos`` (one full forward per
   head) on the same model, whose hook points carry TransformerLens's names, when
   ``transformer_lens`` is installed (it is not a falsify dependency; 4.x has no
   ``HookedTransformer``, so the helper runs through a small adapter).
 
-Prints each method's time, its ratio to the engine, and the largest absolute difference of its
-effects from the engine's.
+Prints each method's time, its ratio to the engine's ``resume`` path, and the largest absolute
+difference of its effects from the engine's.
 
     PYTHONPATH=. python benchmarks/transformer_sweep.py
 """
@@ -93,6 +96,29 @@ def lens_effects(model: Transformer, x: torch.Tensor, y: torch.Tensor, x_bad: to
     )
 
 
+def patch_loop(model: Transformer, x: torch.Tensor, y: torch.Tensor, x_bad: torch.Tensor):
+    """The plain patching loop: one hooked forward of the clean split per head, ``[layers,
+    heads]``."""
+    base = _loss(model(x), y)
+    rows = []
+    for i, block in enumerate(model.blocks):
+        name = f"blocks.{i}.attn.hook_z"
+        with capture(model, name) as seen:
+            model(x_bad)
+        row = []
+        for head in range(block.attn.W_Q.shape[0]):
+
+            def patch(_m, _i, out, h=head, bad=seen[0]):
+                out = out.clone()
+                out[:, :, h] = bad[:, :, h]
+                return out
+
+            with hooked(model, {name: patch}):
+                row.append(_loss(model(x), y) - base)
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
 def main() -> None:
     args = parse()
     if args.threads:
@@ -135,16 +161,28 @@ def main() -> None:
         for what, layer, units, value in sweeps:
             masks = single_unit_masks(units)
 
-            def run(batched: bool, layer=layer, masks=masks, value=value) -> torch.Tensor:
+            def run(
+                batched: bool, strategy: str, layer=layer, masks=masks, value=value
+            ) -> torch.Tensor:
                 return ablation_effects(
-                    model, layer, x, y, masks, value=value, metric="loss_increase", batched=batched
+                    model,
+                    layer,
+                    x,
+                    y,
+                    masks,
+                    value=value,
+                    metric="loss_increase",
+                    batched=batched,
+                    strategy=strategy,
                 )
 
-            t_fast, fast = timed(lambda r=run: r(True), args.repeats)
-            t_slow, slow = timed(lambda r=run: r(False), args.repeats)
-            diff = (fast - slow).abs().max().item()
+            t_fast, fast = timed(lambda r=run: r(True, "resume"), args.repeats)
+            t_hooks, hooks = timed(lambda r=run: r(True, "hooks"), args.repeats)
+            t_slow, slow = timed(lambda r=run: r(False, "auto"), args.repeats)
+            diff = max((fast - slow).abs().max().item(), (fast - hooks).abs().max().item())
             print(
-                f"{what}: engine {t_fast.spread()}, plain hook loop {t_slow.spread()} "
+                f"{what}: engine resume {t_fast.spread()}, engine hooks {t_hooks.spread()} "
+                f"({t_hooks.median / t_fast.median:.2f}x), plain hook loop {t_slow.spread()} "
                 f"({t_slow.median / t_fast.median:.2f}x), max |diff| {diff:.1e}"
             )
         both = []
@@ -156,8 +194,12 @@ def main() -> None:
                 )
             )
         t_fast, fast = timed(lambda: torch.stack([f() for f in both]), args.repeats)
+        t_loop, loop = timed(lambda: patch_loop(model, x, y, x_bad), args.repeats)
+        diff = (loop - fast).abs().max().item()
         print(
-            f"patch every head of both layers from the prefix corruption: engine {t_fast.spread()}"
+            f"patch every head of both layers from the prefix corruption: engine resume "
+            f"{t_fast.spread()}, plain hook loop {t_loop.spread()} "
+            f"({t_loop.median / t_fast.median:.2f}x), max |diff| {diff:.1e}"
         )
         t_lens, lens = timed(lambda: lens_effects(model, x, y, x_bad), args.repeats)
         if lens is None:

@@ -30,6 +30,14 @@ computes the same numbers with far less work, using four facts that are exact:
    conv runs in full on the corrected pre-activation (for a block, with its shortcut on the
    ablated input).
 
+5. **A transformer resumes from the ablated block.** A model with ``cut(x, layer)`` and
+   ``resume(layer, carry, h)`` (falsify's ``transformer``, :mod:`falsify.models.transformer`,
+   for its head and neuron layers) is run once to the layer: the residual stream ``carry`` and
+   the layer's output ``h`` are cached (for heads, the attention pattern and everything else
+   before ``hook_z`` is in ``h``), and each (mask, example) row only resumes from the edited
+   ``h``: the rest of block ``i``, the later blocks and the unembedding. Checked bit for bit on
+   the data before it is trusted, like a chain.
+
 Units are read and set through the layer's unit view (:mod:`falsify.units`); the fill is the
 same for every example (zero, mean) or one row per example (resample), and the rank-one path
 is taken only where the view puts the units on the last axis of a ``[batch, units]`` output.
@@ -67,8 +75,8 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 _PROBE = 64  # examples the chain check runs on
 _CPU_CHUNK_BYTES = 8 * 2**20
 
-Strategy = Literal["auto", "rank_one", "conv_delta", "split", "hooks"]
-STRATEGIES: tuple[str, ...] = ("auto", "rank_one", "conv_delta", "split", "hooks")
+Strategy = Literal["auto", "resume", "rank_one", "conv_delta", "split", "hooks"]
+STRATEGIES: tuple[str, ...] = ("auto", "resume", "rank_one", "conv_delta", "split", "hooks")
 
 # (logits [rows, classes], labels [rows]) -> per-row statistics [rows, K], float64
 RowStats = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -223,14 +231,20 @@ def plan_strategy(
     axis the layer's unit view names, followed (through pass-through modules) by an
     ``nn.Linear`` over those units; ``conv_delta`` needs a chain whose layer output is
     ``[batch, channels, H, W]`` with channel units (mean view) followed (through pass-through
-    modules) by a zero-padded, ungrouped ``nn.Conv2d`` over those channels; ``split`` needs a
-    chain;
+    modules) by a zero-padded, ungrouped ``nn.Conv2d`` over those channels; ``resume`` needs a
+    model whose ``cut`` and ``resume`` accept ``layer`` (:func:`_resume_applies`); ``split``
+    needs a chain;
     ``hooks`` works for any model whose examples do not interact in evaluation mode.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == "hooks":
         return "hooks", None
+    if strategy in ("auto", "resume"):
+        if _resume_applies(model, layer, probe):
+            return "resume", None
+        if strategy == "resume":
+            raise ValueError(f"the model cannot resume its forward from {layer!r}")
     chain = None
     if strategy in ("auto", "rank_one"):
         chain = _find_chain(model, layer, probe, want_linear=True)
@@ -250,6 +264,48 @@ def plan_strategy(
     if strategy == "split":
         raise ValueError(f"the model cannot be cut after {layer!r} into a chain of modules")
     return "hooks", None
+
+
+def _resume_applies(model: nn.Module, layer: str, probe: torch.Tensor) -> bool:
+    """Whether ``model`` resumes from ``layer``: it has ``resumable(layer)``, ``cut`` and
+    ``resume`` (:class:`falsify.models.transformer.Transformer` does), and on ``probe`` the cut
+    run and its resumption both reproduce ``model(probe)`` bit for bit. Any other model (a
+    Hugging Face one, say) gets ``False``."""
+    resumable = getattr(model, "resumable", None)
+    if not (callable(resumable) and resumable(layer)):
+        return False
+    with torch.no_grad():
+        carry, h, logits = model.cut(probe, layer)  # type: ignore[operator]
+        again = model.resume(layer, carry, h)  # type: ignore[operator]
+        intact = model(probe)
+    return torch.equal(logits, intact) and torch.equal(again, intact)
+
+
+def _resume_row_bytes(model: nn.Module, layer: str, x1: torch.Tensor) -> int:
+    """Bytes one (mask, example) row needs when it resumes from ``layer``: every module output
+    of the resumed part (an upper bound on what is alive at once, as in
+    :func:`_probe_row_bytes`), the gathered carry and layer rows, indices and statistics."""
+    carry, h, _ = model.cut(x1, layer)  # type: ignore[operator]
+    sizes = _output_bytes(model, lambda: model.resume(layer, carry, h))  # type: ignore[operator]
+    return sizes + (carry.numel() + 2 * h.numel()) * h.element_size() + 64 + h.numel()
+
+
+def _output_bytes(model: nn.Module, run: Callable[[], Any]) -> int:
+    """The summed size of the outputs of ``model``'s leaf modules during ``run()``."""
+    sizes: list[int] = []
+
+    def record(_m: nn.Module, _i: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(sizes)
 
 
 def _rank_one_applies(chain: _Chain, probe: torch.Tensor, view: UnitView) -> bool:
@@ -282,22 +338,9 @@ def _probe_row_bytes(model: nn.Module, layer: str, x1: torch.Tensor, chain: _Cha
     The sum of every module output's size is an upper bound on what is alive at once (autograd
     is off, so intermediate tensors are freed as soon as the next module has consumed them).
     """
-    sizes: list[int] = []
     layer_numel: list[int] = []
-
-    def record(_m: nn.Module, _i: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):
-            sizes.append(out.numel() * out.element_size())
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(record) for m in leaves]
-    try:
-        with hooked(model, {layer: lambda _m, _i, o: layer_numel.append(o[0].numel())}):
-            model(x1)
-    finally:
-        for h in handles:
-            h.remove()
-    total = sum(sizes) + x1.numel() * x1.element_size()
+    with hooked(model, {layer: lambda _m, _i, o: layer_numel.append(o[0].numel())}):
+        total = _output_bytes(model, lambda: model(x1)) + x1.numel() * x1.element_size()
     if chain is not None:
         # Only the suffix runs per row: count what comes after the layer's output.
         h = chain.run_prefix(x1)
@@ -351,7 +394,10 @@ def ablation_sweep(
     view = unit_view(model, layer)
     # A few examples suffice to check that the chain reproduces the model bit for bit.
     name, chain = plan_strategy(model, layer, x[:_PROBE], strategy)
-    row_bytes = _probe_row_bytes(model, layer, x[:1], chain)
+    if name == "resume":
+        row_bytes = _resume_row_bytes(model, layer, x[:1])
+    else:
+        row_bytes = _probe_row_bytes(model, layer, x[:1], chain)
     chunk_rows = max(1, min(max_rows, max_bytes // row_bytes))
     if device.type == "cpu":
         # Chunks whose tensors stay in the allocator's reused memory: a fresh multi-megabyte
@@ -364,11 +410,14 @@ def ablation_sweep(
     if chain is not None and name == "conv_delta":
         lin = chain.next_conv()
     hs: list[torch.Tensor] = []
-    zs: list[torch.Tensor] = []
+    zs: list[torch.Tensor] = []  # the linear or conv output; with resume, the carry
     base: list[torch.Tensor] = []
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        if chain is not None:
+        if name == "resume":
+            carry, h, logits = model.cut(xb, layer)  # type: ignore[operator]
+            zs.append(carry)
+        elif chain is not None:
             h = chain.run_prefix(xb)
             if lin is not None and name == "conv_delta":
                 # The conv's intact output is kept for the conv updates.
@@ -430,7 +479,9 @@ def ablation_sweep(
                 logits = chain.run_suffix(zr, lin + 1)
             else:
                 rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
-                if chain is not None:
+                if name == "resume" and z is not None:
+                    logits = model.resume(layer, z[b], rows)  # type: ignore[operator]
+                elif chain is not None:
                     logits = chain.run_suffix(rows)
                 else:
                     with hooked(model, {layer: lambda _m, _i, _o, r=rows: r}):

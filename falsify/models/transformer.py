@@ -15,6 +15,12 @@ its ``named_modules()`` path:
 - ``blocks.{i}.mlp.hook_post``: the MLP's post-ReLU neurons ``[b, T, d_mlp]``; the neurons are
   its units (axis 2, averaged over positions; a file reads them at one position with
   ``population.model.units``, e.g. ``{axis: 2, position: -1}`` for an answer at the end).
+
+:meth:`Transformer.cut` runs the model once to a head or neuron layer and keeps that layer's
+output and the residual stream; :meth:`Transformer.resume` runs the rest of the model from an
+edited copy of the layer's output. The ablation engine's ``resume`` strategy uses them
+(docs/performance.md, "Strategies"); ``forward`` is composed of the same pieces, so the two
+agree bit for bit.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ class Attention(nn.Module):
         self.hook_z = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, T, d_model] -> [b, T, d_model]
+        return self.out(self.z(x))
+
+    def z(self, x: torch.Tensor) -> torch.Tensor:  # [b, T, d_model] -> hook_z [b, T, h, d_head]
+        """Each head's output before ``W_O`` (after ``hook_z``)."""
         t = x.shape[1]
         q = torch.einsum("btd,hde->bhte", x, self.W_Q)
         k = torch.einsum("btd,hde->bhte", x, self.W_K)
@@ -59,7 +69,10 @@ class Attention(nn.Module):
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [b, h, q, k]
         scores = scores.masked_fill(~self.causal[:t, :t], float("-inf"))
         pattern = self.hook_pattern(scores.softmax(dim=-1))
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [b, T, h, d_head]
+        return self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [b, T, h, d_head]
+
+    def out(self, z: torch.Tensor) -> torch.Tensor:  # [b, T, h, d_head] -> [b, T, d_model]
+        """The heads' outputs through ``W_O``, summed over heads."""
         return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
 
 
@@ -74,7 +87,11 @@ class TransformerMLP(nn.Module):
         self.W_out = nn.Linear(d_mlp, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, T, d_model] -> [b, T, d_model]
-        return self.W_out(self.hook_post(self.act(self.W_in(x))))
+        return self.W_out(self.post(x))
+
+    def post(self, x: torch.Tensor) -> torch.Tensor:  # [b, T, d_model] -> [b, T, d_mlp]
+        """The neurons (after ``hook_post``)."""
+        return self.hook_post(self.act(self.W_in(x)))
 
 
 class Block(nn.Module):
@@ -94,10 +111,19 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, T, d_model]
         x = self.hook_resid_pre(x)
-        x = x + self.attn(self.ln1(x))
-        if self.mlp is not None:
-            x = x + self.mlp(self.ln2(x))
-        return self.hook_resid_post(x)
+        return self.from_z(x, self.attn.z(self.ln1(x)))
+
+    def from_z(self, resid_pre: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``resid_post`` from ``resid_pre`` and the heads' outputs ``z`` (``hook_z``)."""
+        x = resid_pre + self.attn.out(z)
+        if self.mlp is None:
+            return self.hook_resid_post(x)
+        return self.from_post(x, self.mlp.post(self.ln2(x)))
+
+    def from_post(self, resid_mid: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+        """``resid_post`` from the residual stream after attention and the MLP's neurons."""
+        assert self.mlp is not None  # only called for a block with an MLP
+        return self.hook_resid_post(resid_mid + self.mlp.W_out(post))
 
 
 class Transformer(nn.Module):
@@ -131,16 +157,79 @@ class Transformer(nn.Module):
                 self.unit_views[f"blocks.{i}.mlp.hook_post"] = NEURONS
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [b, T] -> [b, T, n_classes]
+        return self.forward_from(0, self.embed_tokens(tokens))
+
+    def forward_from(self, block: int, resid_pre: torch.Tensor) -> torch.Tensor:
+        """Logits from the residual stream ``resid_pre`` ``[b, T, d_model]`` entering ``block``
+        (``n_layers`` for the stream after the last block)."""
+        x = resid_pre
+        for blk in self.blocks[block:]:
+            x = blk(x)
+        return self.unembed(self.ln_final(x))
+
+    def cut(
+        self, tokens: torch.Tensor, layer: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The intact run cut at a unit layer (``blocks.{i}.attn.hook_z`` or
+        ``blocks.{i}.mlp.hook_post``): ``(carry, h, logits)``, where ``h`` is the layer's output,
+        ``carry`` the residual stream that :meth:`resume` adds the edited layer's output to
+        (``resid_pre`` of block ``i``, or the stream after its attention) and ``logits`` the
+        model's output. Everything before the layer in block ``i`` (the attention pattern
+        included) is in ``h`` and ``carry``, so an edit of ``h`` needs only :meth:`resume`."""
+        i, site = self._site(layer)
+        x = self.stream_into(tokens, i)
+        blk = self.blocks[i]
+        x = blk.hook_resid_pre(x)
+        z = blk.attn.z(blk.ln1(x))
+        if site == "attn.hook_z":
+            return x, z, self.forward_from(i + 1, blk.from_z(x, z))
+        assert blk.mlp is not None  # _site checked it
+        mid = x + blk.attn.out(z)
+        post = blk.mlp.post(blk.ln2(mid))
+        return mid, post, self.forward_from(i + 1, blk.from_post(mid, post))
+
+    def resume(self, layer: str, carry: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Logits when the output of ``layer`` is ``h`` (edited or not), from :meth:`cut`'s
+        ``carry``; rows of ``carry`` and ``h`` are matched one to one."""
+        i, site = self._site(layer)
+        blk = self.blocks[i]
+        rest = blk.from_z(carry, h) if site == "attn.hook_z" else blk.from_post(carry, h)
+        return self.forward_from(i + 1, rest)
+
+    def stream_into(self, tokens: torch.Tensor, block: int) -> torch.Tensor:
+        """The residual stream entering ``block`` (before its ``hook_resid_pre``)."""
+        x = self.embed_tokens(tokens)
+        for blk in self.blocks[:block]:
+            x = blk(x)
+        return x
+
+    def resumable(self, layer: str) -> bool:
+        """Whether :meth:`cut` and :meth:`resume` accept ``layer``."""
+        try:
+            self._site(layer)
+        except ValueError:
+            return False
+        return True
+
+    def _site(self, layer: str) -> tuple[int, str]:
+        parts = layer.split(".", 2)
+        ok = len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit()
+        if ok and int(parts[1]) < len(self.blocks):
+            i, site = int(parts[1]), parts[2]
+            has_mlp = self.blocks[i].mlp is not None
+            if site == "attn.hook_z" or (site == "mlp.hook_post" and has_mlp):
+                return i, site
+        raise ValueError(f"{layer!r} is not a head or neuron layer of this transformer")
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:  # [b, T] -> [b, T, d_model]
+        """Token plus positional embedding (``resid_pre`` of block 0)."""
         if tokens.is_floating_point() or tokens.shape[-1] > self.n_ctx:
             raise FalsifyError(
                 f"The transformer's input must be token ids [batch, T] with T at most n_ctx "
                 f"({self.n_ctx}). Got a {tokens.dtype} tensor of shape {list(tokens.shape)} instead."
             )
         positions = torch.arange(tokens.shape[-1], device=tokens.device)
-        x = self.embed(tokens) + self.pos_embed(positions)
-        for block in self.blocks:
-            x = block(x)
-        return self.unembed(self.ln_final(x))
+        return self.embed(tokens) + self.pos_embed(positions)
 
 
 @register
