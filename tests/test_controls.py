@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import binom
@@ -14,8 +15,6 @@ from falsify.data import load_dataset
 from falsify.data.labels import training_labels
 from falsify.errors import HypothesisError
 from falsify.hypothesis import load
-from falsify.hypothesis.conditions import expand
-from falsify.hypothesis.loader import loads
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.training import evaluate, train_replicate
@@ -153,13 +152,11 @@ def test_trained_vs_untrained_end_to_end(write, tmp_path: Path, capsys) -> None:
     (part,) = summary["parts"]
     assert part["part"] == "control=untrained vs control=none"
     high = _chance(360, 10)[1]
-    assert part["ci_high"] < -0.5  # from ~0.9 trained to ~0.1 untrained
+    assert part["ci_high"] < -0.5  # from ~0.8 trained to ~0.1 untrained
     assert summary["verdict"] == "SUPPORTED"
     report = (out / "trained_vs_untrained.md").read_text()
     assert "control=untrained" in report
-    hf = loads(BETWEEN)
-    untrained = expand(hf.hypothesis.population)[1].population
-    assert untrained.training.control == "untrained"
-    for seed in range(3):
-        acc = train_replicate(untrained, load_dataset(untrained.data), seed, CPU).test_accuracy
-        assert acc <= high
+    tidy = pd.read_csv(out / "trained_vs_untrained.csv")
+    untrained = tidy[tidy["condition"] == "control=untrained"]["outcome"]
+    assert len(untrained) == 3 and (untrained <= high).all()
+    assert (tidy[tidy["condition"] == "control=none"]["outcome"] > high).all()
