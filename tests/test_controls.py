@@ -17,6 +17,7 @@ from falsify.errors import HypothesisError
 from falsify.hypothesis import load
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
+from falsify.models.ensemble import supports_ensemble
 from falsify.models.training import evaluate, train_replicate
 from falsify.runner.cache import replicate_key
 from falsify.runner.replicates import recipe_of
@@ -96,6 +97,9 @@ def test_a_control_is_a_recipe_and_none_keeps_keys() -> None:
     assert keys["none"] == replicate_key(recipe_of(plain), 0, CPU)
     assert "control" not in recipe_of(plain)["training"]
     assert len(set(keys.values())) == 4
+    # the ensemble trainer reproduces plain recipes only: controls train one seed at a time
+    assert supports_ensemble(plain)
+    assert not any(supports_ensemble(_population(control=c)) for c in list(keys)[1:])
 
 
 TRAINING = "training: {epochs: 3, batch_size: 128, lr: 0.01}"
