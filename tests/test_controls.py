@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import save_file
 from scipy.stats import binom
 
 from falsify.cli.main import main
@@ -18,6 +19,7 @@ from falsify.hypothesis import load
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.ensemble import supports_ensemble
+from falsify.models.mlp import MLPSpec
 from falsify.models.training import evaluate, train_replicate
 from falsify.runner.cache import replicate_key
 from falsify.runner.replicates import recipe_of
@@ -164,3 +166,19 @@ def test_trained_vs_untrained_end_to_end(write, tmp_path: Path, capsys) -> None:
     untrained = tidy[tidy["condition"] == "control=untrained"]["outcome"]
     assert len(untrained) == 3 and (untrained <= high).all()
     assert (tidy[tidy["condition"] == "control=none"]["outcome"] > high).all()
+
+
+def test_a_checkpointed_model_cannot_be_a_control(write, tiny_yaml: str, tmp_path: Path, capsys):
+    (tmp_path / "w").mkdir()
+    for s in (0, 1, 2):
+        torch.manual_seed(s)
+        model = build_model(MLPSpec(kind="mlp", hidden=(16,)), (1, 8, 8), 10)
+        save_file(model.state_dict(), str(tmp_path / "w" / f"{s}.safetensors"))
+    text = _level(tiny_yaml, "untrained").replace(
+        "hidden: [16]}", "hidden: [16], checkpoint: 'w/{seed}.safetensors'}"
+    )
+    args = ["run", str(write(text)), "--out", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]
+    assert main([*args, "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "'population.training.control' of a model loaded from checkpoints" in err
+    assert "Traceback" not in err
