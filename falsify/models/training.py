@@ -72,15 +72,15 @@ def train_replicate(
     """Build and train one model; the same population, seed and device give the same weights.
 
     The seed fixes the initial weights, the mini-batch order, dropout and the randomized
-    labels. A control (``training.control``, docs/methods.md) is applied here too: ``untrained``
-    skips the loop (the loss is then that of the initial weights on the training labels),
-    ``shuffled`` shuffles each parameter tensor after training
+    labels. The loss is cross-entropy plus the recipe's regularizer terms
+    (:mod:`falsify.models.regularizers`). A control (``training.control``, docs/methods.md) is
+    applied here too: ``untrained`` skips the loop (the loss is then that of the initial weights
+    on the training labels), ``shuffled`` shuffles each parameter tensor after training
     (:func:`falsify.models.controls.shuffle_weights`), and ``permuted_labels`` trains on permuted
-    labels (:func:`falsify.data.labels.training_labels`). The loss is cross-entropy plus the recipe's regularizer terms
-    (:mod:`falsify.models.regularizers`). The global RNG is forked so that training leaves no
-    trace on the caller's random state. Training runs on one CPU thread: a CPU matrix
-    product's summation order, and so its last bits, depend on the thread count, and a
-    replicate must not depend on how many jobs shared the machine.
+    labels (:func:`falsify.data.labels.training_labels`). The global RNG is forked so that
+    training leaves no trace on the caller's random state. Training runs on one CPU thread: a
+    CPU matrix product's summation order, and so its last bits, depend on the thread count, and
+    a replicate must not depend on how many jobs shared the machine.
     """
     with one_thread():
         return _train(population, data, seed, device)
