@@ -80,6 +80,10 @@ class TrainingSpec(Frozen):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     # Morcos et al. (2018): this fraction of training labels is replaced by random classes.
     label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    # A control population (falsify.models.controls, docs/methods.md): the same architecture
+    # untrained, its trained weights shuffled within each tensor, or trained on a seeded
+    # permutation of the training labels.
+    control: Literal["none", "untrained", "shuffled", "permuted_labels"] = "none"
     # The training-time regularizers, one block each (falsify.models.regularizers.Selectivity,
     # falsify.models.enmeshment.Enmeshment); a block at its defaults is off.
     selectivity: Annotated[RegularizerKind, Kinds(REGULARIZERS, only="selectivity")] = _block(
@@ -91,7 +95,11 @@ class TrainingSpec(Frozen):
 
     # Fields added after the first cache keys -> their default: left out of a recipe while at
     # it, so every recipe written before them keeps its key.
-    LATER_FIELDS: ClassVar[dict[str, object]] = {"steps": None, "warmup_steps": 0}
+    LATER_FIELDS: ClassVar[dict[str, object]] = {
+        "steps": None,
+        "warmup_steps": 0,
+        "control": "none",
+    }
 
     @classmethod
     def blocks(cls) -> dict[str, type[RegularizerKind]]:

@@ -40,8 +40,10 @@ __all__ = ["NotBatchable", "supports_ensemble", "train_ensemble"]
 def supports_ensemble(population: Population) -> bool:
     """True when :func:`train_ensemble` reproduces this population's sequential recipe."""
     spec, training = population.model, population.training
-    plain_loss = training.label_noise == 0 and all(
-        r.ensemble or not r.active for r in training.regularizers()
+    plain_loss = (
+        training.label_noise == 0
+        and training.control == "none"
+        and all(r.ensemble or not r.active for r in training.regularizers())
     )
     # The stacked trainer runs epochs at a constant rate with Adam or SGD only.
     plain_schedule = training.steps is None and training.warmup_steps == 0

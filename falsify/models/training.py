@@ -15,6 +15,7 @@ from falsify.data.base import IGNORE, per_example_scores
 from falsify.data.labels import training_labels
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
+from falsify.models.controls import shuffle_weights
 from falsify.models.regularizers import build_regularizers, captured_activations
 
 __all__ = ["TrainResult", "evaluate", "train_replicate", "training_labels"]
@@ -72,10 +73,14 @@ def train_replicate(
 
     The seed fixes the initial weights, the mini-batch order, dropout and the randomized
     labels. The loss is cross-entropy plus the recipe's regularizer terms
-    (:mod:`falsify.models.regularizers`). The global RNG is forked so that training leaves no
-    trace on the caller's random state. Training runs on one CPU thread: a CPU matrix
-    product's summation order, and so its last bits, depend on the thread count, and a
-    replicate must not depend on how many jobs shared the machine.
+    (:mod:`falsify.models.regularizers`). A control (``training.control``, docs/methods.md) is
+    applied here too: ``untrained`` skips the loop (the loss is then that of the initial weights
+    on the training labels), ``shuffled`` shuffles each parameter tensor after training
+    (:func:`falsify.models.controls.shuffle_weights`), and ``permuted_labels`` trains on permuted
+    labels (:func:`falsify.data.labels.training_labels`). The global RNG is forked so that
+    training leaves no trace on the caller's random state. Training runs on one CPU thread: a
+    CPU matrix product's summation order, and so its last bits, depend on the thread count, and
+    a replicate must not depend on how many jobs shared the machine.
     """
     with one_thread():
         return _train(population, data, seed, device)
@@ -127,6 +132,8 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         last = 0.0
         # With ``steps``, as many epochs as it takes, stopping after the last step.
         epochs = -(-spec.steps // max(steps, 1)) if spec.steps is not None else spec.epochs
+        if spec.control == "untrained":
+            epochs = 0
         left = spec.steps
         with captured_activations(model, [layer for t in terms for layer in t.layers]) as acts:
             for _ in range(epochs):
@@ -153,6 +160,11 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
                     left = None if left is None else left - 1
                 last = total / n if left is None else total / max(seen, 1)
         model.eval()
+        if spec.control == "untrained":
+            with torch.no_grad():
+                last = _cross_entropy(model(x), y).item()
+        if spec.control == "shuffled":
+            shuffle_weights(model, seed)
         acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
         metrics = record_metrics(model, population, data, device)
     return TrainResult(model=model, train_loss=last, test_accuracy=acc, metrics=metrics)

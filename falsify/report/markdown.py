@@ -142,6 +142,13 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
         if hyp.source.finding:
             out.append(f"(what the source found, as context only: {hyp.source.finding})")
         out.append("")
+    control = hyp.population.training.control
+    if control != "none":
+        out += [
+            f"Population: the `{control}` control of this recipe (`training.control`, "
+            "docs/methods.md).",
+            "",
+        ]
     out += ["## Decision rule", ""]
     out.append(
         f"Predicted direction: {_DIRECTION[pred.direction]} of the {o.labels.get('statistic')}; "

@@ -276,8 +276,15 @@ def checkpointed_replicates(
     """The population's models from the user's checkpoints, evaluated as they are.
 
     Nothing is trained or cached; the key is the checkpoint file's SHA-256, and the training
-    loss is unknown (NaN).
+    loss is unknown (NaN). A control (``training.control``) needs training, so it is refused.
     """
+    controls = {c.population.training.control for c in expand(population)} - {"none"}
+    if controls:
+        raise FalsifyError(
+            "The 'population.training.control' of a model loaded from checkpoints must be "
+            f"'none': a control is made by falsify's own training. Got {sorted(controls)[0]!r} "
+            "instead."
+        )
     out: list[Replicate] = []
     for seed, path in checkpoint_paths(population.model, population.seeds).items():
         with torch.random.fork_rng(devices=[]):
