@@ -59,7 +59,8 @@ def render_index(summaries: list[dict[str, Any]]) -> str:
         "",
         "Each CI is the (1 − 2α) interval the verdict rules read. p tests the null that the "
         "claim's effect is absent (one-sided); p adj (within) is adjusted within the hypothesis "
-        "(Holm unless the file says otherwise); "
+        "when `combine: any` (Holm unless the file says otherwise) and unadjusted under "
+        "`combine: all`, an intersection–union test; "
         "p BH (suite) is the hypothesis' p (the largest part p for `combine: all`, the "
         "smallest for `any`) adjusted by Benjamini–Hochberg across every hypothesis listed here.",
         "",
