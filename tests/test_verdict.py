@@ -113,13 +113,17 @@ def test_t_estimate_matches_scipy_ttest() -> None:
 def test_holm_adjustment_reference() -> None:
     # Holm (1979) by hand for p = (0.01, 0.04, 0.03): sorted 0.01·3, 0.03·2, max(0.04·1, 0.06)
     parts = [Part(f"p{i}", TEstimate(0, 1, 10), 11, 0, "d", "m") for i in range(3)]
-    table, _ = decide(parts, Prediction(direction="positive", sesoi=0.5))
+    # Under `any`, p_support is the adjusted side (under `all`, p_falsify: docs/verdicts.md).
+    table, _ = decide(parts, Prediction(direction="positive", sesoi=0.5, combine="any"))
     from statsmodels.stats.multitest import multipletests
 
     raw = table["p_support"].to_numpy()
     assert table["p_support_adj"].tolist() == pytest.approx(multipletests(raw, method="holm")[1])
     manual = np.minimum(1, np.maximum.accumulate(np.sort(raw) * np.array([3, 2, 1])))
     assert sorted(table["p_support_adj"]) == pytest.approx(manual)
+    table, _ = decide(parts, Prediction(direction="positive", sesoi=0.5))
+    raw = table["p_falsify"].to_numpy()
+    assert table["p_falsify_adj"].tolist() == pytest.approx(multipletests(raw, method="holm")[1])
 
 
 def _simulated_correlations(rng, k, n_units, rho):

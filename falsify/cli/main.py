@@ -373,8 +373,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from falsify.report.calibration import format_table, write_calibration
+    from falsify.report.calibration import format_parts_table, format_table, write_calibration
     from falsify.stats.calibration import SIMULATORS, calibrate
+    from falsify.stats.calibration_parts import RULES, calibrate_parts
 
     if args.sims < 10 or not 0 < args.alpha < 0.5 or min(args.replicates) < 2:
         raise FalsifyError(
@@ -382,10 +383,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             f"Got --sims {args.sims}, --alpha {args.alpha}, --replicates {args.replicates}."
         )
     table = calibrate(SIMULATORS, args.replicates, args.sims, args.alpha)
+    parts = calibrate_parts(replicates=args.replicates, n_sims=args.sims, alpha=args.alpha)
     print(format_table(table))
-    print(f"wrote {write_calibration(table, SIMULATORS, args.out)}")
+    print()
+    print(format_parts_table(parts))
+    print(f"wrote {write_calibration(table, SIMULATORS, args.out, parts)}")
     required = table["offered"] & ~table["stress"]
-    return 0 if table.loc[required, "calibrated"].all() else 1
+    ok = table.loc[required, "calibrated"].all()
+    return 0 if ok and parts.loc[parts["rule"] == RULES[0], "calibrated"].all() else 1
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:

@@ -60,8 +60,9 @@ def render_index(summaries: list[dict[str, Any]]) -> str:
         "Each CI is the (1 − 2α) interval the verdict rules read. p is the part's p (support): "
         "for a directional claim it tests the null that the claim's effect is absent "
         "(one-sided), for a `none` claim the equivalence (TOST) null that the effect lies "
-        "outside ±δ; p adj (within) is adjusted within the hypothesis "
-        "(Holm unless the file says otherwise); "
+        "outside ±δ; p adj (within) is adjusted within the hypothesis when `combine: any` "
+        "(Holm unless the file says otherwise) and unadjusted under `combine: all`, an "
+        "intersection–union test; "
         "p BH (suite) is the hypothesis' p (the largest part p for `combine: all`, the "
         "smallest for `any`) adjusted by Benjamini–Hochberg across every hypothesis listed here.",
         "",

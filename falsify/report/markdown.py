@@ -163,9 +163,9 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
         )
         out.append("")
         out.append(
-            f"{len(o.parts)} parts, combined by `{pred.combine}` ({combine}). Each part's "
-            f"verdict is read from p-values adjusted within the hypothesis ({pred.adjust}); "
-            f"the CIs shown are the unadjusted {level} intervals."
+            f"{len(o.parts)} parts, combined by `{pred.combine}` ({combine}). "
+            + _adjustment_note(pred.combine, pred.adjust)
+            + f" The CIs shown are the unadjusted {level} intervals."
         )
     out += ["", "## Result", ""]
     # Parts that predict different directions (e.g. one outcome to fall, another to rise)
@@ -270,11 +270,29 @@ _P_VALUES = {
 }
 
 
-def hypothesis_p(parts: pd.DataFrame, combine: str) -> float:
-    """One p-value for the whole claim, from the parts' Holm-adjusted p (support).
+def _adjustment_note(combine: str, adjust: str) -> str:
+    """Which p-value of each part is adjusted within the hypothesis, and why (verdicts.md)."""
+    if adjust == "none":
+        return "No p-value is adjusted across the parts (`adjust: none`)."
+    if combine == "all":
+        return (
+            f"p (falsify) is {adjust}-adjusted across the parts, since one FALSIFIED part "
+            "falsifies; p (support) is not, since SUPPORTED needs every part at α (an "
+            "intersection–union test, Berger 1982)."
+        )
+    return (
+        f"p (support) is {adjust}-adjusted across the parts, since one SUPPORTED part "
+        "supports; p (falsify) is not, since FALSIFIED needs every part at α (an "
+        "intersection–union test, Berger 1982)."
+    )
 
-    ``all`` is an intersection–union test (every part must reject): its p is the largest part
-    p. ``any`` rejects when one part does; with Holm-adjusted parts its p is the smallest.
+
+def hypothesis_p(parts: pd.DataFrame, combine: str) -> float:
+    """One p-value for the whole claim, from the parts' p (support) as the verdict used them.
+
+    ``all`` is an intersection–union test (every part must reject): its p is the largest
+    unadjusted part p. ``any`` rejects when one part does; with adjusted parts its p is the
+    smallest adjusted one.
     """
     p = parts["p_support_adj"]
     return float(p.max() if combine == "all" else p.min())
