@@ -27,6 +27,21 @@ def test_check_says_roughly_how_long_and_cached(write, tiny_yaml, tmp_path, caps
     assert "3 cached, 0 to train" in out and "about" not in out
 
 
+def test_check_without_the_estimate_trains_nothing(
+    write, tiny_yaml, tmp_path, capsys, monkeypatch
+) -> None:
+    import falsify.runner.estimate as estimate
+
+    def no_probe(*args: object) -> float:
+        raise AssertionError("--no-estimate must not time training steps")
+
+    monkeypatch.setattr(estimate, "_probe", no_probe)
+    path, cache = write(tiny_yaml), tmp_path / "cache"
+    assert main(["check", str(path), "--cache", str(cache), "--no-estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "0 cached, 3 to train on cpu" in out and "about" not in out
+
+
 def test_estimate_grows_with_the_work(tiny_yaml) -> None:
     hf = loads(tiny_yaml, "tiny.yaml")
     pop = hf.hypothesis.population

@@ -193,7 +193,8 @@ def test_every_mutated_file_is_refused_cleanly_or_passes(workspace) -> None:
         name, text = case
         path = root / name
         path.write_text(text, encoding="utf-8")
-        rc, out, err = _cli("check", str(path), "--cache", str(cache))
+        # validation is what is fuzzed; the timing probe would train a few steps per valid case
+        rc, out, err = _cli("check", str(path), "--cache", str(cache), "--no-estimate")
         lines = err.strip().splitlines()
         assert "Traceback" not in err and "internal error" not in err, err[:2000]
         assert len(lines) <= MAX_ERROR_LINES + 2, err[:2000]

@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         "training will take on this machine (a timing probe of a few training steps).",
     )
     _add_file_options(check)
+    check.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="validate and count cached replicates only, without the timing probe",
+    )
 
     cal = sub.add_parser(
         "calibrate",
@@ -357,7 +362,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     files, errors = _load_all(args)
     for hf in files:
         try:
-            p = plan(hf, cache, device)
+            p = plan(hf, cache, device, estimate=not args.no_estimate)
         except FalsifyError as exc:
             errors.append(str(exc))
             continue
@@ -365,7 +370,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(
             f"ok  {hf.path}: {h.id} ({h.test.kind}); {p.n_replicates} replicates, "
             f"{p.n_cached} cached, {p.n_replicates - p.n_cached} to train on {device}"
-            + (f", about {format_duration(p.seconds)}" if p.n_cached < p.n_replicates else "")
+            + (f", about {format_duration(p.seconds)}" if p.seconds > 0 else "")
         )
     for e in errors:
         _error(e)

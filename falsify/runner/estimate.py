@@ -11,6 +11,7 @@ are not included. See docs/performance.md.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -74,12 +75,17 @@ def _key(condition: Condition, seed: int, device: torch.device) -> str:
 
 
 def estimate_training(
-    population: Population, data: Dataset, cache: ModelCache, device: torch.device
+    population: Population,
+    data: Dataset,
+    cache: ModelCache,
+    device: torch.device,
+    probe: bool = True,
 ) -> Estimate:
     """The estimated time to train every replicate of ``population`` not yet in ``cache``.
 
     Every condition with an uncached seed is probed: conditions differ in cost (a regularizer's
-    extra loss terms; batch norm or label noise, which train one seed at a time).
+    extra loss terms; batch norm or label noise, which train one seed at a time). With
+    ``probe=False`` only the replicates are counted and ``seconds`` is NaN.
     """
     conditions = expand(population)
     missing = [
@@ -89,6 +95,8 @@ def estimate_training(
     cached = len(conditions) * len(population.seeds) - to_train
     if to_train == 0:
         return Estimate(0, cached, 0.0)
+    if not probe:
+        return Estimate(to_train, cached, math.nan)
     seconds = 0.0
     with torch.random.fork_rng(devices=[]):
         warm = next(i for i, m in enumerate(missing) if m)

@@ -55,7 +55,7 @@ class Plan:
     data: Dataset
     n_replicates: int
     n_cached: int
-    seconds: float  # the estimated time to train the replicates not cached (estimate.py)
+    seconds: float  # the estimated time to train the replicates not cached (estimate.py); NaN unprobed
 
 
 def _layer_fields(
@@ -143,20 +143,23 @@ def _located(hf: HypothesisFile) -> Iterator[None]:
         raise hf.error(exc.loc, exc.expected, exc.found, exc.choices) from None
 
 
-def plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
-    """Validate ``hf`` against its data and model and count the replicates already cached."""
+def plan(
+    hf: HypothesisFile, cache: ModelCache, device: torch.device, estimate: bool = True
+) -> Plan:
+    """Validate ``hf`` against its data and model and count the replicates already cached;
+    with ``estimate``, time a few training steps to estimate the rest (estimate.py)."""
     with _located(hf):
-        return _plan(hf, cache, device)
+        return _plan(hf, cache, device, estimate)
 
 
-def _plan(hf: HypothesisFile, cache: ModelCache, device: torch.device) -> Plan:
+def _plan(hf: HypothesisFile, cache: ModelCache, device: torch.device, estimate: bool) -> Plan:
     pop = hf.hypothesis.population
     data = load_dataset(pop.data)
     check_fits(pop.model, data.input_shape, data.n_classes, device)
     _validate_against_model(hf, data)
     if _validate_checkpoints(hf, data):  # nothing to train: every replicate is supplied
         return Plan(hf, data, len(pop.seeds), len(pop.seeds), 0.0)
-    est = estimate_training(pop, data, cache, device)
+    est = estimate_training(pop, data, cache, device, probe=estimate)
     return Plan(hf, data, est.to_train + est.cached, est.cached, est.seconds)
 
 
@@ -213,7 +216,7 @@ def run_hypothesis(
     """
     start = time.perf_counter()
     with _located(hf):
-        p = _plan(hf, cache, device)
+        p = _plan(hf, cache, device, estimate=True)
         if max_hours is not None:
             _within_budget(hf, p, device, max_hours)
         pop = hf.hypothesis.population
