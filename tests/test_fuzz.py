@@ -36,7 +36,23 @@ _MAX_LINE = 2000  # characters in one stderr line (a layer list of a resnet is t
 # Fields that size an allocation (a width, a sample count): a huge value there is refused by
 # the budget check of issue 13 item 4 (tested with it), not by validation, and a fuzz case
 # must not allocate gigabytes on a shared test machine, so they get only modest values.
-_SIZES = {"hidden", "channels", "width", "n_samples", "n_features", "n_classes"}
+# The sequence tasks and the transformer are not yet covered by the memory check (a huge `p`
+# builds p² pairs), so their sizes are held modest here too.
+_SIZES = {"hidden", "channels", "width", "n_samples", "n_features", "n_classes"} | {
+    "p",
+    "half",
+    "min_half",
+    "length",
+    "vocab",
+    "n_train",
+    "n_test",
+    "n_layers",
+    "d_model",
+    "n_heads",
+    "d_head",
+    "d_mlp",
+    "n_ctx",
+}
 
 _SMALL_INT = st.integers(-5, 100)
 _HUGE_INT = st.sampled_from([10**6, 2**31, 2**32, 2**63, -(2**63), 10**30, 10**300])
@@ -186,6 +202,7 @@ def test_every_mutated_file_is_refused_cleanly_or_passes(workspace) -> None:
         max_examples=_EXAMPLES,
         deadline=None,
         database=None,
+        derandomize=_EXAMPLES == 200,  # CI sees the same cases every run; a longer run explores
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(_case())

@@ -18,7 +18,7 @@ from typing import TypeVar
 from falsify._version import __version__
 from falsify.api import DEFAULT_MAX_HOURS
 from falsify.cli.listing import read_listing
-from falsify.errors import FalsifyDeprecationWarning, FalsifyError
+from falsify.errors import FalsifyDeprecationWarning, FalsifyError, truncate
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files
 from falsify.runner.device import DEVICES
@@ -260,9 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: object) -> None:
-    """Print a user-facing error; every line carries the prefix, so it greps as one."""
+    """Print a user-facing error; every line carries the prefix, so it greps as one.
+
+    A line is cut at 1,000 characters: values are quoted truncated where errors are made, and
+    this is the net for a message that quotes a structure whole (a 20,000-value list of k)."""
     for line in str(message).splitlines():
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {truncate(line, 1000)}", file=sys.stderr)
 
 
 def _read_all(
