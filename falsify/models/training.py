@@ -13,6 +13,7 @@ from torch import nn
 from falsify.data import Dataset
 from falsify.data.base import IGNORE, per_example_scores
 from falsify.data.labels import training_labels
+from falsify.data.stream import Inputs, StreamedDataset, inputs_of
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
 from falsify.models.controls import shuffle_weights
@@ -48,10 +49,18 @@ def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def evaluate(model: nn.Module, x: torch.Tensor | Inputs, y: torch.Tensor) -> float:
     """Accuracy of ``model`` on ``(x, y)`` in evaluation mode (at the scored positions of a
-    sequence task, :func:`falsify.data.base.per_example_scores`)."""
+    sequence task, :func:`falsify.data.base.per_example_scores`); streamed inputs
+    (:class:`falsify.data.stream.Inputs`) are read in batches of 1,024."""
     model.eval()
+    if isinstance(x, Inputs):
+        n = len(x)
+        hits = sum(
+            float(per_example_scores(model(x[i : i + 1024]), y[i : i + 1024])[0].sum())
+            for i in range(0, n, 1024)
+        )
+        return hits / n
     logits = model(x)
     if logits.dim() == 2:
         return (logits.argmax(dim=1) == y).float().mean().item()
@@ -67,7 +76,7 @@ def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_replicate(
-    population: Population, data: Dataset, seed: int, device: torch.device
+    population: Population, data: Dataset | StreamedDataset, seed: int, device: torch.device
 ) -> TrainResult:
     """Build and train one model; the same population, seed and device give the same weights.
 
@@ -80,7 +89,10 @@ def train_replicate(
     labels (:func:`falsify.data.labels.training_labels`). The global RNG is forked so that
     training leaves no trace on the caller's random state. Training runs on one CPU thread: a
     CPU matrix product's summation order, and so its last bits, depend on the thread count, and
-    a replicate must not depend on how many jobs shared the machine.
+    a replicate must not depend on how many jobs shared the machine. ``data`` may be a
+    :class:`falsify.data.stream.StreamedDataset`: each mini-batch is then fetched by index (the
+    same rows in the same order), so the weights are those trained on the in-memory data, bit
+    for bit (docs/performance.md, "Data that does not fit in memory").
     """
     with one_thread():
         return _train(population, data, seed, device)
@@ -98,21 +110,26 @@ def one_thread() -> Iterator[None]:
 
 
 def record_metrics(
-    model: nn.Module, population: Population, data: Dataset, device: torch.device
+    model: nn.Module,
+    population: Population,
+    data: Dataset | StreamedDataset,
+    device: torch.device,
 ) -> dict[str, float]:
     """What the recipe's active regularizers achieved, e.g. the mean class selectivity of a
     selectivity-regularized model (on the test split), so reports can show it; {} without."""
     achieving = [r for r in population.training.regularizers() if r.active and r.metric]
     if not achieving:
         return {}
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    x_test, y_test = inputs_of(data, "test", device)[:], data.y_test.to(device)
     out: dict[str, float] = {}
     for regularizer in achieving:
         out |= regularizer.achieved(model, x_test, y_test, data.n_classes)
     return out
 
 
-def _train(population: Population, data: Dataset, seed: int, device: torch.device) -> TrainResult:
+def _train(
+    population: Population, data: Dataset | StreamedDataset, seed: int, device: torch.device
+) -> TrainResult:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_model(population.model, data.input_shape, data.n_classes).to(device)
@@ -123,7 +140,7 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         has_batch_norm = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
         )
-        x = data.x_train.to(device)
+        x = inputs_of(data, "train", device)  # a tensor, or fetched by index when streamed
         y = training_labels(spec, data.y_train, data.n_classes, seed).to(device)
         n = len(y)
         # Optimizer steps per epoch: a last batch of one is skipped under batch norm.
@@ -162,9 +179,9 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         model.eval()
         if spec.control == "untrained":
             with torch.no_grad():
-                last = _cross_entropy(model(x), y).item()
+                last = _cross_entropy(model(x[:]), y).item()
         if spec.control == "shuffled":
             shuffle_weights(model, seed)
-        acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
+        acc = evaluate(model, inputs_of(data, "test", device), data.y_test.to(device))
         metrics = record_metrics(model, population, data, device)
     return TrainResult(model=model, train_loss=last, test_accuracy=acc, metrics=metrics)
