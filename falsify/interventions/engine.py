@@ -453,10 +453,11 @@ def ablation_sweep(
 
 
 def _example_bytes(model: nn.Module, x1: torch.Tensor) -> int:
-    """Bytes one example of a streamed block costs at most: its input twice (the items and the
-    stacked batch), and three times every module output of a forward (the prefix's working set,
-    and the cached layer and linear outputs with their concatenated copies)."""
-    return 2 * x1.numel() * x1.element_size() + 3 * _output_bytes(model, lambda: model(x1)) + 64
+    """Bytes one example of a streamed block costs at most: its input three times (the items or
+    what makes them, and the stacked batch), and three times every module output of a forward
+    (the prefix's working set, and the cached layer and linear outputs with their concatenated
+    copies)."""
+    return 3 * x1.numel() * x1.element_size() + 3 * _output_bytes(model, lambda: model(x1)) + 64
 
 
 @dataclass(frozen=True)
