@@ -44,7 +44,9 @@ is taken only where the view puts the units on the last axis of a ``[batch, unit
 All tensors stay on the device of ``x``; the code is device-agnostic, so CUDA runs the same
 arithmetic as the CPU. Results differ from a full forward only by float rounding (the low-rank
 update and the full matrix product sum in different orders); see docs/performance.md for the
-differences measured against captum and the plain hook loop.
+differences measured against captum and the plain hook loop. The examples may also be streamed
+from a map-style torch Dataset, in blocks that fit the memory budget, each swept as above
+(docs/performance.md, "Data that does not fit in memory").
 """
 
 from __future__ import annotations
