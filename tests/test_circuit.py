@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -23,7 +25,8 @@ from falsify.measures.circuit import (
 from falsify.measures.model_level import TrainedModel
 from falsify.models.mlp import MLPSpec
 from falsify.models.planted import planted_model
-from falsify.runner import ModelCache
+from falsify.report import write_outcome
+from falsify.runner import ModelCache, run_hypothesis
 from falsify.runner.run import plan
 
 SPEC = SyntheticData(kind="synthetic", n_classes=6, n_features=8, n_samples=1200)
@@ -132,3 +135,21 @@ def test_bad_circuit_fields_name_the_field_and_line(override, needle, tmp_path: 
     message = str(exc.value)
     assert needle in message and str(FILE) in message and "test.outcome" in message
     assert "line" in message
+
+
+@pytest.mark.slow
+def test_bundled_file_runs_fast_and_every_circuit_is_verified(tmp_path: Path) -> None:
+    fast = [
+        "population.seeds=2",
+        "population.training.epochs=2",
+        "population.model.hidden=[16, 16]",
+    ]
+    hf = load(FILE, fast)
+    outcome = run_hypothesis(hf, ModelCache(tmp_path / "cache"), torch.device("cpu"), False)
+    write_outcome(outcome, tmp_path / "reports")
+    assert len(outcome.parts) == 2
+    tidy = pd.read_csv(tmp_path / "reports" / f"{hf.hypothesis.id}.csv")
+    assert (tidy["circuit_retained"] >= 0.9).all()
+    assert ((tidy["outcome"] > 0) & (tidy["outcome"] <= 1)).all()
+    # the outcome is a fraction of the 16 units: the mean size in units over 16
+    assert np.allclose(tidy["outcome"], tidy["circuit_units"] / 16)

@@ -137,8 +137,6 @@ def _kept_correct(
     n: int,
 ) -> tuple[float, np.ndarray]:
     """Correct examples of ``x`` intact and with each set of ``kept`` units alone (the engine)."""
-    if not kept:
-        return 0.0, np.zeros(0)
     res = ablation_sweep(model, layer, x, y, _keep_masks(kept, n, x.device), fill)
     return float(res.intact[0]), np.rint(res.ablated[:, 0].cpu().numpy())
 
