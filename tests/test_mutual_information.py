@@ -12,13 +12,18 @@ from sklearn.metrics.cluster import contingency_matrix
 from torch import nn
 
 from falsify.cli.main import main
+from falsify.data import load_dataset
 from falsify.data.base import IGNORE
+from falsify.data.modular_addition import ModularAddition
+from falsify.hooks import capture
 from falsify.measures.mutual_information import (
     MutualInformation,
     class_bin_counts,
     mutual_information,
 )
+from falsify.models import build_model
 from falsify.models.mlp import MLP
+from falsify.models.transformer import TransformerSpec
 
 
 class _Identity(nn.Module):
@@ -108,6 +113,33 @@ def test_the_kind_reads_post_relu_units_and_sequence_answers() -> None:
     per_position = torch.full((4, 3), IGNORE)
     per_position[:, 2] = y
     assert torch.equal(spec.measure(model, "hidden1", x, per_position, 2), got)
+
+
+def test_transformer_neurons_at_the_answer_position() -> None:
+    # The same path as class selectivity (test_sequence_measures.py): MLP neurons read at the
+    # '=' position, the class being the answer token.
+    data = load_dataset(ModularAddition(kind="modular_addition", p=5, train_fraction=0.5))
+    spec = TransformerSpec(
+        kind="transformer",
+        d_model=8,
+        n_heads=2,
+        d_head=4,
+        d_mlp=6,
+        units={"blocks.0.mlp.hook_post": {"axis": 2, "position": -1}},
+    )
+    torch.manual_seed(0)
+    model = build_model(spec, (3,), 5).eval()
+    x, y = data.x_test, data.y_test
+    with capture(model, "blocks.0.mlp.hook_post") as out:
+        model(x)
+    act = out[0][:, -1].to(torch.float64).numpy()  # [n, 6] at the '=' position
+    answer = y[:, -1].numpy()
+    got = MutualInformation(kind="mutual_information", bins=6).measure(
+        model, "blocks.0.mlp.hook_post", x, y, 5
+    )
+    # sklearn.metrics.mutual_info_score(answer, bin index) per neuron.
+    ref = [mutual_info_score(answer, _reference_bins(act[:, u], 6)) for u in range(6)]
+    assert got.tolist() == pytest.approx(ref, abs=1e-6)
 
 
 ASSOCIATION = """\
