@@ -336,3 +336,28 @@ def test_the_bundled_file_runs_fast(tmp_path: Path) -> None:
     table = outcome.replicates.pivot(index="seed", columns="part", values="statistic")
     early, late = table["selectivity.window=[0,1]"], table["selectivity.window=[1,2]"]
     assert part.estimate == pytest.approx((early - late).mean())
+
+
+def test_a_model_from_checkpoint_files_keeps_no_checkpoints(tmp_path: Path, capsys) -> None:
+    doc = {
+        "id": "w",
+        "claim": "A claim on supplied weights.",
+        "population": {
+            "data": {"kind": "digits"},
+            "model": {"kind": "mlp", "hidden": [16], "checkpoint": "net_{seed}.pt"},
+            "training": {"epochs": 4, "checkpoint_epochs": [1]},
+            "seeds": 2,
+        },
+        "test": {
+            "kind": "association",
+            "layers": ["hidden1"],
+            "x": {"kind": "class_selectivity"},
+            "y": {"kind": "unit_ablation"},
+        },
+        "prediction": {"direction": "positive", "sesoi": 0.1},
+    }
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["check", "--no-estimate", str(path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "'population.training.checkpoint_epochs' of" in err and "model.checkpoint" in err, err
