@@ -361,3 +361,12 @@ def test_a_model_from_checkpoint_files_keeps_no_checkpoints(tmp_path: Path, caps
     assert main(["check", "--no-estimate", str(path)]) != 0
     err = capsys.readouterr().err.strip()
     assert "'population.training.checkpoint_epochs' of" in err and "model.checkpoint" in err, err
+
+
+def test_a_training_job_caches_the_checkpoints_too(tmp_path: Path) -> None:
+    from falsify.runner.replicates import train_to_cache
+
+    pop = _population(checkpoint_epochs=[1])
+    key = train_to_cache(pop.model_dump(mode="json"), 0, "cpu", str(tmp_path), 1)
+    assert key == replicate_key(recipe_of(pop), 0, CPU)
+    assert ModelCache(tmp_path).verified(checkpoint_key(recipe_of(pop), 1, 0, CPU))
