@@ -7,8 +7,9 @@ examples, in index order or in a given order; :func:`gather` fetches the example
 indices. A Dataset may define ``__getitems__(indices) -> (x, y)`` returning the whole batch at
 once (as :class:`falsify.data.generated_images.GeneratedImages` does, generating it vectorized);
 otherwise its items are fetched one by one and stacked by torch's ``default_collate``. Either
-way inputs come out float32 (or int64 token ids) and labels int64, as the in-memory datasets hold
-them, so a streamed batch equals the same rows of the in-memory tensors bit for bit.
+way inputs come out float32 (int64 inputs are kept: token ids) and labels int64, as the
+in-memory datasets hold them, so a streamed batch equals the same rows of the in-memory tensors
+bit for bit.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _as_batch(items: Any) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         x, y = default_collate(items)
     x = torch.as_tensor(x)
-    if x.is_floating_point() or x.dtype == torch.bool:
+    if x.dtype != torch.int64:  # int64 inputs are token ids; the rest are values, as float32
         x = x.to(torch.float32)
     return x, torch.as_tensor(y).to(torch.int64)
 
