@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from falsify.cli.main import main
+from falsify.report.calibration import format_table
 from falsify.stats.calibration import SIMULATORS, calibrate
+from falsify.stats.resampling import min_replicates
 
 ALPHA = 0.05
 N_SIMS = 500  # a null rate of 2α (0.10) exceeds the bound below with probability ≈ 0.94
@@ -16,9 +18,32 @@ FAST = [s for s in SIMULATORS if s.offered and not s.stress and "MixedLM" not in
 
 @pytest.mark.parametrize("sim", FAST, ids=lambda s: s.method)
 def test_offered_methods_keep_false_support_at_alpha(sim) -> None:
-    table = calibrate([sim], replicates=(3, 5), n_sims=N_SIMS, alpha=ALPHA, power_at=())
+    # The fewest replicates each method is offered for (the BCa bootstrap: 20) and the next.
+    low = max(3, min_replicates(sim.prediction_method, ALPHA))
+    replicates = (low,) if sim.prediction_method == "bootstrap" else (low, low + 2)
+    table = calibrate([sim], replicates=replicates, n_sims=N_SIMS, alpha=ALPHA, power_at=())
+    assert table["offered"].all()
     assert (table["supported_under_null"] <= BOUND).all(), table
     assert (table["falsified_at_sesoi"] <= BOUND).all(), table
+
+
+def test_every_method_has_rows_for_every_shape() -> None:
+    methods = {(s.shape, s.prediction_method) for s in FAST}
+    shapes = {"association", "targeted-vs-control", "between-conditions"}
+    assert methods == {(sh, m) for sh in shapes for m in ("t", "bootstrap", "permutation")}
+    assert {s.method for s in FAST if s.shape == "between-conditions"} >= {
+        "trend: per-seed slopes: BCa bootstrap",
+        "trend: per-seed slopes: sign-flip test",
+    }
+
+
+def test_rows_below_a_methods_minimum_are_shown_as_not_offered() -> None:
+    [boot] = [s for s in FAST if s.prediction_method == "bootstrap" and "targeted" in s.shape]
+    table = calibrate([boot], replicates=(5,), n_sims=200, alpha=ALPHA, power_at=())
+    assert not table["offered"].iloc[0]
+    # the reason it is refused: at 5 replicates the BCa interval is too narrow
+    assert table["falsified_at_sesoi"].iloc[0] > ALPHA
+    assert "BCa bootstrap (not offered)" in format_table(table)
 
 
 def test_every_shape_is_calibrated() -> None:
@@ -47,7 +72,7 @@ def test_calibration_detects_an_anticonservative_method() -> None:
 def test_calibration_shows_the_skewed_stress_case() -> None:
     # Strong right skew in the per-replicate differences makes the paired t too quick to
     # falsify at the SESOI; the calibration report must show that rather than hide it.
-    [skewed] = [s for s in SIMULATORS if s.stress]
+    [skewed] = [s for s in SIMULATORS if s.stress and s.prediction_method == "t"]
     table = calibrate([skewed], replicates=(5,), n_sims=N_SIMS, alpha=ALPHA, power_at=())
     assert table["falsified_at_sesoi"].iloc[0] > BOUND
 
