@@ -220,13 +220,18 @@ def test_permutation_end_to_end(write, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "old,new",
+    "old,new,needle",
     [
-        ("  compare:", "  model: mixed\n  compare:"),
+        ("  compare:", "  model: mixed\n  compare:", "with `test.model: mixed`"),
+        ("method: permutation", "method: bootstrap", "'bootstrap' needs at least 20"),
+        ("seeds: 5", "seeds: 4", "smallest p-value, 2^-n, is not below α = 0.05"),
     ],
 )
-def test_a_method_the_test_cannot_use_is_refused_at_the_field(write, tmp_path, old, new) -> None:
+def test_a_method_the_test_cannot_use_is_refused_at_the_field(
+    write, tmp_path, old, new, needle
+) -> None:
     path = write(BETWEEN.replace(old, new))
     with pytest.raises(HypothesisError) as exc:
         plan(load(path), ModelCache(tmp_path), torch.device("cpu"), estimate=False)
     assert "'prediction.method'" in str(exc.value) and "(line " in str(exc.value)
+    assert needle in str(exc.value)
