@@ -9,6 +9,7 @@ import pytest
 import statsmodels.formula.api as smf
 from statsmodels.stats.anova import anova_lm
 
+from falsify.cli.main import main
 from falsify.stats.between import fit_trend, lack_of_fit
 
 LEVELS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -68,3 +69,38 @@ def test_a_seeds_own_slope_is_not_lack_of_fit() -> None:
 def test_two_levels_have_no_lack_of_fit() -> None:
     table = _grid(np.random.default_rng(4), 0.9 - 0.1 * LEVELS)
     assert lack_of_fit(table[table["x"].isin([0.0, 1.0])], 0.05) is None
+
+
+TREND = """\
+id: trend_tiny
+claim: More randomized labels lower training-label accuracy (a fast test population).
+population:
+  data: {kind: digits}
+  model: {kind: mlp, hidden: [8]}
+  training: {epochs: 2, batch_size: 128, lr: 0.01}
+  seeds: 3
+  conditions:
+    training.label_noise: [0, 0.25, 0.5]
+test:
+  kind: between_conditions
+  outcome: {kind: accuracy, split: train}
+  compare: {kind: trend, factor: training.label_noise}
+prediction:
+  direction: negative
+  sesoi: 0.02
+"""
+
+
+def test_trend_report_has_the_lack_of_fit_note_and_hedges_g(write, tmp_path) -> None:
+    out, cache = tmp_path / "reports", tmp_path / "cache"
+    args = ["run", str(write(TREND)), "--out", str(out), "--cache", str(cache), "--quiet"]
+    assert main(args) in (0, 1)
+    report = (out / "trend_tiny.md").read_text()
+    assert "Lack of fit: " in report and "F(1, 4) = " in report
+    assert "| Hedges' g |" in report
+    parts = pd.read_csv(out / "trend_tiny.parts.csv")
+    # g_z = d_z · J(2), J(2) = 0.5641895835477563 (scipy.special.gamma(1) /
+    # (np.sqrt(1) * scipy.special.gamma(0.5)))
+    assert parts["hedges_g"].iloc[0] == pytest.approx(
+        parts["effect_size"].iloc[0] * 0.5641895835477563
+    )

@@ -207,9 +207,12 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
             "g = d · J(n − 1), J(m) = Γ(m/2) / (√(m/2) · Γ((m − 1)/2)) (Hedges 1981; "
             "docs/verdicts.md)."
         )
-    if "inference" in o.parts:
+    if pred.method != "t" and "inference" in o.parts:
         inference = "; ".join(dict.fromkeys(o.parts["inference"]))
-        out.append(f"CI and p-values: {inference}.")
+        out.append(
+            f"CI and p-values (`prediction.method: {pred.method}`): {inference}, in place of "
+            "the t reference of the method above."
+        )
     directions = set(o.parts["direction"]) if "direction" in o.parts else {pred.direction}
     directional = {d != "none" for d in directions}
     out.append(" ".join(_P_VALUES[k] for k in (True, False) if k in directional))

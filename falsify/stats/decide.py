@@ -99,11 +99,7 @@ def with_method(part: Part, method: str, alpha: float) -> Part:
         )
     check_method(method, alpha, len(part.values), part.name)
     est = resample(np.asarray(part.values), method, part.estimate.scale)
-    return replace(
-        part,
-        estimate=est,
-        method=f"{part.method}; CI and p-values instead by {describe_method(est)}",
-    )
+    return replace(part, estimate=est)
 
 
 def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Verdict]:
