@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -235,3 +236,31 @@ def test_a_method_the_test_cannot_use_is_refused_at_the_field(
         plan(load(path), ModelCache(tmp_path), torch.device("cpu"), estimate=False)
     assert "'prediction.method'" in str(exc.value) and "(line " in str(exc.value)
     assert needle in str(exc.value)
+
+
+def _association(tiny_yaml: str, extra: str) -> str:
+    text = tiny_yaml.replace("seeds: 3", "seeds: 5").replace(
+        "  y: {kind: unit_ablation, metric: loss_increase}\n",
+        "  y: {kind: unit_ablation, metric: loss_increase}\n" + extra,
+    )
+    return text + "  method: permutation\n"
+
+
+def test_association_resamples_fisher_z_end_to_end(write, tiny_yaml, tmp_path) -> None:
+    out, cache = tmp_path / "reports", tmp_path / "cache"
+    path = write(_association(tiny_yaml, ""))
+    assert main(["run", str(path), "--out", str(out), "--cache", str(cache), "--quiet"]) in (0, 1)
+    (part,) = json.loads((out / "tiny.json").read_text())["parts"]
+    rs = pd.read_csv(out / "tiny.parts.csv")
+    assert rs["inference"].iloc[0].startswith("exact sign-flip test")
+    # The estimate is the mean Fisher z of the per-replicate r, shown as r.
+    per_rep = pd.read_csv(out / "tiny.csv").groupby("seed")[["x", "y"]]
+    r = per_rep.apply(lambda g: stats.spearmanr(g["x"], g["y"]).statistic)
+    assert part["estimate"] == pytest.approx(np.tanh(np.arctanh(r).mean()))
+    assert -1 <= part["ci_low"] <= part["estimate"] <= part["ci_high"] <= 1
+
+
+def test_random_effects_pooling_refuses_a_resampling_method(write, tiny_yaml, tmp_path) -> None:
+    path = write(_association(tiny_yaml, "  pooling: random_effects\n"))
+    with pytest.raises(HypothesisError, match=r"'prediction\.method'.*random_effects"):
+        plan(load(path), ModelCache(tmp_path), torch.device("cpu"), estimate=False)
