@@ -224,7 +224,7 @@ def test_permutation_end_to_end(write, tmp_path: Path) -> None:
     "old,new,needle",
     [
         ("  compare:", "  model: mixed\n  compare:", "with `test.model: mixed`"),
-        ("method: permutation", "method: bootstrap", "'bootstrap' needs at least 20"),
+        ("method: permutation", "method: bootstrap", "'bootstrap' needs at least 30"),
         ("seeds: 5", "seeds: 4", "smallest p-value, 2^-n, is not below α = 0.05"),
     ],
 )

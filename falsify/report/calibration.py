@@ -134,7 +134,9 @@ def write_calibration(
         f"- calibrated: both error rates ≤ α + 3 Monte-Carlo SE ({alpha + 3 * se:.3f}).",
         "- Methods marked (not offered) are shown only to justify the choice of method, or at a "
         "replicate count the product refuses for that `prediction.method` (the BCa bootstrap "
-        "below 20 replicates; the sign-flip test where its smallest p, 2^-k, is not below α).",
+        "below 30 replicates; the sign-flip test where its smallest p, 2^-k, is not below α).",
+        "- BCa bootstrap rows are approximate: their error rates come near α only from about 30 "
+        "replicates (docs/verdicts.md), so they are shown and not required to be calibrated.",
         "- `prediction.method` (docs/methods.md): the t rows are `t`; BCa bootstrap rows "
         "`bootstrap`; sign-flip rows `permutation`; each resamples the same per-replicate "
         "values the t row pools.",
