@@ -104,6 +104,13 @@ def test_cli_writes_report(tmp_path, capsys) -> None:
     code = main(["calibrate", "--sims", "40", "--replicates", "3", "--out", str(tmp_path)])
     assert code in (0, 1)  # 40 simulations are too few to promise calibration either way
     assert "| association | t interval of Fisher z | 3 |" in capsys.readouterr().out
-    assert "power at mδ" in (tmp_path / "calibration.md").read_text()
+    text = (tmp_path / "calibration.md").read_text()
+    assert "power at mδ" in text
+    # the multi-part power gain: the matched rule beside the former one, on the same studies
+    assert (
+        "| all | both adjusted (former) | 3 |" in text
+        and "| all | matched to combine | 3 |" in text
+    )
+    assert "sign-flip test" in text and "BCa bootstrap (not offered)" in text
     assert (tmp_path / "calibration.png").stat().st_size > 1000
     assert main(["calibrate", "--sims", "2"]) == 2
