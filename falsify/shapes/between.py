@@ -101,6 +101,14 @@ class BetweenConditionsTest(ShapeKind):
             )
         for compare, loc in self.comparisons():
             compare.validate_grid(hf, conditions, loc)
+        method = hf.hypothesis.prediction.method
+        if self.model == "mixed" and method != "t":
+            raise LocatedError(
+                ("prediction", "method"),
+                "'t' with `test.model: mixed` (a resampling method resamples the per-seed "
+                "differences, slopes or levels, which needs no model; use `model: ols`)",
+                method,
+            )
 
     def evidence(self, hf: HypothesisFile, data: Any, reps: list[Any]) -> Evidence:
         """Outcomes per trained model; contrasts or a trend across conditions."""
@@ -177,6 +185,8 @@ class BetweenConditionsTest(ShapeKind):
                     effect_size_kind=compare.effect_size_kind,
                     method=fit.method,
                     direction=op.direction,
+                    values=tuple(fit.values[key]) if key in fit.values else None,
+                    standardized=True,
                 )
                 for name, key in part_keys
             ]
