@@ -124,7 +124,7 @@ def _train_ensemble(
     steps = -(-n // spec.batch_size) - int(has_batch_norm and n % spec.batch_size == 1)
     epochs = -(-spec.steps // max(steps, 1)) if spec.steps is not None else spec.epochs
     left = spec.steps
-    opt = _optimizer(list(net.params.values()), spec)
+    opt = _optimizer([net.flat], spec)
     schedule = _warmup(opt, spec.warmup_steps)
     shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
     loss_plans: dict[int, int] = {}
@@ -141,13 +141,15 @@ def _train_ensemble(
                 b = idx.shape[1]
                 if b < 2 and has_batch_norm:
                     continue  # batch norm cannot normalize a batch of one
-                opt.zero_grad(set_to_none=True)
+                for p in net.params.values():
+                    p.grad = None
                 logits = net.forward(x[idx])
                 if b not in loss_plans:
                     loss_plans[b] = plan_loss(s, b, logits.shape[-1], device) if exact else 0
                 # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient.
                 losses = _LOSS[loss_plans[b]](logits, torch.gather(ys, 1, idx))
                 losses.sum().backward()
+                net.gather_grad()
                 opt.step()
                 if schedule is not None:
                     schedule.step()
