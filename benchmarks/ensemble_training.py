@@ -142,14 +142,16 @@ def bench(name: str, base: Population, data: Dataset, args: argparse.Namespace) 
     rows.append(("torch.func.vmap ensemble", t_vmap, out))
     print(
         f"{'method':38s} {'wall time (median, spread), CPU time':52s} {'×seq':>6s} "
-        f"{'×vmap':>6s} {'max |Δw|':>9s} {'identical':>9s} {'mean acc':>8s}"
+        f"{'×vmap':>6s} {'cpu ×seq':>8s} {'cpu ×vmap':>9s} {'max |Δw|':>9s} {'identical':>9s} "
+        f"{'mean acc':>8s}"
     )
     for label, timing, results in rows:
         worst, same = largest_difference(results, seq)
         acc = sum(r.test_accuracy for r in results) / len(results)
         print(
             f"{label:38s} {timing.spread():52s} {t_seq.median / timing.median:6.2f} "
-            f"{t_vmap.median / timing.median:6.2f} {worst:9.2e} {same:>4d} of {len(seeds)} "
+            f"{t_vmap.median / timing.median:6.2f} {t_seq.median_cpu / timing.median_cpu:8.2f} "
+            f"{t_vmap.median_cpu / timing.median_cpu:9.2f} {worst:9.2e} {same:>4d} of {len(seeds)} "
             f"{acc:8.4f}"
         )
 
@@ -161,7 +163,10 @@ def main() -> None:
     base = load(args.file, []).hypothesis.population
     data = load_dataset(base.data)
     print(f"# ensemble training: {describe_machine(torch.device(args.device))}")
-    print("×seq, ×vmap: the baseline's median wall time over the method's (higher is faster)")
+    print(
+        "×seq, ×vmap: the baseline's median wall time over the method's (higher is faster); "
+        "cpu ×: the same for CPU time (steadier on a shared machine)"
+    )
     for name in args.models:
         bench(name, base, data, args)
 

@@ -20,7 +20,7 @@ independent:
 Each batched operation is checked to sum in the order of the sequential one (see
 :mod:`falsify.models.stacked`), so every model equals its sequentially trained self bit for bit;
 docs/performance.md gives the measurements. Recipes it cannot reproduce (regularizers that change
-the loss, the untrained and shuffled controls, other architectures, dropout off the CPU) make
+the loss, controls, other architectures, dropout off the CPU) make
 :func:`supports_ensemble` false or raise :class:`NotBatchable`, and the caller trains them one
 seed at a time.
 """
@@ -34,21 +34,30 @@ from falsify.data import Dataset
 from falsify.data.labels import training_labels
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
+from falsify.models.mlp import MLPSpec
 from falsify.models.stacked import _LOSS, NotExact, StackedNet, plan_loss, stack
 from falsify.models.training import TrainResult, _warmup, evaluate, one_thread, record_metrics
 
-__all__ = ["NotBatchable", "supports_ensemble", "train_ensemble"]
+__all__ = ["NotBatchable", "ensemble_speedup", "supports_ensemble", "train_ensemble"]
 
 
 def supports_ensemble(population: Population) -> bool:
     """True when :func:`train_ensemble` reproduces this population's sequential recipe."""
     training = population.training
-    # The stacked trainer adds no regularizer term, and the controls other than permuted labels
-    # change what happens around training.
-    plain_loss = training.control in ("none", "permuted_labels") and all(
+    # The stacked trainer adds no regularizer term, and trains no controls.
+    plain_loss = training.control == "none" and all(
         r.ensemble or not r.active for r in training.regularizers()
     )
     return population.model.ensemble_ready() and plain_loss
+
+
+def ensemble_speedup(population: Population) -> float:
+    """About how many times faster than sequential training an 8-seed ensemble of this
+    population trains on one CPU thread, as measured by benchmarks/ensemble_training.py
+    (docs/performance.md): dense nets are bound by per-operation overhead, which the ensemble
+    pays once for all seeds; conv nets by their convolutions' arithmetic, which it does not
+    reduce. The runner weighs it against the processes of ``--jobs``."""
+    return 3.0 if isinstance(population.model, MLPSpec) else 1.5
 
 
 def _optimizer(params: list[torch.Tensor], spec: TrainingSpec) -> torch.optim.Optimizer:
@@ -109,7 +118,7 @@ def _train_ensemble(
     population: Population, data: Dataset, seeds: list[int], device: torch.device, exact: bool
 ) -> list[TrainResult]:
     if not supports_ensemble(population):
-        raise NotBatchable("regularizers and the untrained or shuffled controls train one by one")
+        raise NotBatchable("regularizers and controls are trained one seed at a time")
     net = _build(population, data, seeds, device, exact)
     has_batch_norm = any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.models[0].modules()
