@@ -7,6 +7,7 @@ import torch
 
 from falsify.data import load_dataset
 from falsify.data.digits import DigitsData
+from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.kinds import ArchitectureKind
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import stacked
@@ -16,7 +17,8 @@ from falsify.models.mlp import MLPSpec
 from falsify.models.resnet import ResNet20Spec
 from falsify.models.training import train_replicate
 from falsify.runner.cache import ModelCache
-from falsify.runner.replicates import obtain_replicates
+from falsify.runner.executors import LocalPool
+from falsify.runner.replicates import _ensemble_is_faster, obtain_replicates
 
 CPU = torch.device("cpu")
 DATA = DigitsData(kind="digits")
@@ -174,3 +176,18 @@ def _entry(root, key: str, ext: str):
 
 def _trainer(root, key: str) -> str:
     return json.loads(_entry(root, key, "json").read_text())["trainer"]
+
+
+@pytest.mark.parametrize(
+    ("model", "jobs", "in_process"),
+    [
+        (MLPSpec(kind="mlp"), 2, True),
+        (MLPSpec(kind="mlp"), 4, False),
+        (CNNSpec(kind="cnn"), 2, False),
+    ],
+)
+def test_jobs_go_to_the_pool_where_it_beats_the_ensemble(model, jobs, in_process) -> None:
+    # The ensemble's measured speed-up (ensemble_speedup) against the pool's processes.
+    pop = population(model)
+    work = [(c, seed) for c in expand(pop) for seed in pop.seeds]
+    assert _ensemble_is_faster(LocalPool(jobs), work, CPU) is in_process
