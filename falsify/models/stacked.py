@@ -36,7 +36,7 @@ from falsify.models.cnn import CNN
 from falsify.models.mlp import MLP
 from falsify.models.resnet import ResNet20
 
-__all__ = ["NotExact", "StackedNet", "stack"]
+__all__ = ["LOSS", "NotExact", "StackedNet", "plan_loss", "stack"]
 
 
 class NotExact(Exception):
@@ -63,7 +63,7 @@ _GRAD_BIAS = (
 )
 
 # Each replicate's mean cross-entropy (logits [S, B, C], labels [S, B] -> [S]).
-_LOSS = (
+LOSS = (
     lambda lg, y: (
         F.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1), reduction="none")
         .view(y.shape)
@@ -121,7 +121,7 @@ def _plan_linear(s: int, b: int, d_in: int, d_out: int, device: torch.device) ->
 
 
 def plan_loss(s: int, b: int, c: int, device: torch.device) -> int:
-    """The first variant of ``_LOSS`` whose gradient equals ``nn.CrossEntropyLoss``'s exactly.
+    """The first variant of ``LOSS`` whose gradient equals ``nn.CrossEntropyLoss``'s exactly.
 
     The batched variant's loss value may differ from the per-replicate mean in the last bit
     (its sum runs in another order); only the gradient moves the weights.
@@ -134,7 +134,7 @@ def plan_loss(s: int, b: int, c: int, device: torch.device) -> int:
         li = logits[i].clone().requires_grad_()
         F.cross_entropy(li, y[i]).backward()
         ref.append(li.grad)
-    for k, fn in enumerate(_LOSS):
+    for k, fn in enumerate(LOSS):
         lg = logits.clone().requires_grad_()
         fn(lg, y).sum().backward()
         if lg.grad is not None and all(torch.equal(lg.grad[i], r) for i, r in enumerate(ref)):
