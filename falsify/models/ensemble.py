@@ -157,13 +157,18 @@ def _train_ensemble(
                 if b not in loss_plans:
                     loss_plans[b] = plan_loss(s, b, logits.shape[-1], device) if exact else 0
                 # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient.
-                losses = LOSS[loss_plans[b]](logits, torch.gather(ys, 1, idx))
+                yb = torch.gather(ys, 1, idx)
+                losses = LOSS[loss_plans[b]](logits, yb)
                 losses.sum().backward()
                 net.gather_grad()
                 opt.step()
                 if schedule is not None:
                     schedule.step()
-                total += losses.detach().to(torch.float64) * b
+                # The reported loss as sequential training sums it: each replicate's own
+                # F.cross_entropy value (the batched mean may differ in the last bit), in float64.
+                with torch.no_grad():
+                    values = losses if loss_plans[b] == 1 else LOSS[1](logits, yb)
+                total += values.to(torch.float64) * b
                 seen += b
                 left = None if left is None else left - 1
             last = (total / (n if left is None else max(seen, 1))).cpu()
