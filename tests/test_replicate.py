@@ -157,3 +157,13 @@ def test_a_bad_offset_fails_before_training(write, tmp_path: Path, capsys) -> No
         "error: The seed offset 2 must give seeds disjoint from the file's [0, 1, 2]."
     )
     assert not cache.exists()  # nothing was trained
+
+
+def test_a_list_of_checkpoints_is_not_replicated(write, tiny_yaml: str) -> None:
+    """A list names the models themselves: new seeds would relabel the same models."""
+    text = tiny_yaml.replace("hidden: [16]}", "hidden: [16], checkpoint: [a.pt, b.pt, c.pt]}")
+    hf = falsify.load(write(text))
+    with pytest.raises(FalsifyError, match=r"'population.model.checkpoint' of .* \(line 5\)"):
+        replication_file(hf)
+    template = falsify.load(write(text.replace("[a.pt, b.pt, c.pt]", "'w/{seed}.pt'")))
+    assert replication_file(template).hypothesis.population.seeds == (1000, 1001, 1002)

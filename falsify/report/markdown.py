@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -280,9 +281,10 @@ def _screening_flags(o: Outcome) -> list[str]:
     left = s[~s["included"]]
     if len(left):
         rule = o.file.hypothesis.population.include.model_dump(exclude_defaults=True)
+        flow = ", ".join(f"{k}: {json.dumps(v)}" for k, v in rule.items())
         out.append(
             f"> **{len(left)} of {len(s)} replicates left out** by the pre-registered rule "
-            f"`population.include: {rule}`; they are in no statistic (listed under "
+            f"`population.include: {{{flow}}}`; they are in no statistic (listed under "
             '"Replicate screening").'
         )
     chance = s[s["at_chance"]]

@@ -70,8 +70,19 @@ def replication_seeds(seeds: Sequence[int], offset: int | None = None) -> tuple[
 
 
 def replication_file(hf: HypothesisFile, offset: int | None = None) -> HypothesisFile:
-    """``hf`` with its seeds shifted by ``offset``, marked as an override in its report."""
+    """``hf`` with its seeds shifted by ``offset``, marked as an override in its report.
+
+    A list of checkpoints is refused: it names the models themselves, so the shifted seeds would
+    relabel the same models rather than replicate them (a ``{seed}`` template names new files).
+    """
     pop = hf.hypothesis.population
+    if isinstance(getattr(pop.model, "checkpoint", None), tuple):
+        raise hf.error(
+            ("population", "model", "checkpoint"),
+            "a path template with '{seed}' to replicate on fresh seeds (a list names the "
+            "models themselves, which would be the same models under new seeds)",
+            "a list of paths",
+        )
     seeds = replication_seeds(pop.seeds, offset)
     hyp = hf.hypothesis.model_copy(update={"population": pop.model_copy(update={"seeds": seeds})})
     override = f"population.seeds=[{','.join(map(str, seeds))}]"
