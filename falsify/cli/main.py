@@ -460,11 +460,18 @@ def _attempt(hf: HypothesisFile, call: Callable[[], T]) -> T | None:
     return None
 
 
-def _headline(outcome: Outcome) -> str:
-    """``part estimate [low, high] (n parts)`` of the first part with the overall verdict."""
+def _deciding_part(outcome: Outcome) -> str:
+    """The first part whose verdict is the overall verdict (the first part if none is)."""
     deciding = outcome.parts[outcome.parts["verdict"] == outcome.verdict.value]
-    best = (deciding if len(deciding) else outcome.parts).iloc[0]
-    parts = f" ({len(outcome.parts)} parts)" if len(outcome.parts) > 1 else ""
+    return str((deciding if len(deciding) else outcome.parts).iloc[0].part)
+
+
+def _headline(outcome: Outcome, part: str | None = None) -> str:
+    """``part estimate [low, high] (n parts)`` of ``part`` (default: :func:`_deciding_part`)."""
+    table = outcome.parts
+    part = _deciding_part(outcome) if part is None else part
+    best = table[table["part"] == part].iloc[0]
+    parts = f" ({len(table)} parts)" if len(table) > 1 else ""
     return f"{best.part} {best.estimate:.3f} [{best.ci_low:.3f}, {best.ci_high:.3f}]{parts}"
 
 
@@ -553,7 +560,8 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
         cached = o.provenance["cache_hits"] + r.provenance["cache_hits"]
         print(
             f"{result.agreement:<16} {hf.hypothesis.id}: {o.verdict.value} {_headline(o)} -> "
-            f"{r.verdict.value} {_headline(r)} (seeds +{result.offset}), {models} replicates "
+            f"{r.verdict.value} {_headline(r, _deciding_part(o))} "
+            f"(seeds +{result.offset}), {models} replicates "
             f"({cached} cached), {time.perf_counter() - start:.1f} s "
             f"-> {args.out / f'{hf.hypothesis.id}.replication.md'}"
         )
