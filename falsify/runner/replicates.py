@@ -23,7 +23,7 @@ from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
 from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
 from falsify.models.training import TrainResult, evaluate, train_replicate
-from falsify.runner.cache import ModelCache, replicate_key
+from falsify.runner.cache import ModelCache, checkpoint_key, replicate_key
 from falsify.runner.executors import Executor, LocalPool, threads_per_job
 from falsify.runner.identity import population_identity
 
@@ -53,6 +53,19 @@ class Replicate:
     condition: str = ""  # the grid condition's name; "" for a population without conditions
     metrics: dict[str, float] = field(default_factory=dict)  # recorded at training time
     repaired: str = ""  # why a damaged cache entry was retrained; "" when it was not
+    # epochs done -> this model's checkpoint then (training.checkpoint_epochs; runner.checkpoints)
+    checkpoints: dict[int, Replicate] = field(default_factory=dict)
+
+    def at_epoch(self, epoch: int | None) -> Replicate:
+        """This replicate as it was after ``epoch`` epochs (a checkpoint); itself for None."""
+        if epoch is None:
+            return self
+        if epoch not in self.checkpoints:
+            raise FalsifyError(
+                f"The model of seed {self.seed} has no checkpoint at epoch {epoch} (it keeps "
+                f"{sorted(self.checkpoints)}; see 'population.training.checkpoint_epochs')."
+            )
+        return self.checkpoints[epoch]
 
 
 def recipe_of(population: Population) -> dict[str, Any]:
@@ -63,17 +76,19 @@ def recipe_of(population: Population) -> dict[str, Any]:
     condition's resolved population
     (:func:`falsify.hypothesis.conditions.expand`). A field the recipe ignores is spelled at its
     default, so it does not split the cache. Each regularizer block is spelled as its
-    kind's ``recipe()`` (the flat names of before the blocks), so cache keys stay as they were.
+    kind's ``cache_recipe()`` (the flat names of before the blocks; a window only while one is
+    set), so cache keys stay as they were. ``training.checkpoint_epochs`` is left out: keeping
+    checkpoints leaves the trained weights as they are.
     """
     recipe = population.model_dump(mode="json", exclude={"seeds", "conditions", "include"})
     training = population.training
-    for name in training.blocks():
+    for name in (*training.blocks(), *TrainingSpec.NOT_IN_RECIPE):
         del recipe["training"][name]
     for name, default in TrainingSpec.LATER_FIELDS.items():
         if recipe["training"][name] == default:
             del recipe["training"][name]
     for regularizer in training.regularizers():
-        recipe["training"] |= regularizer.recipe()
+        recipe["training"] |= regularizer.cache_recipe()
     if training.optimizer != "sgd":
         # Adam ignores momentum: spell it at its default so the key does not depend on it (and
         # keys of recipes that leave it alone stay as they were).
@@ -107,6 +122,15 @@ def _save(
         "trainer": trainer,
         "executor": executor,
     }
+    # Checkpoints first: a published final entry then implies its checkpoints are cached too.
+    for epoch, kept in trained.checkpoints.items():
+        measured = {
+            "test_accuracy": kept.test_accuracy,
+            "train_loss": kept.train_loss,
+            "metrics": kept.metrics,
+            "checkpoint_epoch": epoch,
+        }
+        cache.save(checkpoint_key(recipe, epoch, seed, device), kept.model, info | measured)
     cache.save(replicate_key(recipe, seed, device), trained.model, info)
 
 
