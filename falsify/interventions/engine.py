@@ -407,8 +407,10 @@ def ablation_sweep(
 
     # The layer's output for every example, computed once, and the intact statistics.
     lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
+    conv_plan = None
     if chain is not None and name == "conv_delta":
         lin = chain.next_conv()
+        conv_plan = _plan_conv(chain, lin, x[:_PROBE])  # type: ignore[arg-type]
     hs: list[torch.Tensor] = []
     zs: list[torch.Tensor] = []  # the linear or conv output; with resume, the carry
     base: list[torch.Tensor] = []
@@ -419,13 +421,12 @@ def ablation_sweep(
             zs.append(carry)
         elif chain is not None:
             h = chain.run_prefix(xb)
-            if lin is not None and name == "conv_delta":
+            if conv_plan is not None and lin is not None:
                 # The conv's intact output is kept for the conv updates.
-                conv, block = _conv_of(chain.suffix[lin])
-                zc = conv(chain.run_suffix(h, 0, lin))
+                zc = conv_plan.conv(chain.run_suffix(h, 0, lin))
                 zs.append(zc.permute(0, 2, 3, 1).contiguous())  # [B, H', W', out]
-                after = zc if block is None else block.after_conv1(h, zc)
-                logits = chain.run_suffix(after, lin + 1)
+                after = zc if conv_plan.block is None else conv_plan.block.after_conv1(h, zc)
+                logits = _run(conv_plan.rest, after)
             elif lin is not None:
                 # The linear module's intact output is kept for the low-rank updates.
                 zs.append(chain.run_suffix(h, 0, lin + 1))
@@ -470,13 +471,17 @@ def ablation_sweep(
             if chain is not None and z is not None and w_t is not None and lin is not None:
                 zr = _low_rank(z, w_t, h_all, fill, per_example, masks, single, unit_of, g, b)
                 logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
-            elif chain is not None and z is not None and lin is not None:
-                conv, block = _conv_of(chain.suffix[lin])
-                zr = _conv_delta(conv, z, h_all, fill, per_example, masks, single, unit_of, g, b)
-                if block is not None:
+            elif conv_plan is not None and z is not None:
+                zr = _conv_delta(
+                    conv_plan.conv, z, h_all, fill, per_example, masks, single, unit_of, g, b
+                )
+                if conv_plan.block is not None:
                     rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
-                    zr = block.after_conv1(rows, zr)
-                logits = chain.run_suffix(zr, lin + 1)
+                    # The block's convs run faster on a contiguous input than channels last.
+                    c1 = zr.contiguous()
+                    logits = _run(conv_plan.rest, conv_plan.block.after_conv1(rows, c1))
+                else:  # zr is this chunk's own tensor: the ReLUs after the conv run in place
+                    logits = _run(conv_plan.rest, zr, in_place=True)
             else:
                 rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
                 if name == "resume" and z is not None:
@@ -494,6 +499,64 @@ def ablation_sweep(
         rows_evaluated=evaluated,
         chunk_rows=chunk_rows,
     )
+
+
+@dataclass(frozen=True)
+class _ConvPlan:
+    """How ``conv_delta`` evaluates a row: the conv the update applies to (``weight``, geometry,
+    and called on the intact input), the block around it (``after_conv1``) or ``None``, and the
+    modules (or equivalent callables) that run after it."""
+
+    conv: Any
+    block: Any
+    rest: list[Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _plan_conv(chain: _Chain, lin: int, probe: torch.Tensor) -> _ConvPlan:
+    """The conv update's plan: with folded batch norms where the modules offer ``folded()``
+    (resnet20's blocks: :meth:`falsify.models.resnet.BasicBlock.folded`), if on ``probe`` the
+    folded run gives the model's logits to float rounding; the modules themselves otherwise."""
+    conv, block = _conv_of(chain.suffix[lin])
+    exact = _ConvPlan(conv, block, list(chain.suffix[lin + 1 :]))
+    if block is None or not callable(getattr(block, "folded", None)):
+        return exact
+    fast_block = block.folded()
+    fast = _ConvPlan(fast_block.conv1, fast_block, _folded(chain.suffix[lin + 1 :]))
+    h = chain.run_suffix(chain.run_prefix(probe), 0, lin)
+    got = _run(fast.rest, fast_block(h))
+    want = chain.run_suffix(h, lin)
+    # A guard against a wrong fold (an error of the order of the logits), not the precision
+    # bound: the effects' 1e-6 agreement with the hook loop is what the tests check.
+    return fast if bool((got - want).abs().max() <= 1e-4 * (1 + want.abs().max())) else exact
+
+
+def _folded(modules: list[nn.Module]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """``modules`` with each one that offers ``folded()`` replaced by it, and the children of an
+    ``nn.Sequential`` folded in turn."""
+    out: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    for m in modules:
+        if callable(getattr(m, "folded", None)):
+            out.append(m.folded())  # type: ignore[operator]
+        elif isinstance(m, nn.Sequential):
+            out.extend(_folded(list(m)))
+        else:
+            out.append(m)
+    return out
+
+
+def _run(
+    steps: list[Callable[[torch.Tensor], torch.Tensor]], h: torch.Tensor, in_place: bool = False
+) -> torch.Tensor:
+    """Apply ``steps`` in order; with ``in_place`` (``h`` is the caller's own tensor) the ReLUs and
+    pass-throughs that come first are applied in place, sparing an allocation."""
+    for m in steps:
+        if in_place and isinstance(m, (*_PASS_THROUGH, nn.ReLU)):
+            if isinstance(m, nn.ReLU):
+                h.relu_()
+            continue
+        in_place = False
+        h = m(h)
+    return h
 
 
 def _relu_in_place(chain: _Chain, start: int, rows: torch.Tensor) -> int:
@@ -562,10 +625,12 @@ def _conv_delta(
         cols = _patches(d, conv, out.shape[1:3])  # [rows, H'·W', k·k]
         segs, counts = torch.unique_consecutive(g, return_counts=True)
         kernels = conv.weight.flatten(2).transpose(0, 1)  # [C, out, k·k]
-        start = 0
-        flat = out.view(len(b), -1, out.shape[-1])  # [rows, H'·W', out]
+        start, hw = 0, cols.shape[1]
+        flat = out.view(-1, out.shape[-1])  # [rows·H'·W', out]
+        cols = cols.view(-1, cols.shape[-1])  # [rows·H'·W', k·k]
         for c, n in zip(unit_of[segs].tolist(), counts.tolist(), strict=True):
-            flat[start : start + n].sub_(cols[start : start + n] @ kernels[c].T)
+            rows = slice(start * hw, (start + n) * hw)
+            flat[rows].addmm_(cols[rows], kernels[c].T, alpha=-1.0)  # in place: no product
             start += n
         return out.permute(0, 3, 1, 2)  # [rows, out, H', W'], channels last in memory
     f = fill.index_select(0, b) if per_example else fill.unsqueeze(0)
