@@ -28,7 +28,8 @@ computes the same numbers with far less work, using four facts that are exact:
    for mask ``m`` is ``z − conv((h − fill) ⊙ m)`` without the bias; for one channel ``c`` that is
    the convolution of ``h_c − fill_c`` with the kernel slice ``W[:, c]``. Everything after the
    conv runs in full on the corrected pre-activation (for a block, with its shortcut on the
-   ablated input).
+   ablated input). Blocks that offer ``folded()`` (resnet20's) run with their batch norms
+   folded into the convs, the update included (equal to the modules up to float rounding).
 
 5. **A transformer resumes from the ablated block.** A model with ``cut(x, layer)`` and
    ``resume(layer, carry, h)`` (falsify's ``transformer``, :mod:`falsify.models.transformer`,
@@ -609,9 +610,8 @@ def _conv_delta(
     the bias, where ``d = h − fill``; the conv analogue of :func:`_low_rank`.
 
     For single-channel masks the correction is a one-channel convolution with the kernel slice
-    ``W[:, u]``; the rows of a chunk are grouped into one grouped convolution (one group per
-    mask of the chunk), so the whole chunk costs one kernel call and ``out`` instead of
-    ``C × out`` multiply-adds per output pixel.
+    ``W[:, u]``: the patches of ``d`` times the slice, one in-place matrix product per mask of
+    the chunk, ``out`` instead of ``C × out`` multiply-adds per output pixel and tap.
     """
     # z is kept as [N, H', W', out] (channels last): max pooling after the conv runs about 15
     # times faster on CPU in that layout (docs/performance.md); the values are the same.
