@@ -58,6 +58,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--calibrate-units", type=int, default=16)
     p.add_argument("--strategies", nargs="*", default=[], choices=["split", "hooks"])
     p.add_argument("--skip-baselines", action="store_true")
+    p.add_argument("--skip-hook-loop", action="store_true", help="captum only")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args()
@@ -165,7 +166,7 @@ def main() -> None:
     for strategy in args.strategies:
         t, out = timed(lambda s=strategy: engine(s), 1)
         rows.append((f"falsify engine ({strategy})", t, out))
-    if not args.skip_baselines:
+    if not (args.skip_baselines or args.skip_hook_loop):
         t, out = timed(
             lambda: ablation_effects(
                 model, args.layer, x, y, masks, value=args.value, metric=args.metric, batched=False
@@ -173,6 +174,7 @@ def main() -> None:
             args.baseline_repeats,
         )
         rows.append(("plain hook loop", t, out))
+    if not args.skip_baselines:
         run = captum_effects
         cal = min(units, args.calibrate_units)
         speed = {}

@@ -8,10 +8,10 @@ from torch import nn
 
 from falsify.cli.main import main
 from falsify.interventions import ablated, ablation_effects, capture, single_unit_masks
-from falsify.interventions.engine import plan_strategy
+from falsify.interventions.engine import _plan_conv, plan_strategy
 from falsify.measures import class_conditional_means, selectivity_index
 from falsify.models import build_model
-from falsify.models.resnet import ResNet20Spec
+from falsify.models.resnet import BasicBlock, FoldedConv, ResNet20, ResNet20Spec
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -130,3 +130,58 @@ def test_resnet20_end_to_end(write, tiny_yaml, tmp_path, capsys) -> None:
         r.split("|")[1].strip(): int(r.split("|")[4]) for r in rows.splitlines() if "| layer" in r
     }
     assert units == {"layer1.0": 4, "layer3.2": 16}
+
+
+@pytest.mark.parametrize(
+    "c_in,c_out,stride,size", [(8, 8, 1, 2), (4, 8, 2, 4), (8, 8, 1, 4), (4, 8, 2, 8)]
+)
+def test_the_folded_block_equals_the_block_to_rounding(c_in, c_out, stride, size) -> None:
+    # The ablation engine's conv_delta path runs the blocks after the ablated one folded
+    # (docs/performance.md): batch norm in the conv weights, 2×2 maps as a dense product.
+    torch.manual_seed(0)
+    block = BasicBlock(c_in, c_out, stride)
+    for bn in (block.bn1, block.bn2):
+        bn.running_mean.normal_(0.0, 0.3)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.normal_(0.0, 0.2)
+    block.eval()
+    x = torch.randn(32, c_in, size, size).relu()
+    with torch.no_grad():
+        want = block(x)
+        folded = block.folded()
+        got = folded(x)
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(folded.after_conv1(x, folded.conv1(x)), want, rtol=1e-5, atol=1e-5)
+    assert got.shape == want.shape
+
+
+@pytest.mark.parametrize("layer", ["layer1.2", "layer2.1", "layer3.0"])
+@pytest.mark.parametrize("metric", ["accuracy_drop", "loss_increase"])
+def test_the_folded_conv_update_equals_the_hook_loop_at_full_width(layer, metric) -> None:
+    # layer1.2 feeds the stride-2 block layer2.0 (its shortcut subsamples and pads); layer3.0
+    # feeds a block on 2×2 maps, whose convs run as dense products.
+    torch.manual_seed(0)
+    model = ResNet20(1, 10)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    model.head.weight.data.normal_(0.0, 0.3)  # predictions that depend on the features
+    model.eval()
+    x = torch.rand(200, 1, 8, 8) * 16
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)  # labels the model gets right: ablations change accuracy
+    name, chain = plan_strategy(model, layer, x)
+    assert name == "conv_delta" and chain is not None
+    with torch.no_grad():
+        assert isinstance(_plan_conv(chain, chain.next_conv() or 0, x).conv, FoldedConv)
+    n = {"layer1.2": 16, "layer2.1": 32, "layer3.0": 64}[layer]
+    # Single channels (the one-channel update) and quarters of the layer (the general one).
+    masks = torch.cat(
+        [single_unit_masks(n)[:4], torch.stack([torch.arange(n) * 4 // n == q for q in range(4)])]
+    )
+    loop = ablation_effects(model, layer, x, y, masks, metric=metric, batched=False)
+    ours = ablation_effects(model, layer, x, y, masks, metric=metric)
+    assert torch.allclose(ours, loop, atol=1e-6)
+    assert loop.abs().max() > 0

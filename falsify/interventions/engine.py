@@ -28,7 +28,8 @@ computes the same numbers with far less work, using four facts that are exact:
    for mask ``m`` is ``z − conv((h − fill) ⊙ m)`` without the bias; for one channel ``c`` that is
    the convolution of ``h_c − fill_c`` with the kernel slice ``W[:, c]``. Everything after the
    conv runs in full on the corrected pre-activation (for a block, with its shortcut on the
-   ablated input).
+   ablated input). Blocks that offer ``folded()`` (resnet20's) run with their batch norms
+   folded into the convs, the update included (equal to the modules up to float rounding).
 
 5. **A transformer resumes from the ablated block.** A model with ``cut(x, layer)`` and
    ``resume(layer, carry, h)`` (falsify's ``transformer``, :mod:`falsify.models.transformer`,
@@ -423,8 +424,10 @@ def ablation_sweep(
         # the arithmetic (measured in docs/performance.md).
         chunk_rows = min(chunk_rows, max(64, _CPU_CHUNK_BYTES // row_bytes))
     lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
+    conv_plan = None
     if chain is not None and name == "conv_delta":
         lin = chain.next_conv()
+        conv_plan = _plan_conv(chain, lin, probe)
     sweep = _Sweep(
         model=model,
         layer=layer,
@@ -436,6 +439,7 @@ def ablation_sweep(
         row_stats=row_stats,
         chunk_rows=chunk_rows,
         book_bytes=max_bytes // 4,
+        conv_plan=conv_plan,
     )
     if not stream:
         base_rows, delta, evaluated = sweep.run([(x, y)], fill, batch_size)  # type: ignore[list-item]
@@ -452,6 +456,64 @@ def ablation_sweep(
         rows_evaluated=evaluated,
         chunk_rows=chunk_rows,
     )
+
+
+@dataclass(frozen=True)
+class _ConvPlan:
+    """How ``conv_delta`` evaluates a row: the conv the update applies to (``weight``, geometry,
+    and called on the intact input), the block around it (``after_conv1``) or ``None``, and the
+    modules (or equivalent callables) that run after it."""
+
+    conv: Any
+    block: Any
+    rest: list[Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _plan_conv(chain: _Chain, lin: int, probe: torch.Tensor) -> _ConvPlan:
+    """The conv update's plan: with folded batch norms where the modules offer ``folded()``
+    (resnet20's blocks: :meth:`falsify.models.resnet.BasicBlock.folded`), if on ``probe`` the
+    folded run gives the model's logits to float rounding; the modules themselves otherwise."""
+    conv, block = _conv_of(chain.suffix[lin])
+    exact = _ConvPlan(conv, block, list(chain.suffix[lin + 1 :]))
+    if block is None or not callable(getattr(block, "folded", None)):
+        return exact
+    fast_block = block.folded()
+    fast = _ConvPlan(fast_block.conv1, fast_block, _folded(chain.suffix[lin + 1 :]))
+    h = chain.run_suffix(chain.run_prefix(probe), 0, lin)
+    got = _run(fast.rest, fast_block(h))
+    want = chain.run_suffix(h, lin)
+    # A guard against a wrong fold (an error of the order of the logits), not the precision
+    # bound: the effects' 1e-6 agreement with the hook loop is what the tests check.
+    return fast if bool((got - want).abs().max() <= 1e-4 * (1 + want.abs().max())) else exact
+
+
+def _folded(modules: list[nn.Module]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """``modules`` with each one that offers ``folded()`` replaced by it, and the children of an
+    ``nn.Sequential`` folded in turn."""
+    out: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    for m in modules:
+        if callable(getattr(m, "folded", None)):
+            out.append(m.folded())  # type: ignore[operator]
+        elif isinstance(m, nn.Sequential):
+            out.extend(_folded(list(m)))
+        else:
+            out.append(m)
+    return out
+
+
+def _run(
+    steps: list[Callable[[torch.Tensor], torch.Tensor]], h: torch.Tensor, in_place: bool = False
+) -> torch.Tensor:
+    """Apply ``steps`` in order; with ``in_place`` (``h`` is the caller's own tensor) the ReLUs and
+    pass-throughs that come first are applied in place, sparing an allocation."""
+    for m in steps:
+        if in_place and isinstance(m, (*_PASS_THROUGH, nn.ReLU)):
+            if isinstance(m, nn.ReLU):
+                h.relu_()
+            continue
+        in_place = False
+        h = m(h)
+    return h
 
 
 def _example_bytes(model: nn.Module, x1: torch.Tensor) -> int:
@@ -476,6 +538,7 @@ class _Sweep:
     row_stats: RowStats
     chunk_rows: int
     book_bytes: int
+    conv_plan: _ConvPlan | None
 
     def run(
         self,
@@ -520,6 +583,7 @@ class _Sweep:
         """The layer's output for every example of the block, computed once, the linear or conv
         output (with resume, the carry), and the intact statistics ``[n, K]``."""
         model, layer, chain, lin, name = self.model, self.layer, self.chain, self.lin, self.name
+        plan = self.conv_plan
         hs: list[torch.Tensor] = []
         zs: list[torch.Tensor] = []  # the linear or conv output; with resume, the carry
         base: list[torch.Tensor] = []
@@ -530,13 +594,12 @@ class _Sweep:
                 zs.append(carry)
             elif chain is not None:
                 h = chain.run_prefix(xb)
-                if lin is not None and name == "conv_delta":
+                if plan is not None and lin is not None:
                     # The conv's intact output is kept for the conv updates.
-                    conv, block = _conv_of(chain.suffix[lin])
-                    zc = conv(chain.run_suffix(h, 0, lin))
+                    zc = plan.conv(chain.run_suffix(h, 0, lin))
                     zs.append(zc.permute(0, 2, 3, 1).contiguous())  # [B, H', W', out]
-                    after = zc if block is None else block.after_conv1(h, zc)
-                    logits = chain.run_suffix(after, lin + 1)
+                    after = zc if plan.block is None else plan.block.after_conv1(h, zc)
+                    logits = _run(plan.rest, after)
                 elif lin is not None:
                     # The linear module's intact output is kept for the low-rank updates.
                     zs.append(chain.run_suffix(h, 0, lin + 1))
@@ -569,6 +632,7 @@ class _Sweep:
         number of pairs evaluated."""
         model, layer, chain, lin, name = self.model, self.layer, self.chain, self.lin, self.name
         masks, view, chunk_rows = self.masks, self.view, self.chunk_rows
+        plan = self.conv_plan
         n_groups = masks.shape[0]
         differs = view.changed(h_all, fill)  # [N, U]
         # Bound the [N, groups] bookkeeping (affected flags and pair indices) by the budget too.
@@ -588,15 +652,17 @@ class _Sweep:
                 if chain is not None and z is not None and w_t is not None and lin is not None:
                     zr = _low_rank(z, w_t, h_all, fill, per_example, masks, single, unit_of, g, b)
                     logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
-                elif chain is not None and z is not None and lin is not None:
-                    conv, cblock = _conv_of(chain.suffix[lin])
+                elif plan is not None and z is not None:
                     zr = _conv_delta(
-                        conv, z, h_all, fill, per_example, masks, single, unit_of, g, b
+                        plan.conv, z, h_all, fill, per_example, masks, single, unit_of, g, b
                     )
-                    if cblock is not None:
+                    if plan.block is not None:
                         rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
-                        zr = cblock.after_conv1(rows, zr)
-                    logits = chain.run_suffix(zr, lin + 1)
+                        # The block's convs run faster on a contiguous input than channels last.
+                        c1 = zr.contiguous()
+                        logits = _run(plan.rest, plan.block.after_conv1(rows, c1))
+                    else:  # zr is this chunk's own tensor: the ReLUs after the conv run in place
+                        logits = _run(plan.rest, zr, in_place=True)
                 else:
                     rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
                     if name == "resume" and z is not None:
@@ -660,9 +726,8 @@ def _conv_delta(
     the bias, where ``d = h − fill``; the conv analogue of :func:`_low_rank`.
 
     For single-channel masks the correction is a one-channel convolution with the kernel slice
-    ``W[:, u]``; the rows of a chunk are grouped into one grouped convolution (one group per
-    mask of the chunk), so the whole chunk costs one kernel call and ``out`` instead of
-    ``C × out`` multiply-adds per output pixel.
+    ``W[:, u]``: the patches of ``d`` times the slice, one in-place matrix product per mask of
+    the chunk, ``out`` instead of ``C × out`` multiply-adds per output pixel and tap.
     """
     # z is kept as [N, H', W', out] (channels last): max pooling after the conv runs about 15
     # times faster on CPU in that layout (docs/performance.md); the values are the same.
@@ -676,10 +741,12 @@ def _conv_delta(
         cols = _patches(d, conv, out.shape[1:3])  # [rows, H'·W', k·k]
         segs, counts = torch.unique_consecutive(g, return_counts=True)
         kernels = conv.weight.flatten(2).transpose(0, 1)  # [C, out, k·k]
-        start = 0
-        flat = out.view(len(b), -1, out.shape[-1])  # [rows, H'·W', out]
+        start, hw = 0, cols.shape[1]
+        flat = out.view(-1, out.shape[-1])  # [rows·H'·W', out]
+        cols = cols.view(-1, cols.shape[-1])  # [rows·H'·W', k·k]
         for c, n in zip(unit_of[segs].tolist(), counts.tolist(), strict=True):
-            flat[start : start + n].sub_(cols[start : start + n] @ kernels[c].T)
+            rows = slice(start * hw, (start + n) * hw)
+            flat[rows].addmm_(cols[rows], kernels[c].T, alpha=-1.0)  # in place: no product
             start += n
         return out.permute(0, 3, 1, 2)  # [rows, out, H', W'], channels last in memory
     f = fill.index_select(0, b) if per_example else fill.unsqueeze(0)

@@ -28,7 +28,54 @@ from falsify._imports import UserCodeError
 from falsify.hypothesis.kinds import ArchitectureKind, register
 from falsify.units import CHANNELS
 
-__all__ = ["BasicBlock", "ResNet20", "build_resnet20"]
+__all__ = ["BasicBlock", "FoldedBlock", "FoldedConv", "ResNet20", "build_resnet20"]
+
+# An output map of at most this many positions makes a stride-1 conv a dense matrix product: on a
+# 2×2 map every kernel tap that is not padding is one entry of the matrix, and one product of
+# [rows, C·H·W] by [C·H·W, C'·H'·W'] took half the time of the conv call (docs/performance.md).
+_DENSE_POSITIONS = 4
+
+
+class FoldedConv:
+    """``bn(conv(x))`` in evaluation mode as one affine map: the batch norm's scale folded into
+    the conv's weights and its shift into a bias (equal to the two modules up to float rounding).
+    Where the output map is small (:data:`_DENSE_POSITIONS`) it runs as a dense matrix product."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+        assert bn.running_var is not None and bn.running_mean is not None
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        if conv.bias is not None:
+            shift = shift + conv.bias * scale
+        self.weight = (conv.weight * scale[:, None, None, None]).detach()
+        self.bias = shift.detach()
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride
+        self.padding, self.dilation = conv.padding, conv.dilation
+        self._dense: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]] = {}
+
+    def _conv(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, self.weight, bias, self.stride, self.padding, self.dilation)  # type: ignore[arg-type]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C', H', W']
+        key = tuple(x.shape[1:])
+        if key not in self._dense:
+            c, h, w = key
+            ones = torch.eye(c * h * w, dtype=x.dtype, device=x.device).view(-1, c, h, w)
+            basis = self._conv(ones, None)  # row i: the output of the i-th one-hot input
+            dense = self.stride == (1, 1) and basis.shape[2] * basis.shape[3] <= _DENSE_POSITIONS
+            if not dense:
+                self._dense[key] = (torch.empty(0), torch.empty(0), ())
+            else:
+                bias = self.bias[:, None].expand(-1, basis.shape[2] * basis.shape[3]).flatten()
+                self._dense[key] = (basis.flatten(1), bias.contiguous(), tuple(basis.shape[1:]))
+        matrix, bias, shape = self._dense[key]
+        if not shape:
+            return self._conv(x, self.bias)
+        return torch.addmm(bias, x.flatten(1), matrix).view(len(x), *shape)
 
 
 class BasicBlock(nn.Module):
@@ -60,6 +107,28 @@ class BasicBlock(nn.Module):
         out = self.relu1(self.bn1(c1))
         out = self.bn2(self.conv2(out))
         return self.relu2(out + self.shortcut(x))
+
+    def folded(self) -> FoldedBlock:
+        """The block in evaluation mode with its batch norms folded into the convs (the ablation
+        engine's ``conv_delta`` path; equal to the block up to float rounding)."""
+        return FoldedBlock(self)
+
+
+class FoldedBlock:
+    """A :class:`BasicBlock` in evaluation mode, ``conv1``/``bn1`` and ``conv2``/``bn2`` each one
+    :class:`FoldedConv`; ``after_conv1(x, c1)`` takes ``c1 = bn1(conv1(x))``."""
+
+    def __init__(self, block: BasicBlock) -> None:
+        self.conv1 = FoldedConv(block.conv1, block.bn1)
+        self.conv2 = FoldedConv(block.conv2, block.bn2)
+        self.shortcut = block.shortcut
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.after_conv1(x, self.conv1(x))
+
+    def after_conv1(self, x: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(c1.relu())
+        return out.add_(self.shortcut(x)).relu_()
 
 
 class _Stem(nn.Module):
