@@ -55,11 +55,49 @@ def test_ray_executor_equals_sequential(write, tiny_yaml, tmp_path) -> None:
     _run(path, tmp_path / "seq", tmp_path / "c1")
     try:
         _run(path, tmp_path / "ray", tmp_path / "c2", "--jobs", "2", "--executor", "ray")
+        # The Ray instance falsify started is shut down after the run.
+        assert not ray.is_initialized()
     finally:
         ray.shutdown()
     assert (tmp_path / "ray" / "tiny.csv").read_bytes() == (
         tmp_path / "seq" / "tiny.csv"
     ).read_bytes()
+    # Trained on Ray's workers, stored into this cache by this process (tests/test_ray_cluster.py
+    # runs the same on two nodes).
+    meta = [json.loads(p.read_text()) for p in (tmp_path / "c2").rglob("*.json")]
+    assert {m["executor"] for m in meta} == {"RayCluster (2 jobs)"}
+
+
+def _processes_naming(text: str) -> list[int]:
+    """The ids of this machine's processes whose command line contains ``text``."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if text.encode() in (proc / "cmdline").read_bytes():
+                out.append(int(proc.name))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_ray_instance_started_is_shut_down() -> None:
+    pytest.importorskip("ray")
+    import ray
+
+    from falsify.runner.executors import make_executor
+
+    pool = make_executor("ray", 1)
+    try:
+        gcs = ray.get_runtime_context().gcs_address
+        assert _processes_naming(gcs)  # the raylet of the instance it started
+    finally:
+        pool.close()
+    assert not ray.is_initialized()
+    deadline = time.monotonic() + 30
+    while _processes_naming(gcs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(gcs)
 
 
 def test_killed_run_leaves_whole_cache_and_resumes(write, tiny_yaml, tmp_path) -> None:

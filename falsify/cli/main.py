@@ -22,7 +22,7 @@ from falsify.errors import FalsifyDeprecationWarning, FalsifyError, truncate
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files
 from falsify.runner.device import DEVICES
-from falsify.runner.executors import EXECUTORS, RAY_INSTALL_HINT, make_executor
+from falsify.runner.executors import EXECUTORS, RAY_INSTALL_HINT, Executor, make_executor
 
 __all__ = ["main"]
 
@@ -415,7 +415,6 @@ def _cmd_lock(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from falsify.api import run
     from falsify.runner import resolve_device
 
     resolve_device(args.device)  # a device that is not there is one error, not one per file
@@ -424,6 +423,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         require_mlflow()  # a missing package is one error, before anything trains
     executor = make_executor(args.executor, args.jobs, args.address)
+    try:
+        return _run_files(args, executor)
+    finally:
+        if executor is not None:
+            executor.close()  # shuts down a Ray instance it started (not a cluster it joined)
+
+
+def _run_files(args: argparse.Namespace, executor: Executor | None) -> int:
+    from falsify.api import run
+
     files, errors = _load_all(args)
     for e in errors:
         _error(e)

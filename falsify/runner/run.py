@@ -221,7 +221,7 @@ def run_hypothesis(
             _within_budget(hf, p, device, max_hours)
         pop = hf.hypothesis.population
         reps = obtain_replicates(pop, p.data, cache, device, progress, executor)
-        evidence, table, verdict = run_shape(hf, p.data, reps)
+        evidence, table, verdict = run_shape(hf, p.data, reps, executor)
     provenance = {
         "file": str(hf.path),
         "file_sha256": hf.sha256,
