@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from falsify.cli.main import main
+from falsify.errors import FalsifyError
 
 ROOT = Path(__file__).parents[1]
 
@@ -81,7 +82,7 @@ def _processes_naming(text: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
-def test_ray_instance_started_is_shut_down() -> None:
+def test_ray_instance_started_is_shut_down_and_job_errors_arrive_plain() -> None:
     pytest.importorskip("ray")
     import ray
 
@@ -91,6 +92,9 @@ def test_ray_instance_started_is_shut_down() -> None:
     try:
         gcs = ray.get_runtime_context().gcs_address
         assert _processes_naming(gcs)  # the raylet of the instance it started
+        # A job's bad-input error arrives as itself (its one-line message), not wrapped by Ray.
+        with pytest.raises(FalsifyError, match=r"^The '--jobs' must be at least 1"):
+            list(pool.map(make_executor, [("local", 0)]))
     finally:
         pool.close()
     assert not ray.is_initialized()

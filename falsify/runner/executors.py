@@ -98,7 +98,7 @@ class RayCluster:
         self.jobs = jobs
         self._ray = ray
         self._owned = not ray.is_initialized()
-        self._shared: dict[int, tuple[Any, Any]] = {}  # id(value) -> (value, its object ref)
+        self._shared: tuple[Any, Any] | None = None  # (value, its object ref)
         if self._owned:
             # "local" starts a new instance even where a cluster runs on this machine, so
             # close() never shuts down a cluster it was not given.
@@ -114,16 +114,22 @@ class RayCluster:
         pending = [remote.remote(*a) for a in args]
         while pending:
             done, pending = self._ray.wait(pending, num_returns=1)
-            yield self._ray.get(done[0])
+            try:
+                yield self._ray.get(done[0])
+            except self._ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, FalsifyError):  # bad input: its own message, not Ray's
+                    raise exc.cause from None
+                raise
 
     def share(self, value: Any) -> Any:
-        """An object ref Ray resolves in every task that takes it (one copy per node)."""
-        if id(value) not in self._shared:
-            self._shared[id(value)] = (value, self._ray.put(value))
-        return self._shared[id(value)][1]
+        """An object ref Ray resolves in every task that takes it (one copy per node); only
+        the latest value is kept (a run's training and evaluation share one dataset)."""
+        if self._shared is None or self._shared[0] is not value:
+            self._shared = (value, self._ray.put(value))
+        return self._shared[1]
 
     def close(self) -> None:
-        self._shared.clear()
+        self._shared = None
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
         self._owned = False
