@@ -68,10 +68,15 @@ def _node(args: list[str], temp: Path, cwd: Path) -> subprocess.Popen[bytes]:
         "--runtime-env-agent-port", str(_free_port()),
     ]  # fmt: skip
     cmd = [str(RAY), "start", "--block", "--num-cpus", "1", "--temp-dir", str(temp), *ports]
-    log = (cwd / "node.log").open("wb")
-    return subprocess.Popen(
-        cmd + args, cwd=cwd, env=_ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with (cwd / "node.log").open("wb") as log:
+        return subprocess.Popen(
+            cmd + args,
+            cwd=cwd,
+            env=_ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _alive_nodes(address: str) -> int:
@@ -227,21 +232,28 @@ def test_cluster_run_equals_sequential(cluster, write, tiny_yaml, tmp_path) -> N
     assert _alive_nodes(cluster) == 2
 
 
-def test_joined_cluster_is_left_running(cluster, write, tiny_yaml, tmp_path, monkeypatch) -> None:
-    import ray
+# In its own process (with a timeout): `falsify run` joins the cluster and leaves it running;
+# `falsify.run` leaves a Ray connection its caller made open.
+_JOIN = """
+import sys, ray, falsify
+from falsify.cli.main import main
+path, out, cache, address = sys.argv[1:]
+args = ["run", path, "--out", out, "--cache", cache, "--quiet", "--executor", "ray"]
+assert main([*args, "--address", address, "--jobs", "2"]) == 0
+assert not ray.is_initialized(), "falsify did not disconnect"
+ray.init(address=address, log_to_driver=False)
+falsify.run(path, cache=cache, executor="ray", jobs=2)
+assert ray.is_initialized(), "falsify closed its caller's connection"
+ray.shutdown()
+print("joined and left")
+"""
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    import falsify
 
+def test_joined_cluster_is_left_running(cluster, write, tiny_yaml, tmp_path) -> None:
     path = write(tiny_yaml)
-    main(["run", str(path), "--out", str(tmp_path / "a"), "--cache", str(tmp_path / "c"),
-          "--quiet", "--executor", "ray", "--address", cluster, "--jobs", "2"])  # fmt: skip
-    assert not ray.is_initialized()  # disconnected ...
-    assert _alive_nodes(cluster) == 2  # ... from a cluster still running
-    # A connection the caller made is the caller's: falsify neither closes nor replaces it.
-    ray.init(address=cluster, log_to_driver=False)
-    try:
-        falsify.run(path, cache=tmp_path / "c", executor="ray", jobs=2)
-        assert ray.is_initialized()
-    finally:
-        ray.shutdown()
+    cmd = [sys.executable, "-c", _JOIN, str(path), str(tmp_path / "a"), str(tmp_path / "c")]
+    done = subprocess.run(
+        [*cmd, cluster], cwd=ROOT, env=_ENV, capture_output=True, text=True, timeout=RUN_TIMEOUT
+    )
+    assert "joined and left" in done.stdout, done.stdout + done.stderr
+    assert _alive_nodes(cluster) == 2  # the cluster still runs, with both nodes
