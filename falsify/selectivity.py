@@ -12,7 +12,7 @@ Shared by the measure (:mod:`falsify.measures.selectivity`) and training
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -27,30 +27,41 @@ __all__ = ["class_conditional_means", "mean_selectivity", "selectivity_index"]
 def class_conditional_means(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    y: torch.Tensor | None,
     n_classes: int,
     batch_size: int = 1024,
 ) -> torch.Tensor:
     """Mean activation of each unit of ``layer`` per class, ``[n_classes, units]``.
 
     Streams over ``x`` in batches, keeping only running per-class sums and counts, so memory
-    does not grow with the dataset.
+    does not grow with the dataset. ``x`` may instead be an iterable of ``(x, y)`` batches
+    (``y`` then ``None``), as :func:`falsify.data.stream.batches` yields from a torch Dataset.
     """
     model.eval()
     view = unit_view(model, layer)
+    if isinstance(x, torch.Tensor):
+        if y is None:
+            raise ValueError("a tensor of inputs needs its labels y")
+        inputs, labels = x, y
+        parts: Iterable[tuple[torch.Tensor, torch.Tensor]] = (
+            (inputs[i : i + batch_size], labels[i : i + batch_size])
+            for i in range(0, len(inputs), batch_size)
+        )
+    else:
+        parts = x
     sums: torch.Tensor | None = None
-    counts = torch.zeros(n_classes, dtype=torch.float64, device=x.device)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+    counts: torch.Tensor | None = None
+    for xb, yb in parts:
         with capture(model, layer) as outs:
             model(xb)
         act = view.read(outs[0]).to(torch.float64)  # [batch, units]
-        if sums is None:
-            sums = torch.zeros(n_classes, act.shape[1], dtype=torch.float64, device=x.device)
+        if sums is None or counts is None:
+            sums = torch.zeros(n_classes, act.shape[1], dtype=torch.float64, device=xb.device)
+            counts = torch.zeros(n_classes, dtype=torch.float64, device=xb.device)
         sums.index_add_(0, yb, act)
         counts += torch.bincount(yb, minlength=n_classes).to(counts)
-    if sums is None:
+    if sums is None or counts is None:
         raise ValueError("no examples to measure selectivity on")
     if (counts == 0).any():
         missing = torch.nonzero(counts == 0).flatten().tolist()

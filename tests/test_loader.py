@@ -39,7 +39,8 @@ def test_unknown_dataset_lists_the_known_ones(write, tiny_yaml) -> None:
         load(path)
     msg = str(exc.value)
     assert "'population.data.kind'" in msg and "(line 4)" in msg
-    known = "['cifar10', 'digits', 'induction', 'mnist', 'modular_addition', 'previous_token', "
+    known = "['cifar10', 'digits', 'generated_images', 'induction', 'mnist', 'modular_addition', "
+    known += "'previous_token', "
     assert f"one of {known}'synthetic'" in msg and "Did you mean 'digits'?" in msg
 
 

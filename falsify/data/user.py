@@ -2,8 +2,10 @@
 
 The function is called with ``kwargs`` and returns either ``(x_train, y_train, x_test, y_test)``
 (tensors or arrays; ``y`` holds class indices) or a pair ``(train, test)`` of
-``torch.utils.data.Dataset`` whose items are ``(x, y)``. Everything is held in memory as
-float32 inputs and int64 labels, like the built-in datasets.
+``torch.utils.data.Dataset`` whose items are ``(x, y)``. :meth:`UserData.load` holds
+everything in memory as float32 inputs and int64 labels, like the built-in datasets;
+:meth:`UserData.stream` keeps a pair of map-style Datasets as they are and reads them in batches
+(:mod:`falsify.data.stream`; docs/own-models-and-data.md, "Data that does not fit in memory").
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from pydantic import Field
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
 from falsify._imports import UserCodeError, call_user, import_callable, source_sha256
 from falsify.data.base import Dataset
+from falsify.data.stream import StreamedDataset, gather, labels_of
 from falsify.hypothesis.kinds import DataKind, register
 from falsify.hypothesis.types import IMPORT_PATH, FromFiles, hash_by_json
 
-__all__ = ["load_user_data"]
+__all__ = ["load_user_data", "stream_user_data"]
 
 _LOC = ("population", "data", "loader")
 _SHAPE = "(x_train, y_train, x_test, y_test) tensors or a (train, test) pair of torch Datasets"
@@ -51,6 +54,11 @@ class UserData(FromFiles, DataKind):
 
     def load(self) -> Dataset:
         return load_user_data(self)
+
+    def stream(self) -> StreamedDataset:
+        """The function's ``(train, test)`` Datasets, not materialized: streamed in batches.
+        Tensors it returns are wrapped as they are (they are in memory already)."""
+        return stream_user_data(self)
 
     def identity(self) -> dict[str, Any]:
         # Editing the loader's source file changes the data, so it retrains.
@@ -131,3 +139,55 @@ def load_user_data(spec: UserData) -> Dataset:
         y_test=y_te.to(torch.int64),
         n_classes=n_classes,
     )
+
+
+def stream_user_data(spec: UserData) -> StreamedDataset:
+    """The user's data as a :class:`~falsify.data.stream.StreamedDataset`: a returned pair of
+    Datasets is kept (its first item of each split is checked to batch into ``(x, y)``, and the
+    labels are read once, as :func:`falsify.data.stream.labels_of` does); four tensors are
+    checked as :func:`load_user_data` checks them and wrapped in ``TensorDataset``."""
+    fn = import_callable(spec.loader, _LOC, [spec.base_dir])
+    result = call_user(fn, _LOC, spec.loader, **spec.kwargs)
+    text = spec.loader
+    if not (
+        isinstance(result, tuple | list)
+        and len(result) == 2
+        and all(isinstance(d, TorchDataset) for d in result)
+    ):
+        data = load_user_data(spec)
+        return StreamedDataset(
+            data.name,
+            TensorDataset(data.x_train, data.y_train),
+            TensorDataset(data.x_test, data.y_test),
+            data.y_train,
+            data.y_test,
+            data.n_classes,
+        )
+    ys = []
+    for ds, split in zip(result, ("train", "test"), strict=True):
+        try:
+            if len(ds) == 0:
+                raise ValueError("no items")
+            x1, _ = gather(ds, [0])
+            y = labels_of(ds)
+        except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise UserCodeError(
+                _LOC,
+                f"a function returning {_SHAPE}, whose items are (x, y)",
+                f"{text} -> a {split} dataset whose items cannot be batched ({exc})",
+            ) from None
+        if int(y.min()) < 0:
+            raise UserCodeError(
+                _LOC,
+                f"a function returning {_SHAPE}",
+                f"{text} -> a negative class index in y_{split}",
+            )
+        ys.append((x1.shape[1:], y))
+    if ys[0][0] != ys[1][0]:
+        raise UserCodeError(
+            _LOC,
+            "a function returning train and test inputs of the same shape",
+            f"{text} -> {list(ys[0][0])} vs {list(ys[1][0])}",
+        )
+    n_classes = int(max(ys[0][1].max(), ys[1][1].max())) + 1
+    return StreamedDataset(f"loader {text}", *result, ys[0][1], ys[1][1], n_classes)

@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from importlib import metadata
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Discriminator, GetCoreSchemaHandler, Tag
+from pydantic import Discriminator, Field, GetCoreSchemaHandler, Tag
 from pydantic_core import CoreSchema
 
 from falsify.errors import FalsifyError
-from falsify.hypothesis.types import IMPORT_PATH_TAG, Checkpointed, Frozen
+from falsify.hypothesis.types import IMPORT_PATH_TAG, Checkpointed, Epoch, EpochWindow, Frozen
 
 __all__ = [
     "ARCHITECTURES",
@@ -176,6 +176,10 @@ class OutcomeKind(Kind):
     TrainedModel`; ``details(trained)`` may return ``{"value": …, **what it was computed
     from}`` for an outcome whose report shows more than the number itself (drawn by the
     figure ``detail_figure`` names).
+
+    Every outcome may be read ``at_epoch`` e: on the model as it was after e epochs of its
+    training run, a checkpoint the population saves (``training.checkpoint_epochs``); unset,
+    on the trained model (docs/between-conditions.md, "Outcomes during training").
     """
 
     slot: ClassVar[str] = "outcomes"
@@ -183,11 +187,23 @@ class OutcomeKind(Kind):
     needs_sequences: ClassVar[bool] = False  # reads what only a sequence model has
     detail_figure: ClassVar[str] = ""  # the report figure drawing ``details``; "" for none
 
+    # Left out of dumps while unset, so locks and reports of files without it stay as they were.
+    at_epoch: Epoch | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="read on the checkpoint after this many epochs; unset: the trained model",
+    )
+
     def compute(self, trained: Any) -> float:
         raise NotImplementedError
 
     def details(self, trained: Any) -> dict[str, float] | None:
         return None
+
+    def described(self) -> str:
+        """How reports name the outcome: :meth:`describe`, with the epoch it is read at."""
+        at = "" if self.at_epoch is None else f" at epoch {self.at_epoch}"
+        return self.describe() + at
 
 
 class ContrastKind(Kind):
@@ -253,6 +269,12 @@ class RegularizerKind(Kind):
     n_classes, steps_per_epoch)`` returns the term (:class:`falsify.models.regularizers.
     RegularizerTerm`); ``achieved(model, x, y, n_classes)`` computes ``{metric: value}``, what
     the term achieved, which reports show when some condition has the term on.
+
+    Every regularizer may be switched on for a ``window`` of epochs only (``window: [5, 30]``:
+    from the end of epoch 5 to the end of epoch 30); unset, it is on for the whole run. The
+    window is checked against ``training.epochs`` by :class:`falsify.hypothesis.schema.
+    TrainingSpec` and added to the cache recipe by :meth:`cache_recipe`, in one place for every
+    kind (docs/file-format.md, "Training-time regularizers").
     """
 
     slot: ClassVar[str] = "regularizers"
@@ -263,9 +285,26 @@ class RegularizerKind(Kind):
     # Deprecated flat names of ``training`` (before the blocks) -> this block's field.
     legacy_fields: ClassVar[dict[str, str]] = {}
 
+    # Left out of dumps while unset, so recipes and locks without a window stay as they were.
+    window: EpochWindow | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="[from, until]: on from the end of epoch 'from' to the end of epoch "
+        "'until'; unset: the whole run",
+    )
+
     @property
     def active(self) -> bool:
         raise NotImplementedError
+
+    @property
+    def trains(self) -> bool:
+        """Whether the term is ever added: active, and with a window that is not empty."""
+        return self.active and (self.window is None or self.window[0] < self.window[1])
+
+    def on_in_epoch(self, epoch: int) -> bool:
+        """Whether the term is added in the epoch with 0-based index ``epoch``."""
+        return self.window is None or self.window[0] <= epoch < self.window[1]
 
     def check(self, model: Any, loc: tuple[str | int, ...]) -> None:
         """Checks that need the real (untrained) model, while active; raise LocatedError."""
@@ -278,8 +317,19 @@ class RegularizerKind(Kind):
 
     def recipe(self) -> dict[str, Any]:
         """Its part of the cache recipe's ``training``: empty while inactive (so a recipe
-        without the term keeps the key it had before the term existed), else its fields."""
-        return {self.tag(): self.model_dump(mode="json")} if self.active else {}
+        without the term keeps the key it had before the term existed), else its fields; the
+        window is not among them (:meth:`cache_recipe` adds it)."""
+        if not self.active:
+            return {}
+        return {self.tag(): self.model_dump(mode="json", exclude={"window"})}
+
+    def cache_recipe(self) -> dict[str, Any]:
+        """:meth:`recipe`, plus ``<tag>_window`` while a window is set and the term active (a
+        window of an inactive term changes nothing, so it does not split the cache)."""
+        out = self.recipe()
+        if self.window is not None and self.active:
+            out[f"{self.tag()}_window"] = list(self.window)
+        return out
 
 
 # slot -> the class variables that are its capabilities (shown by ``falsify kinds``, checked

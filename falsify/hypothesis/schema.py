@@ -17,7 +17,16 @@ import re
 import warnings
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from falsify.errors import FalsifyDeprecationWarning
 from falsify.hypothesis.kinds import (
@@ -35,7 +44,7 @@ from falsify.hypothesis.kinds import (
     UnitEffect,
     UnitMeasure,
 )
-from falsify.hypothesis.types import MAX_SEEDS, Frozen, Seed
+from falsify.hypothesis.types import MAX_SEEDS, Epoch, Frozen, Seed
 
 __all__ = [
     "Comparison",
@@ -55,6 +64,12 @@ __all__ = [
 DataSpec = Annotated[DataKind, Kinds(DATASETS, import_key="loader")]
 ModelSpec = Annotated[ArchitectureKind, Kinds(ARCHITECTURES, import_key="factory")]
 TestSpec = Annotated[ShapeKind, Kinds(SHAPES)]
+
+
+def _distinct_epochs(v: tuple[int, ...]) -> tuple[int, ...]:
+    if len(set(v)) != len(v):
+        raise ValueError("a list of distinct epochs (a repeated epoch is the same checkpoint)")
+    return v
 
 
 def _block(tag: str) -> Any:
@@ -92,6 +107,13 @@ class TrainingSpec(Frozen):
     enmeshment: Annotated[RegularizerKind, Kinds(REGULARIZERS, only="enmeshment")] = _block(
         "enmeshment"
     )
+    # After these many epochs the model is also cached, as a checkpoint an outcome can be read
+    # at (``at_epoch``); 0 is the initialization. They leave the trained weights as they are.
+    checkpoint_epochs: Annotated[
+        tuple[Epoch, ...],
+        AfterValidator(_distinct_epochs),
+        Field(json_schema_extra={"uniqueItems": True}),
+    ] = ()
 
     # Fields added after the first cache keys -> their default: left out of a recipe while at
     # it, so every recipe written before them keeps its key.
@@ -100,6 +122,8 @@ class TrainingSpec(Frozen):
         "warmup_steps": 0,
         "control": "none",
     }
+    # Fields that do not change the trained weights: never part of a recipe.
+    NOT_IN_RECIPE: ClassVar[tuple[str, ...]] = ("checkpoint_epochs",)
 
     @classmethod
     def blocks(cls) -> dict[str, type[RegularizerKind]]:
@@ -114,6 +138,43 @@ class TrainingSpec(Frozen):
     def regularizers(self) -> tuple[RegularizerKind, ...]:
         """Every regularizer block, active or not, in field order."""
         return tuple(getattr(self, name) for name in self.blocks())
+
+    @model_validator(mode="after")
+    def _within_the_run(self) -> TrainingSpec:
+        """Windows and checkpoints count epochs of this run: within ``epochs``, and only when
+        the run is counted in epochs (not ``steps``). Each problem is located at its field."""
+        placed: list[tuple[tuple[str | int, ...], object]] = [
+            ((name, "window"), block.window)
+            for name, block in zip(self.blocks(), self.regularizers(), strict=True)
+            if block.window is not None
+        ]
+        placed += [(("checkpoint_epochs", i), e) for i, e in enumerate(self.checkpoint_epochs)]
+        errors: list[InitErrorDetails] = []
+        for loc, value in placed:
+            last = max(value) if isinstance(value, tuple) else value
+            if self.steps is not None:
+                problem = (
+                    "absent while 'steps' is set (windows and checkpoints count epochs; set "
+                    "'epochs' instead)"
+                )
+            elif isinstance(last, int) and last > self.epochs:
+                problem = (
+                    f"a window within the run's {self.epochs} epochs ([from, until] with until "
+                    f"<= {self.epochs})"
+                    if isinstance(value, tuple)
+                    else f"an epoch within the run's {self.epochs} epochs (0 to {self.epochs})"
+                )
+            else:
+                continue
+            found = list(value) if isinstance(value, tuple) else value
+            errors.append(
+                InitErrorDetails(
+                    type="value_error", loc=loc, input=found, ctx={"error": ValueError(problem)}
+                )
+            )
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -32,6 +32,8 @@ __all__ = [
     "IMPORT_PATH_TAG",
     "MAX_SEEDS",
     "Checkpointed",
+    "Epoch",
+    "EpochWindow",
     "FromFiles",
     "Frozen",
     "LayerNames",
@@ -60,6 +62,23 @@ MAX_SEEDS = 10_000
 
 # Which split of the data a measure or outcome is read on.
 Split = Literal["test", "train"]
+
+# A count of epochs of training done: 0 is the initialization, ``training.epochs`` the end.
+Epoch = Annotated[int, Field(ge=0)]
+
+
+def _ordered_window(v: tuple[int, int]) -> tuple[int, int]:
+    if v[0] > v[1]:
+        raise ValueError(
+            "a window [from, until] with from <= until (epochs of training done when it opens "
+            "and when it closes)"
+        )
+    return v
+
+
+# ``[a, b]``: from the end of epoch a to the end of epoch b (counting epochs done), i.e. the
+# 1-based epochs a + 1 … b; ``[0, epochs]`` is the whole run, ``[a, a]`` is never.
+EpochWindow = Annotated[tuple[Epoch, Epoch], AfterValidator(_ordered_window)]
 
 
 def _distinct_layers(v: tuple[str, ...]) -> tuple[str, ...]:

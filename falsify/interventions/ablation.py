@@ -17,8 +17,10 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
 from falsify.data.base import answer_labels
+from falsify.data.stream import Source, batches, gather, is_stream, labels_of, n_examples
 from falsify.hooks import capture, hooked
 from falsify.hypothesis.kinds import UnitEffectKind, register
 from falsify.hypothesis.units import Fill
@@ -75,20 +77,52 @@ def resample_sources(n: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def fill_values(
-    model: nn.Module, layer: str, x: torch.Tensor, value: Fill, seed: int = 0
+    model: nn.Module,
+    layer: str,
+    x: torch.Tensor | TorchDataset,
+    value: Fill,
+    seed: int = 0,
+    *,
+    batch_size: int = 1024,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """What the units are set to: zeros or the mean over ``x``, ``[…]`` (the layer's output
     shape without the batch), or for ``resample`` one row per example of ``x``, ``[len(x), …]``:
-    the layer's output on the example :func:`resample_sources` (``seed``) assigns it."""
+    the layer's output on the example :func:`resample_sources` (``seed``) assigns it.
+
+    ``x`` may be a map-style torch Dataset of ``(x, y)`` items, streamed in batches onto
+    ``device`` (:mod:`falsify.data.stream`): the mean is then summed in float64 over the
+    batches (equal to the in-memory float32 mean to float rounding, ≈1e-7 relative), and the
+    resample fill holds the layer's output for every example, ``[len(x), …]``, as in memory.
+    """
     model.eval()
     unit_view(model, layer)  # refuses a layer that holds no units
-    with capture(model, layer) as outs:
-        model(x[:1] if value == "zero" else x)
+    if is_stream(x):
+        device = device or torch.device("cpu")
+        if value == "zero":
+            return torch.zeros_like(_layer_output(model, layer, gather(x, [0])[0].to(device))[0])
+        parts = (_layer_output(model, layer, xb) for xb, _ in batches(x, batch_size, device=device))
+        if value == "resample":
+            return torch.cat(list(parts))[resample_sources(len(x), seed).to(device)]
+        total: torch.Tensor | None = None
+        for h in parts:
+            s = h.to(torch.float64).sum(dim=0)
+            total = s if total is None else total + s
+        if total is None:
+            raise ValueError("a mean fill needs at least one example")
+        return (total / len(x)).to(h.dtype)
+    out = _layer_output(model, layer, x[:1] if value == "zero" else x)
     if value == "zero":
-        return torch.zeros_like(outs[0][0])
+        return torch.zeros_like(out[0])
     if value == "resample":
-        return outs[0][resample_sources(len(x), seed).to(x.device)]
-    return outs[0].mean(dim=0)
+        return out[resample_sources(len(x), seed).to(x.device)]
+    return out.mean(dim=0)
+
+
+def _layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    with capture(model, layer) as outs:
+        model(x)
+    return outs[0]
 
 
 @contextmanager
@@ -126,8 +160,8 @@ def _per_class_stats(n_classes: int):
 def _sums(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
+    y: torch.Tensor | None,
     masks: torch.Tensor,
     value: Fill,
     seed: int,
@@ -137,18 +171,25 @@ def _sums(
     batched: bool,
     max_bytes: int,
     strategy: Strategy,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``row_stats`` summed over ``x``: intact ``[S]`` and per ablation ``[groups, S]``.
 
     ``batched`` runs the engine; otherwise the plain reference loop (one hooked forward of the
-    whole model per ablation).
+    whole model per ablation). ``x`` may be a torch Dataset streamed onto ``device`` (``y``
+    then ``None``).
     """
     model.eval()
-    masks = masks.to(device=x.device, dtype=torch.bool)
-    fill = fill_values(model, layer, x, value, seed)
+    stream = is_stream(x)
+    device = (device or torch.device("cpu")) if stream else x.device  # type: ignore[union-attr]
+    masks = masks.to(device=device, dtype=torch.bool)
+    fill = fill_values(model, layer, x, value, seed, batch_size=batch_size, device=device)
     if not batched:
         per_example = value == "resample"  # fill [N, …]: one row per example
-        return _hook_loop(model, layer, x, y, masks, fill, per_example, batch_size, row_stats)
+        source = x if stream else (x, y)
+        return _hook_loop(
+            model, layer, source, device, masks, fill, per_example, batch_size, row_stats
+        )
     res = ablation_sweep(
         model,
         layer,
@@ -161,6 +202,7 @@ def _sums(
         max_rows=max_rows,
         max_bytes=max_bytes,
         strategy=strategy,
+        device=device,
     )
     return res.intact.cpu(), res.ablated.cpu()
 
@@ -169,8 +211,8 @@ def _sums(
 def ablation_effects(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
+    y: torch.Tensor | None,
     masks: torch.Tensor,
     *,
     value: Fill = "zero",
@@ -181,6 +223,7 @@ def ablation_effects(
     batched: bool = True,
     max_bytes: int = DEFAULT_MAX_BYTES,
     strategy: Strategy = "auto",
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """Effect of each ablation in ``masks`` ``[groups, units]`` on ``metric``, ``[groups]``.
 
@@ -190,7 +233,10 @@ def ablation_effects(
     :func:`falsify.interventions.engine.ablation_sweep` (``strategy`` picks its path, ``auto`` the
     fastest exact one); ``max_rows`` and ``max_bytes`` bound one forward pass's expanded batch of
     (ablation, example) rows, and so the memory of the sweep. ``batched=False`` is the plain
-    reference loop: one hooked forward of the whole model per ablation.
+    reference loop: one hooked forward of the whole model per ablation. ``x`` may be a map-style
+    torch Dataset of ``(x, y)`` items with ``y=None``, streamed onto ``device`` (default the
+    CPU) with every tensor the sweep holds sized to ``max_bytes`` (docs/performance.md, "Data
+    that does not fit in memory").
     """
     intact, ablated_sums = _sums(
         model,
@@ -206,9 +252,10 @@ def ablation_effects(
         batched,
         max_bytes,
         strategy,
+        device,
     )
     column = 0 if metric == "accuracy_drop" else 1
-    change = (ablated_sums[:, column] - intact[column]) / len(x)
+    change = (ablated_sums[:, column] - intact[column]) / n_examples(x if is_stream(x) else (x, y))
     return (-change if metric == "accuracy_drop" else change).to(torch.float32)
 
 
@@ -216,8 +263,8 @@ def ablation_effects(
 def class_ablation_effects(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
+    y: torch.Tensor | None,
     masks: torch.Tensor,
     n_classes: int,
     *,
@@ -229,6 +276,7 @@ def class_ablation_effects(
     batched: bool = True,
     max_bytes: int = DEFAULT_MAX_BYTES,
     strategy: Strategy = "auto",
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """Per-class effect of each ablation in ``masks`` ``[groups, units]``: ``[groups, n_classes]``.
 
@@ -251,9 +299,11 @@ def class_ablation_effects(
         batched,
         max_bytes,
         strategy,
+        device,
     )
     intact, ablated_sums = intact.view(2, n_classes), ablated_sums.view(-1, 2, n_classes)
-    counts = torch.bincount(answer_labels(y).cpu(), minlength=n_classes).to(torch.float64)
+    labels = labels_of(x) if is_stream(x) else y
+    counts = torch.bincount(answer_labels(labels).cpu(), minlength=n_classes).to(torch.float64)
     counts = torch.where(counts > 0, counts, torch.full_like(counts, float("nan")))
     column = 0 if metric == "accuracy_drop" else 1
     change = (ablated_sums[:, column] - intact[column]) / counts
@@ -263,8 +313,8 @@ def class_ablation_effects(
 def _hook_loop(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    source: Source,
+    device: torch.device,
     masks: torch.Tensor,
     fill: torch.Tensor,
     per_example: bool,
@@ -273,17 +323,17 @@ def _hook_loop(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # [S], [groups, S]: summed row statistics
     def sums() -> torch.Tensor:
         parts = [
-            row_stats(model(x[i : i + batch_size]), y[i : i + batch_size]).sum(dim=0)
-            for i in range(0, len(x), batch_size)
+            row_stats(model(xb), yb).sum(dim=0)
+            for xb, yb in batches(source, batch_size, device=device)
         ]
         return torch.stack(parts).sum(dim=0).cpu()
 
     def ablated_sums(mask: torch.Tensor) -> torch.Tensor:
         parts = []
-        for i in range(0, len(x), batch_size):
-            rows = fill[i : i + batch_size] if per_example else fill
+        for i, (xb, yb) in enumerate(batches(source, batch_size, device=device)):
+            rows = fill[i * batch_size : (i + 1) * batch_size] if per_example else fill
             with ablated(model, layer, mask, rows):
-                stats = row_stats(model(x[i : i + batch_size]), y[i : i + batch_size])
+                stats = row_stats(model(xb), yb)
             parts.append(stats.sum(dim=0))
         return torch.stack(parts).sum(dim=0).cpu()
 

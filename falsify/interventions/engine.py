@@ -44,20 +44,24 @@ is taken only where the view puts the units on the last axis of a ``[batch, unit
 All tensors stay on the device of ``x``; the code is device-agnostic, so CUDA runs the same
 arithmetic as the CPU. Results differ from a full forward only by float rounding (the low-rank
 update and the full matrix product sum in different orders); see docs/performance.md for the
-differences measured against captum and the plain hook loop.
+differences measured against captum and the plain hook loop. The examples may also be streamed
+from a map-style torch Dataset, in blocks that fit the memory budget, each swept as above
+(docs/performance.md, "Data that does not fit in memory").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset as TorchDataset
 
 from falsify.data.base import per_example_scores
+from falsify.data.stream import batches, gather, is_stream
 from falsify.hooks import capture, get_layer, hooked
 from falsify.units import UnitView, unit_view
 
@@ -365,8 +369,8 @@ def _affected(
 def ablation_sweep(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
+    y: torch.Tensor | None,
     masks: torch.Tensor,
     fill: torch.Tensor,
     *,
@@ -375,6 +379,7 @@ def ablation_sweep(
     max_rows: int = 1 << 16,
     max_bytes: int = DEFAULT_MAX_BYTES,
     strategy: Strategy = "auto",
+    device: torch.device | None = None,
 ) -> SweepResult:
     """Sum ``row_stats`` over ``x`` for the intact model and with each mask of ``masks`` applied.
 
@@ -384,109 +389,62 @@ def ablation_sweep(
     :func:`falsify.interventions.ablation.fill_values`). ``batch_size`` examples go through the
     prefix at a time; at most ``max_rows`` (mask, example) pairs, and no more than fit in
     ``max_bytes`` of suffix activations, are evaluated per forward.
+
+    ``x`` may instead be a map-style torch Dataset of ``(x, y)`` items, with ``y=None``: the
+    examples are then streamed onto ``device`` (default the CPU) in blocks, and everything the
+    sweep holds (a block's inputs and cached activations, the pair bookkeeping, a chunk's
+    working set) is sized to fit ``max_bytes`` together (docs/performance.md, "Data that does
+    not fit in memory"). The sums are those of the in-memory sweep over the same examples.
     """
     model.eval()
-    device = x.device
+    stream = is_stream(x)
+    if stream:
+        device = device or torch.device("cpu")
+        probe = gather(x, range(min(_PROBE, len(x))))[0].to(device)  # type: ignore[arg-type]
+    else:
+        device = x.device  # type: ignore[union-attr]
+        probe = x[:_PROBE]  # type: ignore[index]
     masks = masks.to(device=device, dtype=torch.bool)
     fill = fill.to(device)
-    n_groups = masks.shape[0]
     get_layer(model, layer)  # a clear error for an unknown layer name
     view = unit_view(model, layer)
     # A few examples suffice to check that the chain reproduces the model bit for bit.
-    name, chain = plan_strategy(model, layer, x[:_PROBE], strategy)
+    name, chain = plan_strategy(model, layer, probe, strategy)
     if name == "resume":
-        row_bytes = _resume_row_bytes(model, layer, x[:1])
+        row_bytes = _resume_row_bytes(model, layer, probe[:1])
     else:
-        row_bytes = _probe_row_bytes(model, layer, x[:1], chain)
-    chunk_rows = max(1, min(max_rows, max_bytes // row_bytes))
+        row_bytes = _probe_row_bytes(model, layer, probe[:1], chain)
+    # Streamed, a quarter of the budget goes to a chunk, a quarter to the pair bookkeeping and
+    # half to a block of examples; in memory the inputs are the caller's and not counted.
+    chunk_rows = max(1, min(max_rows, (max_bytes // 4 if stream else max_bytes) // row_bytes))
     if device.type == "cpu":
         # Chunks whose tensors stay in the allocator's reused memory: a fresh multi-megabyte
         # tensor per chunk is mapped and zeroed by the kernel each time, which costs more than
         # the arithmetic (measured in docs/performance.md).
         chunk_rows = min(chunk_rows, max(64, _CPU_CHUNK_BYTES // row_bytes))
-
-    # The layer's output for every example, computed once, and the intact statistics.
     lin = chain.next_linear() if (chain is not None and name == "rank_one") else None
     if chain is not None and name == "conv_delta":
         lin = chain.next_conv()
-    hs: list[torch.Tensor] = []
-    zs: list[torch.Tensor] = []  # the linear or conv output; with resume, the carry
-    base: list[torch.Tensor] = []
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        if name == "resume":
-            carry, h, logits = model.cut(xb, layer)  # type: ignore[operator]
-            zs.append(carry)
-        elif chain is not None:
-            h = chain.run_prefix(xb)
-            if lin is not None and name == "conv_delta":
-                # The conv's intact output is kept for the conv updates.
-                conv, block = _conv_of(chain.suffix[lin])
-                zc = conv(chain.run_suffix(h, 0, lin))
-                zs.append(zc.permute(0, 2, 3, 1).contiguous())  # [B, H', W', out]
-                after = zc if block is None else block.after_conv1(h, zc)
-                logits = chain.run_suffix(after, lin + 1)
-            elif lin is not None:
-                # The linear module's intact output is kept for the low-rank updates.
-                zs.append(chain.run_suffix(h, 0, lin + 1))
-                logits = chain.run_suffix(zs[-1], lin + 1)
-            else:
-                logits = chain.run_suffix(h)
-        else:
-            with capture(model, layer) as seen:
-                logits = model(xb)
-            h = seen[0]
-        hs.append(h)
-        base.append(row_stats(logits, yb))
-    h_all = torch.cat(hs)  # [N, …]: the layer's output
-    per_example = fill.dim() == h_all.dim()  # fill [N, …]: one row per example (resample)
-    base_rows = torch.cat(base)  # [N, K]
-    intact = base_rows.sum(dim=0)
-    differs = view.changed(h_all, fill)  # [N, U]
-    z = torch.cat(zs) if zs else None  # [N, out]
-    w_t = (
-        chain.suffix[lin].weight.T.contiguous()
-        if (chain is not None and lin is not None and name == "rank_one")
-        else None
+    sweep = _Sweep(
+        model=model,
+        layer=layer,
+        view=view,
+        name=name,
+        chain=chain,
+        lin=lin,
+        masks=masks,
+        row_stats=row_stats,
+        chunk_rows=chunk_rows,
+        book_bytes=max_bytes // 4,
     )
-    single = masks.sum(dim=1) == 1
-    unit_of = masks.to(torch.int64).argmax(dim=1)  # the unit of a single-unit mask
-
-    delta = torch.zeros(n_groups, base_rows.shape[1], dtype=torch.float64, device=device)
-    # Bound the [N, groups] bookkeeping (affected flags and pair indices) by the budget too.
-    groups_per_block = max(1, (max_bytes // 4) // (len(x) * 24 + 1))
-    evaluated = 0
-    for g0 in range(0, n_groups, groups_per_block):
-        block = masks[g0 : g0 + groups_per_block]
-        if bool(single[g0 : g0 + groups_per_block].all()):
-            affected = differs[:, unit_of[g0 : g0 + groups_per_block]]
-        else:
-            affected = _affected(differs, block)
-        pairs = affected.T.nonzero()  # [P, 2]: (mask in block, example)
-        for p0 in range(0, len(pairs), chunk_rows):
-            g_loc, b = pairs[p0 : p0 + chunk_rows].unbind(dim=1)
-            g = g_loc + g0
-            evaluated += len(b)
-            if chain is not None and z is not None and w_t is not None and lin is not None:
-                zr = _low_rank(z, w_t, h_all, fill, per_example, masks, single, unit_of, g, b)
-                logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
-            elif chain is not None and z is not None and lin is not None:
-                conv, block = _conv_of(chain.suffix[lin])
-                zr = _conv_delta(conv, z, h_all, fill, per_example, masks, single, unit_of, g, b)
-                if block is not None:
-                    rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
-                    zr = block.after_conv1(rows, zr)
-                logits = chain.run_suffix(zr, lin + 1)
-            else:
-                rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
-                if name == "resume" and z is not None:
-                    logits = model.resume(layer, z[b], rows)  # type: ignore[operator]
-                elif chain is not None:
-                    logits = chain.run_suffix(rows)
-                else:
-                    with hooked(model, {layer: lambda _m, _i, _o, r=rows: r}):
-                        logits = model(x[b])
-            delta.index_add_(0, g, row_stats(logits, y[b]) - base_rows[b])
+    if not stream:
+        base_rows, delta, evaluated = sweep.run([(x, y)], fill, batch_size)  # type: ignore[list-item]
+    else:
+        per_ex = _example_bytes(model, probe[:1])
+        block = max(1, (max_bytes // 2) // per_ex)
+        blocks = batches(x, block, device=device)  # type: ignore[arg-type]
+        base_rows, delta, evaluated = sweep.run(blocks, fill, min(batch_size, block))
+    intact = base_rows.sum(dim=0)
     return SweepResult(
         intact=intact,
         ablated=intact.unsqueeze(0) + delta,
@@ -494,6 +452,162 @@ def ablation_sweep(
         rows_evaluated=evaluated,
         chunk_rows=chunk_rows,
     )
+
+
+def _example_bytes(model: nn.Module, x1: torch.Tensor) -> int:
+    """Bytes one example of a streamed block costs at most: its input three times (the items or
+    what makes them, and the stacked batch), and three times every module output of a forward
+    (the prefix's working set, and the cached layer and linear outputs with their concatenated
+    copies)."""
+    return 3 * x1.numel() * x1.element_size() + 3 * _output_bytes(model, lambda: model(x1)) + 64
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """What a sweep has planned (strategy, chain, chunk size), run over blocks of examples."""
+
+    model: nn.Module
+    layer: str
+    view: UnitView
+    name: str
+    chain: _Chain | None
+    lin: int | None
+    masks: torch.Tensor
+    row_stats: RowStats
+    chunk_rows: int
+    book_bytes: int
+
+    def run(
+        self,
+        blocks: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        fill: torch.Tensor,
+        batch_size: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Per-example intact statistics ``[N, K]``, the summed change per mask ``[groups, K]``
+        and the pairs evaluated, over ``blocks`` of examples taken one after another. A
+        per-example ``fill`` ``[N, …]`` is cut into the rows of each block."""
+        chain, lin, name, masks = self.chain, self.lin, self.name, self.masks
+        w_t = (
+            chain.suffix[lin].weight.T.contiguous()
+            if (chain is not None and lin is not None and name == "rank_one")
+            else None
+        )
+        single = masks.sum(dim=1) == 1
+        unit_of = masks.to(torch.int64).argmax(dim=1)  # the unit of a single-unit mask
+        base: list[torch.Tensor] = []
+        delta: torch.Tensor | None = None
+        evaluated, offset = 0, 0
+        for xb, yb in blocks:
+            h_all, z, base_rows = self._cache(xb, yb, batch_size)
+            base.append(base_rows)
+            per_example = fill.dim() == h_all.dim()  # fill [N, …]: one row per example (resample)
+            f = fill[offset : offset + len(xb)] if per_example else fill
+            offset += len(xb)
+            if delta is None:
+                delta = torch.zeros(
+                    masks.shape[0], base_rows.shape[1], dtype=torch.float64, device=masks.device
+                )
+            evaluated += self._pairs(
+                xb, yb, h_all, z, base_rows, f, per_example, w_t, single, unit_of, delta
+            )
+        if delta is None:
+            raise ValueError("an ablation sweep needs at least one example")
+        return torch.cat(base), delta, evaluated
+
+    def _cache(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The layer's output for every example of the block, computed once, the linear or conv
+        output (with resume, the carry), and the intact statistics ``[n, K]``."""
+        model, layer, chain, lin, name = self.model, self.layer, self.chain, self.lin, self.name
+        hs: list[torch.Tensor] = []
+        zs: list[torch.Tensor] = []  # the linear or conv output; with resume, the carry
+        base: list[torch.Tensor] = []
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            if name == "resume":
+                carry, h, logits = model.cut(xb, layer)  # type: ignore[operator]
+                zs.append(carry)
+            elif chain is not None:
+                h = chain.run_prefix(xb)
+                if lin is not None and name == "conv_delta":
+                    # The conv's intact output is kept for the conv updates.
+                    conv, block = _conv_of(chain.suffix[lin])
+                    zc = conv(chain.run_suffix(h, 0, lin))
+                    zs.append(zc.permute(0, 2, 3, 1).contiguous())  # [B, H', W', out]
+                    after = zc if block is None else block.after_conv1(h, zc)
+                    logits = chain.run_suffix(after, lin + 1)
+                elif lin is not None:
+                    # The linear module's intact output is kept for the low-rank updates.
+                    zs.append(chain.run_suffix(h, 0, lin + 1))
+                    logits = chain.run_suffix(zs[-1], lin + 1)
+                else:
+                    logits = chain.run_suffix(h)
+            else:
+                with capture(model, layer) as seen:
+                    logits = model(xb)
+                h = seen[0]
+            hs.append(h)
+            base.append(self.row_stats(logits, yb))
+        return torch.cat(hs), (torch.cat(zs) if zs else None), torch.cat(base)
+
+    def _pairs(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        h_all: torch.Tensor,  # [N, …]: the layer's output
+        z: torch.Tensor | None,  # [N, out]
+        base_rows: torch.Tensor,  # [N, K]
+        fill: torch.Tensor,
+        per_example: bool,
+        w_t: torch.Tensor | None,
+        single: torch.Tensor,
+        unit_of: torch.Tensor,
+        delta: torch.Tensor,  # [groups, K], added to
+    ) -> int:
+        """Add to ``delta`` the change of every affected (mask, example) pair of the block; the
+        number of pairs evaluated."""
+        model, layer, chain, lin, name = self.model, self.layer, self.chain, self.lin, self.name
+        masks, view, chunk_rows = self.masks, self.view, self.chunk_rows
+        n_groups = masks.shape[0]
+        differs = view.changed(h_all, fill)  # [N, U]
+        # Bound the [N, groups] bookkeeping (affected flags and pair indices) by the budget too.
+        groups_per_block = max(1, self.book_bytes // (len(x) * 24 + 1))
+        evaluated = 0
+        for g0 in range(0, n_groups, groups_per_block):
+            block = masks[g0 : g0 + groups_per_block]
+            if bool(single[g0 : g0 + groups_per_block].all()):
+                affected = differs[:, unit_of[g0 : g0 + groups_per_block]]
+            else:
+                affected = _affected(differs, block)
+            pairs = affected.T.nonzero()  # [P, 2]: (mask in block, example)
+            for p0 in range(0, len(pairs), chunk_rows):
+                g_loc, b = pairs[p0 : p0 + chunk_rows].unbind(dim=1)
+                g = g_loc + g0
+                evaluated += len(b)
+                if chain is not None and z is not None and w_t is not None and lin is not None:
+                    zr = _low_rank(z, w_t, h_all, fill, per_example, masks, single, unit_of, g, b)
+                    logits = chain.run_suffix(zr, _relu_in_place(chain, lin + 1, zr))
+                elif chain is not None and z is not None and lin is not None:
+                    conv, cblock = _conv_of(chain.suffix[lin])
+                    zr = _conv_delta(
+                        conv, z, h_all, fill, per_example, masks, single, unit_of, g, b
+                    )
+                    if cblock is not None:
+                        rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
+                        zr = cblock.after_conv1(rows, zr)
+                    logits = chain.run_suffix(zr, lin + 1)
+                else:
+                    rows = view.apply(h_all[b], masks[g], fill[b] if per_example else fill)
+                    if name == "resume" and z is not None:
+                        logits = model.resume(layer, z[b], rows)  # type: ignore[operator]
+                    elif chain is not None:
+                        logits = chain.run_suffix(rows)
+                    else:
+                        with hooked(model, {layer: lambda _m, _i, _o, r=rows: r}):
+                            logits = model(x[b])
+                delta.index_add_(0, g, self.row_stats(logits, y[b]) - base_rows[b])
+        return evaluated
 
 
 def _relu_in_place(chain: _Chain, start: int, rows: torch.Tensor) -> int:

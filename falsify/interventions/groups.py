@@ -5,7 +5,10 @@ Three ways to choose a group of a layer's units:
 - :func:`top_k_masks`: the ``k`` units ranked highest by a per-unit score (selectivity, an
   attribution, …) — the *targeted* group of the targeted-vs-control shape (PRODUCT.md §3);
 - :func:`random_masks`: groups of ``k`` units drawn uniformly without replacement, many draws
-  from an explicit ``torch.Generator`` — the matched *control* groups;
+  from an explicit ``torch.Generator`` — the *control* groups, matched on size;
+- :func:`matched_random_masks`: control groups matched on size and on activation magnitude:
+  the layer's units are cut into strata of similar mean activation (:func:`activation_strata`)
+  and each draw takes, from every stratum, as many units as the targeted group has there;
 - :func:`cluster_masks`: one group per cluster of a clustering of the layer's units (the
   cluster ablation of Golechha, Cope & Schoots 2024).
 
@@ -19,7 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["cluster_masks", "random_masks", "resolve_k", "top_k_masks"]
+__all__ = [
+    "activation_strata",
+    "cluster_masks",
+    "matched_random_masks",
+    "random_masks",
+    "resolve_k",
+    "top_k_masks",
+]
 
 
 def resolve_k(k: int | float, n_units: int) -> int:
@@ -61,6 +71,48 @@ def random_masks(n_units: int, k: int, n_draws: int, generator: torch.Generator)
     chosen = keys.argsort(dim=1)[:, :k]  # a uniformly random k-subset per row
     masks = torch.zeros(n_draws, n_units, dtype=torch.bool)
     masks.scatter_(1, chosen, True)
+    return masks
+
+
+def activation_strata(activation: torch.Tensor, n_strata: int) -> torch.Tensor:
+    """``[units]``: the stratum (``0..n_strata-1``, low to high) of each unit's ``activation``.
+
+    Strata are equal-count bins of the units' rank by activation (sizes differ by at most one),
+    ties ranked by unit index, so units of equal activation (e.g. silent ones) may fall in
+    neighbouring strata. With ``n_strata`` at least the number of units every unit is its own
+    stratum.
+    """
+    n_units = activation.shape[0]
+    if n_strata < 1:
+        raise ValueError(f"the number of strata must be at least 1, got {n_strata}")
+    order = torch.sort(activation.detach().to(torch.float64).cpu(), stable=True).indices
+    strata = torch.empty(n_units, dtype=torch.long)
+    strata[order] = torch.arange(n_units) * min(n_strata, n_units) // n_units
+    return strata
+
+
+def matched_random_masks(
+    strata: torch.Tensor, target: torch.Tensor, n_draws: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``[n_draws, units]``: random groups with as many units in each stratum as ``target``.
+
+    ``strata``: the stratum of each unit ``[units]`` (:func:`activation_strata`); ``target``: the
+    group to match, a boolean mask ``[units]``. In every stratum, each row draws that many of the
+    stratum's units uniformly without replacement (the targeted units among them), so a row has
+    the target's size and its distribution over strata.
+    """
+    strata, target = strata.cpu(), target.cpu()
+    n_units = strata.shape[0]
+    if target.shape != (n_units,):
+        raise ValueError(f"the target mask has shape {tuple(target.shape)}, not ({n_units},)")
+    keys = torch.rand(n_draws, n_units, generator=generator)
+    masks = torch.zeros(n_draws, n_units, dtype=torch.bool)
+    for stratum in torch.unique(strata):
+        members = torch.nonzero(strata == stratum).flatten()
+        need = int(target[members].sum())
+        if need:
+            chosen = keys[:, members].argsort(dim=1)[:, :need]  # a random need-subset per row
+            masks.scatter_(1, members[chosen], True)
     return masks
 
 

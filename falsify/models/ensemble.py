@@ -45,8 +45,11 @@ def supports_ensemble(population: Population) -> bool:
         and training.control == "none"
         and all(r.ensemble or not r.active for r in training.regularizers())
     )
-    # The stacked trainer runs epochs at a constant rate with Adam or SGD only.
+    # The stacked trainer runs epochs at a constant rate with Adam or SGD only, and keeps no
+    # checkpoints. A regularizer's window needs no check here: only a term that leaves training
+    # as it is may be on at all (``ensemble``), in a window or not.
     plain_schedule = training.steps is None and training.warmup_steps == 0
+    plain_schedule = plain_schedule and not training.checkpoint_epochs
     plain_schedule = plain_schedule and training.optimizer != "adamw"
     return spec.ensemble_ready() and plain_loss and plain_schedule
 

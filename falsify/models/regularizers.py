@@ -9,6 +9,9 @@ active, so an unregularized recipe trains exactly as plain cross-entropy does. T
 holds the class selectivity regularizer (:class:`Selectivity`); the enmeshment loss of
 Golechha et al. (2024) is :mod:`falsify.models.enmeshment`. Kinds also receive the number of
 optimizer steps per epoch (for terms with a schedule, such as the enmeshment re-clustering).
+A kind with a ``window`` of epochs (:class:`falsify.hypothesis.kinds.RegularizerKind`) has its
+term added in those epochs only (:func:`scheduled_terms`); one with an empty window is not
+built, so it trains exactly as the term switched off.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "batch_selectivity",
     "build_regularizers",
     "captured_activations",
+    "scheduled_terms",
 ]
 
 
@@ -166,11 +170,21 @@ class Selectivity(RegularizerKind):
         return {"selectivity_alpha": self.alpha, "selectivity_layers": list(self.layers)}
 
 
+def scheduled_terms(
+    spec: TrainingSpec, model: nn.Module, n_classes: int, steps_per_epoch: int = 1
+) -> list[tuple[RegularizerKind, RegularizerTerm]]:
+    """Each regularizer of the recipe that is ever on (active, its window not empty), with its
+    term, in field order; ``kind.on_in_epoch(epoch)`` says in which epochs to add the term."""
+    return [
+        (r, r.build(model, n_classes, steps_per_epoch)) for r in spec.regularizers() if r.trains
+    ]
+
+
 def build_regularizers(
     spec: TrainingSpec, model: nn.Module, n_classes: int, steps_per_epoch: int = 1
 ) -> list[RegularizerTerm]:
-    """The terms of the recipe's active regularizers, in field order."""
-    return [r.build(model, n_classes, steps_per_epoch) for r in spec.regularizers() if r.active]
+    """The terms of the recipe's regularizers that are ever on, in field order."""
+    return [term for _, term in scheduled_terms(spec, model, n_classes, steps_per_epoch)]
 
 
 @contextmanager

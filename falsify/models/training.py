@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +13,11 @@ from torch import nn
 from falsify.data import Dataset
 from falsify.data.base import IGNORE, per_example_scores
 from falsify.data.labels import training_labels
+from falsify.data.stream import Inputs, StreamedDataset, inputs_of
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
 from falsify.models.controls import shuffle_weights
-from falsify.models.regularizers import build_regularizers, captured_activations
+from falsify.models.regularizers import captured_activations, scheduled_terms
 
 __all__ = ["TrainResult", "evaluate", "train_replicate", "training_labels"]
 
@@ -28,6 +29,9 @@ class TrainResult:
     test_accuracy: float
     # What its active regularizers achieved, e.g. {"mean_selectivity": ...}.
     metrics: dict[str, float] = field(default_factory=dict)
+    # Epochs done -> the model as it was then (``training.checkpoint_epochs``), each measured
+    # as the trained model is; empty without checkpoints.
+    checkpoints: dict[int, TrainResult] = field(default_factory=dict)
 
 
 def _optimizer(model: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
@@ -48,10 +52,18 @@ def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def evaluate(model: nn.Module, x: torch.Tensor | Inputs, y: torch.Tensor) -> float:
     """Accuracy of ``model`` on ``(x, y)`` in evaluation mode (at the scored positions of a
-    sequence task, :func:`falsify.data.base.per_example_scores`)."""
+    sequence task, :func:`falsify.data.base.per_example_scores`); streamed inputs
+    (:class:`falsify.data.stream.Inputs`) are read in batches of 1,024."""
     model.eval()
+    if isinstance(x, Inputs):
+        n = len(x)
+        hits = sum(
+            float(per_example_scores(model(x[i : i + 1024]), y[i : i + 1024])[0].sum())
+            for i in range(0, n, 1024)
+        )
+        return hits / n
     logits = model(x)
     if logits.dim() == 2:
         return (logits.argmax(dim=1) == y).float().mean().item()
@@ -67,7 +79,7 @@ def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_replicate(
-    population: Population, data: Dataset, seed: int, device: torch.device
+    population: Population, data: Dataset | StreamedDataset, seed: int, device: torch.device
 ) -> TrainResult:
     """Build and train one model; the same population, seed and device give the same weights.
 
@@ -77,10 +89,17 @@ def train_replicate(
     applied here too: ``untrained`` skips the loop (the loss is then that of the initial weights
     on the training labels), ``shuffled`` shuffles each parameter tensor after training
     (:func:`falsify.models.controls.shuffle_weights`), and ``permuted_labels`` trains on permuted
-    labels (:func:`falsify.data.labels.training_labels`). The global RNG is forked so that
+    labels (:func:`falsify.data.labels.training_labels`). A regularizer with a ``window`` adds
+    its term only in the epochs of its window. After each epoch of
+    ``training.checkpoint_epochs`` (0: before the first) the weights are kept, and each
+    checkpoint is returned as the replicate the recipe would give at that epoch (a control
+    applied to it as to the trained model). The global RNG is forked so that
     training leaves no trace on the caller's random state. Training runs on one CPU thread: a
     CPU matrix product's summation order, and so its last bits, depend on the thread count, and
-    a replicate must not depend on how many jobs shared the machine.
+    a replicate must not depend on how many jobs shared the machine. ``data`` may be a
+    :class:`falsify.data.stream.StreamedDataset`: each mini-batch is then fetched by index (the
+    same rows in the same order), so the weights are those trained on the in-memory data, bit
+    for bit (docs/performance.md, "Data that does not fit in memory").
     """
     with one_thread():
         return _train(population, data, seed, device)
@@ -98,21 +117,58 @@ def one_thread() -> Iterator[None]:
 
 
 def record_metrics(
-    model: nn.Module, population: Population, data: Dataset, device: torch.device
+    model: nn.Module,
+    population: Population,
+    data: Dataset | StreamedDataset,
+    device: torch.device,
 ) -> dict[str, float]:
     """What the recipe's active regularizers achieved, e.g. the mean class selectivity of a
     selectivity-regularized model (on the test split), so reports can show it; {} without."""
     achieving = [r for r in population.training.regularizers() if r.active and r.metric]
     if not achieving:
         return {}
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    x_test, y_test = inputs_of(data, "test", device)[:], data.y_test.to(device)
     out: dict[str, float] = {}
     for regularizer in achieving:
         out |= regularizer.achieved(model, x_test, y_test, data.n_classes)
     return out
 
 
-def _train(population: Population, data: Dataset, seed: int, device: torch.device) -> TrainResult:
+def _finish(
+    model: nn.Module,
+    population: Population,
+    data: Dataset | StreamedDataset,
+    seed: int,
+    device: torch.device,
+    loss: float,
+) -> TrainResult:
+    """The model as a replicate: its control applied (``shuffled``), then measured."""
+    model.eval()
+    if population.training.control == "shuffled":
+        shuffle_weights(model, seed)
+    acc = evaluate(model, inputs_of(data, "test", device), data.y_test.to(device))
+    metrics = record_metrics(model, population, data, device)
+    return TrainResult(model=model, train_loss=loss, test_accuracy=acc, metrics=metrics)
+
+
+def _checkpoint(
+    state: dict[str, torch.Tensor],
+    population: Population,
+    data: Dataset | StreamedDataset,
+    seed: int,
+    device: torch.device,
+    loss: float,
+) -> TrainResult:
+    """A kept state as its own model (built under a forked RNG: building draws weights)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = build_model(population.model, data.input_shape, data.n_classes).to(device)
+    model.load_state_dict(state)
+    return _finish(model, population, data, seed, device, loss)
+
+
+def _train(
+    population: Population, data: Dataset | StreamedDataset, seed: int, device: torch.device
+) -> TrainResult:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_model(population.model, data.input_shape, data.n_classes).to(device)
@@ -123,20 +179,27 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
         has_batch_norm = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
         )
-        x = data.x_train.to(device)
+        x = inputs_of(data, "train", device)  # a tensor, or fetched by index when streamed
         y = training_labels(spec, data.y_train, data.n_classes, seed).to(device)
         n = len(y)
         # Optimizer steps per epoch: a last batch of one is skipped under batch norm.
         steps = -(-n // spec.batch_size) - int(has_batch_norm and n % spec.batch_size == 1)
-        terms = build_regularizers(spec, model, data.n_classes, steps)
+        scheduled = scheduled_terms(spec, model, data.n_classes, steps)
         last = 0.0
         # With ``steps``, as many epochs as it takes, stopping after the last step.
         epochs = -(-spec.steps // max(steps, 1)) if spec.steps is not None else spec.epochs
         if spec.control == "untrained":
             epochs = 0
         left = spec.steps
-        with captured_activations(model, [layer for t in terms for layer in t.layers]) as acts:
-            for _ in range(epochs):
+        wanted = set(spec.checkpoint_epochs)
+        # epochs done -> (weights, mean training loss of the last epoch then)
+        kept: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
+        if 0 in wanted:
+            kept[0] = (_state(model), _initial_loss(model, x, y))
+        layers = [layer for _, t in scheduled for layer in t.layers]
+        with captured_activations(model, layers) as acts:
+            for epoch in range(epochs):
+                terms = [t for r, t in scheduled if r.on_in_epoch(epoch)]
                 model.train()
                 order = torch.randperm(n, generator=shuffle).to(device)
                 total, seen = 0.0, 0
@@ -159,12 +222,30 @@ def _train(population: Population, data: Dataset, seed: int, device: torch.devic
                     seen += len(idx)
                     left = None if left is None else left - 1
                 last = total / n if left is None else total / max(seen, 1)
-        model.eval()
+                if epoch + 1 in wanted:
+                    kept[epoch + 1] = (_state(model), last)
         if spec.control == "untrained":
-            with torch.no_grad():
-                last = _cross_entropy(model(x), y).item()
-        if spec.control == "shuffled":
-            shuffle_weights(model, seed)
-        acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
-        metrics = record_metrics(model, population, data, device)
-    return TrainResult(model=model, train_loss=last, test_accuracy=acc, metrics=metrics)
+            last = _initial_loss(model, x, y)
+            # An untrained control is its initialization at every epoch.
+            kept |= {e: (_state(model), last) for e in wanted}
+        checkpoints = {
+            e: _checkpoint(state, population, data, seed, device, loss)
+            for e, (state, loss) in sorted(kept.items())
+        }
+        result = _finish(model, population, data, seed, device, last)
+    return replace(result, checkpoints=checkpoints)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def _initial_loss(model: nn.Module, x: torch.Tensor | Inputs, y: torch.Tensor) -> float:
+    """Cross-entropy of the weights as they are on the training labels, in evaluation mode
+    (streamed inputs are fetched whole for it)."""
+    was_training = model.training
+    model.eval()
+    loss = _cross_entropy(model(x[:]), y).item()
+    model.train(was_training)
+    return loss

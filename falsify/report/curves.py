@@ -24,8 +24,9 @@ def targeted_curves(tidy: pd.DataFrame, labels: dict[str, str], level: float, pa
     """One panel per layer × score: targeted and random effect vs k, with bands.
 
     ``tidy`` has one row per replicate (seed) × layer × ablated group (columns seed, layer,
-    score, k, group, draw, effect). Each replicate's random groups are first averaged per k;
-    lines are means over replicates and bands their ``level`` t intervals.
+    score, k, group, draw, effect). Each replicate's random groups (those shared by every score,
+    or those matched to this panel's score) are first averaged per k; lines are means over
+    replicates and bands their ``level`` t intervals.
     """
     from matplotlib.figure import Figure
 
@@ -38,7 +39,9 @@ def targeted_curves(tidy: pd.DataFrame, labels: dict[str, str], level: float, pa
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for ax, (layer, score) in zip(axes.flat, panels, strict=False):
         sub = tidy[tidy["layer"] == layer]
-        rand = sub[sub["group"] == "random"].groupby(["seed", "k"], as_index=False)["effect"].mean()
+        # Random groups shared by every score have an empty score; matched ones carry theirs.
+        mine = (sub["group"] == "random") & sub["score"].isin(["", score])
+        rand = sub[mine].groupby(["seed", "k"], as_index=False)["effect"].mean()
         tgt = sub[(sub["group"] == "targeted") & (sub["score"] == score)]
         for frame, name, color in ((tgt, f"top-k by {score}", "C3"), (rand, "random k", "C0")):
             band = _mean_band(frame, level)

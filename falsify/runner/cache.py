@@ -31,7 +31,13 @@ from torch import nn
 
 from falsify._io import atomic_write, atomic_write_text
 
-__all__ = ["TRAINING_CODE_VERSION", "ModelCache", "replicate_key", "weights_blob"]
+__all__ = [
+    "TRAINING_CODE_VERSION",
+    "ModelCache",
+    "checkpoint_key",
+    "replicate_key",
+    "weights_blob",
+]
 
 # Bump when a change to falsify's training code changes the weights it produces.
 TRAINING_CODE_VERSION = 2
@@ -48,6 +54,12 @@ def replicate_key(recipe: dict[str, Any], seed: int, device: torch.device) -> st
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def checkpoint_key(recipe: dict[str, Any], epoch: int, seed: int, device: torch.device) -> str:
+    """Hash of one replicate's checkpoint after ``epoch`` epochs of training under ``recipe``
+    (``training.checkpoint_epochs``): the replicate's key material and the epoch."""
+    return replicate_key({**recipe, "checkpoint_epoch": epoch}, seed, device)
 
 
 class ModelCache:

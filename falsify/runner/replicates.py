@@ -20,7 +20,7 @@ from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
 from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
 from falsify.models.training import TrainResult, evaluate, train_replicate
-from falsify.runner.cache import ModelCache, replicate_key, weights_blob
+from falsify.runner.cache import ModelCache, checkpoint_key, replicate_key, weights_blob
 from falsify.runner.executors import Executor, LocalPool, threads_per_job
 from falsify.runner.identity import population_identity
 
@@ -48,6 +48,19 @@ class Replicate:
     condition: str = ""  # the grid condition's name; "" for a population without conditions
     metrics: dict[str, float] = field(default_factory=dict)  # recorded at training time
     repaired: str = ""  # why a damaged cache entry was retrained; "" when it was not
+    # epochs done -> this model's checkpoint then (training.checkpoint_epochs; runner.checkpoints)
+    checkpoints: dict[int, Replicate] = field(default_factory=dict)
+
+    def at_epoch(self, epoch: int | None) -> Replicate:
+        """This replicate as it was after ``epoch`` epochs (a checkpoint); itself for None."""
+        if epoch is None:
+            return self
+        if epoch not in self.checkpoints:
+            raise FalsifyError(
+                f"The model of seed {self.seed} has no checkpoint at epoch {epoch} (it keeps "
+                f"{sorted(self.checkpoints)}; see 'population.training.checkpoint_epochs')."
+            )
+        return self.checkpoints[epoch]
 
 
 def recipe_of(population: Population) -> dict[str, Any]:
@@ -56,17 +69,19 @@ def recipe_of(population: Population) -> dict[str, Any]:
     For a population with conditions, call it on each condition's resolved population
     (:func:`falsify.hypothesis.conditions.expand`). A field the recipe ignores is spelled at its
     default, so it does not split the cache. Each regularizer block is spelled as its
-    kind's ``recipe()`` (the flat names of before the blocks), so cache keys stay as they were.
+    kind's ``cache_recipe()`` (the flat names of before the blocks; a window only while one is
+    set), so cache keys stay as they were. ``training.checkpoint_epochs`` is left out: keeping
+    checkpoints leaves the trained weights as they are.
     """
     recipe = population.model_dump(mode="json", exclude={"seeds", "conditions"})
     training = population.training
-    for name in training.blocks():
+    for name in (*training.blocks(), *TrainingSpec.NOT_IN_RECIPE):
         del recipe["training"][name]
     for name, default in TrainingSpec.LATER_FIELDS.items():
         if recipe["training"][name] == default:
             del recipe["training"][name]
     for regularizer in training.regularizers():
-        recipe["training"] |= regularizer.recipe()
+        recipe["training"] |= regularizer.cache_recipe()
     if training.optimizer != "sgd":
         # Adam ignores momentum: spell it at its default so the key does not depend on it (and
         # keys of recipes that leave it alone stay as they were).
@@ -87,10 +102,11 @@ def _save(
     trainer: str,
     executor: str = "in-process",
 ) -> None:
-    cache.save(*_entry(population, device, seed, trained, seconds, trainer, executor))
+    for entry in _entries(population, device, seed, trained, seconds, trainer, executor):
+        cache.save(*entry)
 
 
-def _entry(
+def _entries(
     population: Population,
     device: torch.device,
     seed: int,
@@ -98,8 +114,9 @@ def _entry(
     seconds: float,
     trainer: str,
     executor: str,
-) -> tuple[str, nn.Module, dict[str, Any]]:
-    """A trained replicate's cache entry: its key, model and metadata."""
+) -> list[tuple[str, nn.Module, dict[str, Any]]]:
+    """A trained replicate's cache entries, each a key, model and metadata: its checkpoints
+    first (a published final entry then implies its checkpoints are cached too), then itself."""
     recipe = recipe_of(population)
     info = {
         "recipe": recipe,
@@ -113,7 +130,17 @@ def _entry(
         "trainer": trainer,
         "executor": executor,
     }
-    return replicate_key(recipe, seed, device), trained.model, info
+    out = []
+    for epoch, kept in trained.checkpoints.items():
+        measured = {
+            "test_accuracy": kept.test_accuracy,
+            "train_loss": kept.train_loss,
+            "metrics": kept.metrics,
+            "checkpoint_epoch": epoch,
+        }
+        out.append((checkpoint_key(recipe, epoch, seed, device), kept.model, info | measured))
+    out.append((replicate_key(recipe, seed, device), trained.model, info))
+    return out
 
 
 def train_to_cache(
@@ -150,15 +177,16 @@ def train_to_bytes(
     data: Dataset,
     threads: int,
     executor: str,
-) -> tuple[str, bytes, dict[str, Any]]:
+) -> list[tuple[str, bytes, dict[str, Any]]]:
     """A job's entry point on a node that may not see the caller's disk: train one replicate
-    and return its cache entry (key, safetensors bytes, metadata) for the caller to store."""
+    and return its cache entries (key, safetensors bytes, metadata; its checkpoints first, then
+    itself) for the caller to store."""
     torch.set_num_threads(threads)
     population = Population.model_validate(population_json)
     dev = torch.device(device)
     ((_, trained, seconds, trainer),) = train_seeds(population, data, [seed], dev, False)
-    key, model, info = _entry(population, dev, seed, trained, seconds, trainer, executor)
-    return key, weights_blob(model), info
+    entries = _entries(population, dev, seed, trained, seconds, trainer, executor)
+    return [(key, weights_blob(model), info) for key, model, info in entries]
 
 
 # Measured (docs/reports.md, "Parallel training"): 4 seeds of a 16-unit MLP on digits took
@@ -330,7 +358,8 @@ def _train_remote(
     bar = tqdm(
         done, total=len(args), desc="training", unit="model", disable=not progress, leave=False
     )
-    for key, blob, info in bar:
+    for entries in bar:
+        key, _, info = entries[-1]  # the replicate itself; checkpoints come before it
         if key not in keys:
             raise FalsifyError(
                 f"A {name} job trained seed {info['seed']} with torch {info['torch']} under a "
@@ -339,7 +368,8 @@ def _train_remote(
             )
         with cache.lock([key]):
             if not cache.verified(key):
-                cache.store(key, blob, info)
+                for entry in entries:
+                    cache.store(*entry)
                 stored.add(key)
     return stored
 

@@ -26,6 +26,7 @@ from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, load_checkpoint
 from falsify.models.memory import check_fits
 from falsify.runner.cache import ModelCache
+from falsify.runner.checkpoints import check_checkpoints, with_checkpoints
 from falsify.runner.estimate import estimate_training, format_duration
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
@@ -98,6 +99,7 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
     unit_fields = {layer: loc for loc, layer, holds in located if holds == "units"}
     check_undeclared(model.eval(), unit_fields, data.x_test[:2])
     _check_regularizers(hyp.population, model)
+    check_checkpoints(hyp)
     if hyp.population.conditions and not hyp.test.compares_conditions:
         grid = [tag for tag, cls in SHAPES.items() if cls.compares_conditions]
         raise hf.error(
@@ -221,6 +223,7 @@ def run_hypothesis(
             _within_budget(hf, p, device, max_hours)
         pop = hf.hypothesis.population
         reps = obtain_replicates(pop, p.data, cache, device, progress, executor)
+        reps = with_checkpoints(pop, reps, p.data, cache, device)
         evidence, table, verdict = run_shape(hf, p.data, reps, executor)
     provenance = {
         "file": str(hf.path),

@@ -101,6 +101,14 @@ class BetweenConditionsTest(ShapeKind):
             )
         for compare, loc in self.comparisons():
             compare.validate_grid(hf, conditions, loc)
+        method = hf.hypothesis.prediction.method
+        if self.model == "mixed" and method != "t":
+            raise LocatedError(
+                ("prediction", "method"),
+                "'t' with `test.model: mixed` (a resampling method resamples the per-seed "
+                "differences, slopes or levels, which needs no model; use `model: ols`)",
+                method,
+            )
 
     def _achieving(self, hf: HypothesisFile) -> set[str]:
         """Regularizers some condition switches on: their achieved metric is a column."""
@@ -125,7 +133,10 @@ class BetweenConditionsTest(ShapeKind):
         rows: list[dict[str, Any]] = []
         details: list[dict[str, Any]] = []
         for part in named:
-            found = part.outcome.details(trained) or {}
+            # An outcome read at a checkpoint measures the model as it was then.
+            at = rep.at_epoch(part.outcome.at_epoch)
+            read = TrainedModel(at.model, cond.population, data, rep.seed)
+            found = part.outcome.details(read) or {}
             if found:
                 details.append(
                     {"outcome": part.name, "condition": rep.condition, "seed": rep.seed, **found}
@@ -134,7 +145,7 @@ class BetweenConditionsTest(ShapeKind):
                 {
                     "part": rep.condition,
                     "seed": rep.seed,
-                    "statistic": found["value"] if found else part.outcome.compute(trained),
+                    "statistic": found["value"] if found else part.outcome.compute(read),
                     **({"outcome": part.name} if several else {}),
                     "test_accuracy": rep.test_accuracy,
                     **achieved,
@@ -205,8 +216,8 @@ class BetweenConditionsTest(ShapeKind):
             tidy = tidy.merge(extra if several else extra.drop(columns="outcome"), on=keys, how="left")
         if not several:
             tidy = tidy.rename(columns={"value": "outcome"})
-        outcome_labels = {op.name: op.outcome.describe() for op in named}
-        label = named[0].outcome.describe() if not several else "outcome"
+        outcome_labels = {op.name: op.outcome.described() for op in named}
+        label = named[0].outcome.described() if not several else "outcome"
         # Each outcome's statistic, by its own comparison (a difference, a slope, a level).
         kinds = [compare.wording for compare, _ in test.comparisons()]
         own = {op.name: f"{k} {outcome_labels[op.name]}" for op, k in zip(named, kinds, strict=True)}

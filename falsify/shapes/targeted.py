@@ -1,5 +1,9 @@
 """The targeted-vs-control shape (PRODUCT.md §3): ablate the k units ranked highest by a
-score vs k random units of the same layer, paired within each model."""
+score vs k random units of the same layer, paired within each model.
+
+The random groups match the targeted group's size; with ``random: {match: activation}`` they
+also match its distribution over strata of mean activation (docs/modularity-and-attribution.md,
+"Random groups matched on activation")."""
 
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ from torch import nn
 
 from falsify.errors import LocatedError
 from falsify.hypothesis.kinds import ShapeKind, UnitMeasure, UnitMeasureKind, register
-from falsify.hypothesis.types import Layers, Seed, Split
+from falsify.hypothesis.types import Frozen, Layers, Seed, Split
 from falsify.hypothesis.units import Fill
 from falsify.interventions import ablation_effects, random_masks, resolve_k, top_k_masks
+from falsify.interventions.groups import activation_strata, matched_random_masks
 from falsify.measures.selectivity import unit_activations
 from falsify.shapes.base import Evidence, Figure, require_replicates
 from falsify.stats import Part
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
     from falsify.hypothesis.loader import HypothesisFile
 
 __all__ = [
+    "RandomGroups",
     "TargetedTest",
     "control_generator",
     "paired_differences",
@@ -58,23 +64,35 @@ def targeted_vs_random(
     generator: torch.Generator,
     value: Fill = "zero",
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop",
+    strata: torch.Tensor | None = None,
 ) -> pd.DataFrame:
     """Ablation effects of targeted and random groups in one model: one row per group.
 
     ``scores``: name → per-unit score ``[units]``; the targeted group of size k is the top k
     units by that score. For each k, ``draws`` random groups of k units are drawn from
-    ``generator`` and shared by every score. Columns: score (empty for random groups), k,
-    group (``targeted`` or ``random``), draw, effect. Every group is evaluated in one sweep of
-    the batched ablation engine.
+    ``generator`` and shared by every score; with ``strata`` (a stratum per unit ``[units]``,
+    :func:`~falsify.interventions.groups.activation_strata`) each score's targeted group gets
+    its own ``draws`` groups matched to it stratum by stratum, and their rows carry the score.
+    Columns: score (empty for random groups shared by every score), k, group (``targeted`` or
+    ``random``), draw, effect. Every group is evaluated in one sweep of the batched ablation
+    engine.
     """
     n_units = next(iter(scores.values())).shape[0]
     blocks, rows = [], []
     for name, s in scores.items():
         blocks.append(top_k_masks(s, ks).cpu())
         rows += [{"score": name, "k": k, "group": "targeted", "draw": 0} for k in ks]
-    for k in ks:
-        blocks.append(random_masks(n_units, k, draws, generator))
-        rows += [{"score": "", "k": k, "group": "random", "draw": d} for d in range(draws)]
+    if strata is None:
+        for k in ks:
+            blocks.append(random_masks(n_units, k, draws, generator))
+            rows += [{"score": "", "k": k, "group": "random", "draw": d} for d in range(draws)]
+    else:
+        for name, s in scores.items():
+            for k, target in zip(ks, top_k_masks(s, ks).cpu(), strict=True):
+                blocks.append(matched_random_masks(strata, target, draws, generator))
+                rows += [
+                    {"score": name, "k": k, "group": "random", "draw": d} for d in range(draws)
+                ]
     masks = torch.cat(blocks).to(x.device)
     effects = ablation_effects(model, layer, x, y, masks, value=value, metric=metric)
     out = pd.DataFrame(rows)
@@ -84,10 +102,13 @@ def targeted_vs_random(
 
 def paired_differences(groups: pd.DataFrame) -> pd.DataFrame:
     """From :func:`targeted_vs_random` rows to one row per score × k: targeted, random, d."""
-    rand = groups[groups["group"] == "random"].groupby("k")["effect"]
+    random = groups[groups["group"] == "random"]
+    # Random groups matched to one score's targeted group carry that score; shared ones do not.
+    keys = ["score", "k"] if (random["score"] != "").any() else ["k"]
+    rand = random.groupby(keys)["effect"]
     control = pd.DataFrame({"random_mean": rand.mean(), "random_sd": rand.std(ddof=1)})
     tgt = groups[groups["group"] == "targeted"][["score", "k", "effect"]]
-    out = tgt.rename(columns={"effect": "targeted"}).merge(control, on="k")
+    out = tgt.rename(columns={"effect": "targeted"}).merge(control.reset_index(), on=keys)
     out["difference"] = out["targeted"] - out["random_mean"]
     return out
 
@@ -123,6 +144,19 @@ def _k_label(k: int | float, count: int) -> str:
     return f"{100 * k:g}% ({count} units)" if isinstance(k, float) else f"{count} units"
 
 
+class RandomGroups(Frozen):
+    """How the random comparison groups are drawn (docs/modularity-and-attribution.md).
+
+    ``match: size`` (default): k units uniformly at random, shared by every score.
+    ``match: activation``: also matched on activation magnitude: the layer's units are cut into
+    ``strata`` equal-count strata by their mean activation on the split, and each draw takes,
+    from every stratum, as many units as the score's targeted group has there.
+    """
+
+    match: Literal["size", "activation"] = "size"
+    strata: int = Field(5, ge=2)
+
+
 @register
 class TargetedTest(ShapeKind):
     """Ablate the k units ranked highest by a score vs k random units (PRODUCT.md §3).
@@ -138,6 +172,7 @@ class TargetedTest(ShapeKind):
     scores: tuple[UnitMeasure, ...]
     k: tuple[int | float, ...]
     draws: int = Field(20, ge=2)
+    random: RandomGroups = RandomGroups()
     control_seed: Seed = 0
     value: Fill = "zero"
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
@@ -187,7 +222,7 @@ class TargetedTest(ShapeKind):
 
     def check(self, hf: HypothesisFile, model: nn.Module, data: Any) -> None:
         """The SESOI fits an accuracy difference; every k fits every named layer: 1 ≤ count <
-        units, and distinct counts per layer."""
+        units, and distinct counts per layer; matching strata hold two units or more."""
         test = self
         if test.metric == "accuracy_drop" and hf.hypothesis.prediction.sesoi >= 1:
             raise LocatedError(
@@ -197,6 +232,13 @@ class TargetedTest(ShapeKind):
             )
         for layer in test.layers:
             n = _n_units(model, layer, data.x_test)
+            if test.random.match == "activation" and test.random.strata > n // 2:
+                raise LocatedError(
+                    ("test", "random", "strata"),
+                    f"at most {n // 2} for layer {layer!r} of {n} units (a stratum of one unit "
+                    "makes a matched random group copy the targeted one there)",
+                    test.random.strata,
+                )
             seen: dict[int, int | float] = {}
             for i, k in enumerate(test.k):
                 count = resolve_k(k, n)
@@ -233,6 +275,10 @@ class TargetedTest(ShapeKind):
             scores = {
                 s.kind: s.measure(rep.model, layer, x_in, y_in, data.n_classes) for s in test.scores
             }
+            strata = None
+            if test.random.match == "activation":
+                activation = unit_activations(rep.model, layer, x_in).mean(dim=0)
+                strata = activation_strata(activation, test.random.strata)
             groups = targeted_vs_random(
                 rep.model,
                 layer,
@@ -244,6 +290,7 @@ class TargetedTest(ShapeKind):
                 control_generator(test.control_seed, rep.seed, li),
                 test.value,
                 test.metric,
+                strata,
             )
             groups.insert(0, "layer", layer)
             groups.insert(0, "seed", rep.seed)
@@ -282,10 +329,16 @@ class TargetedTest(ShapeKind):
             ["part", "seed", "difference", "targeted", "random_mean", "random_sd", "test_accuracy"]
         ].rename(columns={"difference": "statistic"})
         tidy = pd.concat(group_rows, ignore_index=True)
+        shared = (
+            "shared by every score"
+            if test.random.match == "size"
+            else f"per score, matched to its targeted group on mean activation over "
+            f"{test.random.strata} equal-count strata of the layer's units"
+        )
         notes = [
-            f"Random groups: {test.draws} per replicate, layer and k, shared by every score, "
-            f"drawn from control_seed {test.control_seed} with the replicate's seed. Ablated "
-            f"units are set to {_FILL_WORDS[test.value]}."
+            f"Random groups: {test.draws} per replicate, layer and k, {shared}, drawn from "
+            f"control_seed {test.control_seed} with the replicate's seed. Ablated units are set "
+            f"to {_FILL_WORDS[test.value]}."
         ]
         return Evidence(
             parts=parts,
