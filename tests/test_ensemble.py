@@ -7,24 +7,29 @@ import torch
 
 from falsify.data import load_dataset
 from falsify.data.digits import DigitsData
+from falsify.hypothesis.conditions import expand
+from falsify.hypothesis.kinds import ArchitectureKind
 from falsify.hypothesis.schema import Population, TrainingSpec
-from falsify.models import ensemble
+from falsify.models import stacked
+from falsify.models.cnn import CNNSpec
 from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
 from falsify.models.mlp import MLPSpec
+from falsify.models.resnet import ResNet20Spec
 from falsify.models.training import train_replicate
 from falsify.runner.cache import ModelCache
-from falsify.runner.replicates import obtain_replicates
+from falsify.runner.executors import LocalPool
+from falsify.runner.replicates import _ensemble_is_faster, obtain_replicates
 
 CPU = torch.device("cpu")
 DATA = DigitsData(kind="digits")
 
 
-def population(**training: object) -> Population:
+def population(model: ArchitectureKind | None = None, **training: object) -> Population:
     return Population(
         data=DATA,
-        model=MLPSpec(kind="mlp", hidden=(16, 8)),
+        model=model or MLPSpec(kind="mlp", hidden=(16, 8)),
         # 1437 training examples: batches of 100 leave a last batch of 37.
-        training=TrainingSpec(epochs=2, batch_size=100, **training),
+        training=TrainingSpec(**({"epochs": 2, "batch_size": 100} | training)),
         seeds=3,
     )
 
@@ -49,8 +54,7 @@ def test_each_model_equals_sequential_training_bit_for_bit(training) -> None:
     for seed, ens in zip(pop.seeds, together, strict=True):
         seq = train_replicate(pop, data, seed, CPU)
         assert same_weights(ens.model, seq.model), seed
-        # The reported loss may differ in the last bit (batched sum order); weights do not.
-        assert ens.train_loss == pytest.approx(seq.train_loss, rel=1e-6)
+        assert ens.train_loss == seq.train_loss
         assert ens.test_accuracy == seq.test_accuracy
     assert not same_weights(together[0].model, together[1].model)
 
@@ -73,9 +77,61 @@ def test_fast_mode_agrees_to_float_rounding() -> None:
             assert torch.allclose(v, seq[k], atol=1e-4), k
 
 
-@pytest.mark.parametrize("model", [{"batch_norm": True}, {"dropout": 0.2}])
-def test_recipes_it_cannot_reproduce_are_trained_sequentially(tmp_path, model) -> None:
-    pop = population().model_copy(update={"model": MLPSpec(kind="mlp", hidden=(8,), **model)})
+# Batch norm (its own statistics and running averages per replicate, the batch-of-one skip),
+# dropout (each replicate's masks from its own generator) and convolutions (grouped), each
+# with a recipe feature that is uniform across replicates (schedule, optimizer, labels).
+ARCHITECTURES = {
+    "mlp batch norm + dropout": (
+        MLPSpec(kind="mlp", hidden=(16, 8), batch_norm=True, dropout=0.2),
+        # 1437 examples in batches of 718: a last batch of one, skipped under batch norm.
+        {"lr": 0.01, "batch_size": 718, "epochs": 3},
+    ),
+    "mlp dropout, adamw + warm-up": (
+        MLPSpec(kind="mlp", hidden=(16,), dropout=0.5),
+        {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.1, "warmup_steps": 5},
+    ),
+    "cnn batch norm + dropout, label noise": (
+        CNNSpec(kind="cnn", channels=(4, 8), batch_norm=True, dropout=0.1),
+        {"lr": 0.01, "epochs": 1, "label_noise": 0.5},
+    ),
+    "cnn, sgd": (
+        CNNSpec(kind="cnn", channels=(4, 8)),
+        {"optimizer": "sgd", "lr": 0.05, "epochs": 1, "weight_decay": 1e-3},
+    ),
+    "resnet20": (ResNet20Spec(kind="resnet20", width=2), {"lr": 0.01, "steps": 6}),
+}
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_architecture_equals_sequential_training_bit_for_bit(name) -> None:
+    model, training = ARCHITECTURES[name]
+    pop = population(model, **training)
+    assert supports_ensemble(pop)
+    data = load_dataset(DATA)
+    together = train_ensemble(pop, data, list(pop.seeds), CPU)
+    for seed, ens in zip(pop.seeds, together, strict=True):
+        seq = train_replicate(pop, data, seed, CPU)
+        # Weights and batch norm's running statistics.
+        assert same_weights(ens.model, seq.model), seed
+        assert ens.train_loss == seq.train_loss
+        assert ens.test_accuracy == seq.test_accuracy
+    assert not same_weights(together[0].model, together[1].model)
+
+
+def test_a_dropout_model_does_not_depend_on_the_other_members() -> None:
+    pop = population(MLPSpec(kind="mlp", hidden=(16,), batch_norm=True, dropout=0.3), lr=0.01)
+    data = load_dataset(DATA)
+    alone = train_ensemble(pop, data, [2], CPU)[0]
+    among = train_ensemble(pop, data, [5, 2, 0], CPU)[1]
+    assert same_weights(alone.model, among.model)
+
+
+@pytest.mark.parametrize(
+    "training",
+    [{"control": "permuted_labels"}, {"control": "shuffled"}, {"selectivity": {"alpha": 1}}],
+)
+def test_recipes_it_cannot_reproduce_are_trained_sequentially(tmp_path, training) -> None:
+    pop = population(**training)
     assert not supports_ensemble(pop)
     data = load_dataset(DATA)
     with pytest.raises(NotBatchable):
@@ -87,7 +143,7 @@ def test_recipes_it_cannot_reproduce_are_trained_sequentially(tmp_path, model) -
 def test_no_exact_batched_arithmetic_falls_back_to_sequential(tmp_path, monkeypatch) -> None:
     # A bias gradient that no longer matches nn.Linear's: the probe must refuse to batch.
     wrong = (lambda g: g.sum(dim=1) * 1.5, lambda g: g.sum(dim=1) * 1.5)
-    monkeypatch.setattr(ensemble, "_GRAD_BIAS", wrong)
+    monkeypatch.setattr(stacked, "_GRAD_BIAS", wrong)
     pop = population(lr=0.01)
     data = load_dataset(DATA)
     with pytest.raises(NotBatchable):
@@ -119,3 +175,18 @@ def _entry(root, key: str, ext: str):
 
 def _trainer(root, key: str) -> str:
     return json.loads(_entry(root, key, "json").read_text())["trainer"]
+
+
+@pytest.mark.parametrize(
+    ("model", "jobs", "in_process"),
+    [
+        (MLPSpec(kind="mlp"), 2, True),
+        (MLPSpec(kind="mlp"), 4, False),
+        (CNNSpec(kind="cnn"), 2, False),
+    ],
+)
+def test_jobs_go_to_the_pool_where_it_beats_the_ensemble(model, jobs, in_process) -> None:
+    # The ensemble's measured speed-up (ensemble_speedup) against the pool's processes.
+    pop = population(model)
+    work = [(c, seed) for c in expand(pop) for seed in pop.seeds]
+    assert _ensemble_is_faster(LocalPool(jobs), work, CPU) is in_process

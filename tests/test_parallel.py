@@ -25,8 +25,8 @@ def _run(path: Path, out: Path, cache: Path, *extra: str) -> None:
 
 
 def test_parallel_run_equals_sequential(write, tiny_yaml, tmp_path) -> None:
-    # Dropout keeps the recipe off the ensemble trainer, so '--jobs 2' does use the pool.
-    path = write(tiny_yaml.replace("hidden: [16]}", "hidden: [16], dropout: 0.1}"))
+    # A regularizer keeps the recipe off the ensemble trainer, so '--jobs 2' does use the pool.
+    path = write(tiny_yaml.replace("lr: 0.01}", "lr: 0.01, selectivity: {alpha: 0.1}}"))
     _run(path, tmp_path / "seq", tmp_path / "c1")
     _run(path, tmp_path / "par", tmp_path / "c2", "--jobs", "2")
     assert (tmp_path / "par" / "tiny.csv").read_bytes() == (
@@ -105,11 +105,11 @@ def test_ray_instance_started_is_shut_down_and_job_errors_arrive_plain() -> None
 
 
 def test_killed_run_leaves_whole_cache_and_resumes(write, tiny_yaml, tmp_path) -> None:
-    # Dropout keeps training sequential (one model at a time), so the kill lands between saves.
+    # A regularizer keeps training sequential (one model at a time): kills land between saves.
     slow = (
         tiny_yaml.replace("seeds: 3", "seeds: 8")
         .replace("epochs: 3", "epochs: 40")
-        .replace("hidden: [16]}", "hidden: [16], dropout: 0.1}")
+        .replace("lr: 0.01}", "lr: 0.01, selectivity: {alpha: 0.1}}")
     )
     path = write(slow)
     out, cache = tmp_path / "out", tmp_path / "cache"

@@ -325,6 +325,9 @@ class Prediction(Frozen):
     alpha: float = Field(0.05, gt=0.0, lt=0.5)
     combine: Literal["all", "any"] = "all"
     adjust: Literal["holm", "bonferroni", "none"] = "holm"
+    # How the CI and p-values come from the replicates (docs/methods.md): Student's t, a BCa
+    # bootstrap, or an exact sign-flip (permutation) test.
+    method: Literal["t", "bootstrap", "permutation"] = "t"
 
 
 class Source(Frozen):

@@ -75,6 +75,7 @@ class CNNSpec(ArchitectureKind):
 
     label: ClassVar[str] = "small conv net"
     docs: ClassVar[str] = "docs/file-format.md"
+    ensemble: ClassVar[bool] = True
 
     def build(self, input_shape: tuple[int, ...], n_classes: int) -> CNN:
         return build_cnn(self, input_shape, n_classes)

@@ -75,10 +75,6 @@ class MLPSpec(ArchitectureKind):
     docs: ClassVar[str] = "docs/file-format.md"
     ensemble: ClassVar[bool] = True
 
-    def ensemble_ready(self) -> bool:
-        # The stacked trainer implements plain linear blocks only.
-        return super().ensemble_ready() and not self.batch_norm and self.dropout == 0.0
-
     def build(self, input_shape: tuple[int, ...], n_classes: int) -> MLP:
         return build_mlp(self, input_shape, n_classes)
 

@@ -111,6 +111,7 @@ class ResNet20Spec(ArchitectureKind):
 
     label: ClassVar[str] = "ResNet-20"
     docs: ClassVar[str] = "docs/file-format.md"
+    ensemble: ClassVar[bool] = True
 
     def build(self, input_shape: tuple[int, ...], n_classes: int) -> ResNet20:
         return build_resnet20(self, input_shape, n_classes)

@@ -24,7 +24,8 @@ def format_table(table: pd.DataFrame) -> str:
     for r in table.to_dict("records"):
         cells = [
             r["shape"],
-            r["method"],
+            r["method"]
+            + ("" if r["offered"] or "not offered" in r["method"] else " (not offered)"),
             str(r["replicates"]),
             f"{r['supported_under_null']:.3f}",
             f"{r['falsified_at_sesoi']:.3f}",
@@ -84,10 +85,14 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
     power_cols = [c for c in table.columns if c.startswith("power_at_")]
     xs = [0.0] + [float(c.split("_")[2]) for c in power_cols]
     groups = list(dict.fromkeys(zip(table["shape"], table["method"], strict=True)))
-    fig = Figure(figsize=(4.2 * len(groups), 3.6))
-    axes = fig.subplots(1, len(groups), squeeze=False)
+    cols = min(4, len(groups))
+    rows = -(-len(groups) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     alpha = table.attrs.get("alpha", 0.05)
-    for ax, (shape, method) in zip(axes[0], groups, strict=True):
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    for ax, (shape, method) in zip(axes.flat, groups, strict=False):
         sub = table[(table["shape"] == shape) & (table["method"] == method)]
         for r in sub.to_dict("records"):
             ys = [r["supported_under_null"]] + [r[c] for c in power_cols]
@@ -96,8 +101,9 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{shape}\n{method}", fontsize=9)
         ax.set_xlabel("true effect / SESOI")
-    axes[0][0].set_ylabel("P(SUPPORTED)")
-    axes[0][-1].legend(fontsize=8, frameon=False)
+    for row in axes:
+        row[0].set_ylabel("P(SUPPORTED)")
+    axes.flat[len(groups) - 1].legend(fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -126,7 +132,14 @@ def write_calibration(
         "- FALSIFIED at θ=δ: false falsification when the true effect equals the SESOI; must be ≤ α.",
         "- power at mδ: P(SUPPORTED) when the true effect is m·δ.",
         f"- calibrated: both error rates ≤ α + 3 Monte-Carlo SE ({alpha + 3 * se:.3f}).",
-        "- Methods marked (not offered) are shown only to justify the choice of method.",
+        "- Methods marked (not offered) are shown only to justify the choice of method, or at a "
+        "replicate count the product refuses for that `prediction.method` (the BCa bootstrap "
+        "below 30 replicates; the sign-flip test where its smallest p, 2^-k, is not below α).",
+        "- BCa bootstrap rows are approximate: their error rates come near α only from about 30 "
+        "replicates (docs/verdicts.md), so they are shown and not required to be calibrated.",
+        "- `prediction.method` (docs/methods.md): the t rows are `t`; BCa bootstrap rows "
+        "`bootstrap`; sign-flip rows `permutation`; each resamples the same per-replicate "
+        "values the t row pools.",
         "- Rows marked stress simulate data outside the method's assumptions (strongly skewed "
         "per-replicate effects); they show where a verdict needs care and are not required "
         "to be calibrated.",

@@ -102,6 +102,11 @@ def _table(df: pd.DataFrame, columns: dict[str, str], digits: int = 3) -> str:
     return "\n".join([head, sep, *rows])
 
 
+def _has_g(parts: pd.DataFrame) -> bool:
+    """Whether some part's effect is a standardized mean difference (so has a Hedges' g)."""
+    return "hedges_g" in parts and bool(parts["hedges_g"].notna().any())
+
+
 def _preregistration(o: Outcome) -> list[str]:
     pre = o.preregistration
     if pre is None:
@@ -187,6 +192,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
                 "n_replicates": "replicates",
                 "n_units": "units",
                 "effect_size": "standardized effect",
+                **({"hedges_g": "Hedges' g"} if _has_g(o.parts) else {}),
                 "verdict": "verdict",
             },
         )
@@ -195,6 +201,18 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     kinds = ", ".join(dict.fromkeys(o.parts["effect_size_kind"]))
     methods = "; ".join(dict.fromkeys(o.parts["method"]))
     out.append(f"Standardized effect size: {kinds}. Method: {methods}.")
+    if _has_g(o.parts):
+        out.append(
+            "Hedges' g is the standardized effect with the small-sample correction: "
+            "g = d · J(n − 1), J(m) = Γ(m/2) / (√(m/2) · Γ((m − 1)/2)) (Hedges 1981; "
+            "docs/verdicts.md)."
+        )
+    if pred.method != "t" and "inference" in o.parts:
+        inference = "; ".join(dict.fromkeys(o.parts["inference"]))
+        out.append(
+            f"CI and p-values (`prediction.method: {pred.method}`): {inference}, in place of "
+            "the t reference of the method above."
+        )
     directions = set(o.parts["direction"]) if "direction" in o.parts else {pred.direction}
     directional = {d != "none" for d in directions}
     out.append(" ".join(_P_VALUES[k] for k in (True, False) if k in directional))

@@ -18,7 +18,12 @@ from falsify.hypothesis.conditions import Condition, expand
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
 from falsify.models.checkpoint import checkpoint_paths, file_sha256, load_checkpoint
-from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
+from falsify.models.ensemble import (
+    NotBatchable,
+    ensemble_speedup,
+    supports_ensemble,
+    train_ensemble,
+)
 from falsify.models.training import TrainResult, evaluate, train_replicate
 from falsify.runner.cache import ModelCache, checkpoint_key, replicate_key, weights_blob
 from falsify.runner.executors import Executor, LocalPool, threads_per_job
@@ -203,13 +208,16 @@ def _ensemble_is_faster(
     """Whether a local pool's jobs are better trained here, as one ensemble per condition.
 
     A spawned job pays for starting Python, importing torch and loading the data, while the
-    ensemble trainer trains a condition's seeds in one batched pass on every CPU thread.
+    ensemble trainer trains a condition's seeds in one batched pass; it is preferred while its
+    speed-up over sequential training (:func:`falsify.models.ensemble.ensemble_speedup`) is at
+    least the pool's number of processes.
     """
     return (
         isinstance(executor, LocalPool)
         and device.type == "cpu"
         and len(jobs) > 1
         and all(supports_ensemble(condition.population) for condition, _ in jobs)
+        and executor.jobs <= min(ensemble_speedup(condition.population) for condition, _ in jobs)
     )
 
 

@@ -33,6 +33,7 @@ from falsify.runner.outcome import Outcome
 from falsify.runner.provenance import git_state
 from falsify.runner.replicates import obtain_replicates
 from falsify.shapes.base import run_shape
+from falsify.stats.resampling import check_method
 from falsify.units import check_undeclared, unit_view, weight_module
 
 __all__ = ["Plan", "plan", "run_hypothesis"]
@@ -107,6 +108,8 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
             f"empty for the {hyp.test.kind} test (only {grid} tests compare conditions)",
             dict(hyp.population.conditions),
         )
+    pred = hyp.prediction
+    check_method(pred.method, pred.alpha, len(hyp.population.seeds), "this population")
     hyp.test.check(hf, model, data)
 
 

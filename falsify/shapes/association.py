@@ -14,6 +14,7 @@ from falsify.hypothesis.kinds import ShapeKind, UnitEffect, UnitMeasure, registe
 from falsify.hypothesis.types import Layers, Split
 from falsify.shapes.base import PARTS_TABLE, Evidence, Figure, require_replicates
 from falsify.stats import Part, correlation, pool_correlations
+from falsify.stats.association import fisher_z
 
 if TYPE_CHECKING:
     from falsify.hypothesis.loader import HypothesisFile
@@ -50,6 +51,14 @@ class AssociationTest(ShapeKind):
                 ("prediction", "sesoi"),
                 "below 1 (an association test's effect is a correlation r)",
                 hf.hypothesis.prediction.sesoi,
+            )
+        method = hf.hypothesis.prediction.method
+        if self.pooling == "random_effects" and method != "t":
+            raise LocatedError(
+                ("prediction", "method"),
+                "'t' with `test.pooling: random_effects` (a resampling method resamples the "
+                "unweighted per-replicate Fisher z, which is `pooling: t`)",
+                method,
             )
 
     def replicate_evidence(
@@ -125,6 +134,7 @@ class AssociationTest(ShapeKind):
                     effect_size_kind=f"{test.correlation} r",
                     method=f"per-replicate {test.correlation} r, pooled by {pooling}",
                     n_units=int(np.median(ns)),
+                    values=tuple(fisher_z(rs)) if test.pooling == "t" else None,
                 )
             )
         tidy = pd.concat(unit_rows, ignore_index=True)

@@ -201,6 +201,8 @@ class BetweenConditionsTest(ShapeKind):
                     effect_size_kind=compare.effect_size_kind,
                     method=fit.method,
                     direction=op.direction,
+                    values=tuple(fit.values[key]) if key in fit.values else None,
+                    standardized=True,
                 )
                 for name, key in part_keys
             ]

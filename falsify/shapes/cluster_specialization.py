@@ -183,6 +183,8 @@ class ClusterSpecializationTest(ShapeKind):
                     effect_size_kind="Cohen's d_z",
                     method=f"per-replicate mean over {test.k} clusters of cluster − mean of "
                     f"{test.draws} same-size random groups, one-sample t over replicates",
+                    values=tuple(d),
+                    standardized=True,
                 )
             )
         stat = _STATISTIC_LABELS[test.statistic].format(m=test.m)

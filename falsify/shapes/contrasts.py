@@ -116,7 +116,8 @@ class TrendContrast(_Contrast):
         position = {c.name: i for i, c in enumerate(conditions)}
         value = {c.name: c.value(self.factor) for c in conditions}
         xs = table["condition"].map(position if self.scale == "rank" else value)
-        fit = fit_trend(table.assign(x=xs.astype(float)), model)
+        alpha = hf.hypothesis.prediction.alpha
+        fit = fit_trend(table.assign(x=xs.astype(float)), model, alpha)
         unit = "grid step" if self.scale == "rank" else "unit"
         short = self.factor.partition(".")[2]
         return fit, [(f"slope per {unit} of {short}", "trend")]

@@ -131,6 +131,8 @@ def pooled_parts(differences: pd.DataFrame, draws: int) -> list[Part]:
                 method=f"per-replicate targeted − mean of {draws} random groups, "
                 "one-sample t over replicates",
                 n_units=int(sub["k"].iloc[0]),
+                values=tuple(d),
+                standardized=True,
             )
         )
     return parts

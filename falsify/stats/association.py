@@ -26,7 +26,7 @@ from statsmodels.stats.meta_analysis import combine_effects
 from falsify.stats._options import check_option
 from falsify.stats.estimate import TEstimate
 
-__all__ = ["correlation", "fisher_z_variance", "pool_correlations"]
+__all__ = ["correlation", "fisher_z", "fisher_z_variance", "pool_correlations"]
 
 _R_MAX = 1 - 1e-9  # keeps arctanh finite for a perfect correlation
 _METHODS = ("spearman", "pearson", "kendall")
@@ -46,6 +46,11 @@ def correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
     if method == "pearson":
         return float(stats.pearsonr(x, y).statistic)
     return float(stats.kendalltau(x, y).statistic)
+
+
+def fisher_z(r: Sequence[float]) -> np.ndarray:
+    """atanh(r), with |r| = 1 kept finite: the test scale of a pooled correlation."""
+    return np.arctanh(np.clip(np.asarray(r, dtype=float), -_R_MAX, _R_MAX))
 
 
 def fisher_z_variance(n: np.ndarray, method: str) -> np.ndarray:
@@ -69,7 +74,7 @@ def pool_correlations(
     """
     check_option("pooling", pooling, _POOLINGS)
     check_option("method", method, _METHODS)
-    z = np.arctanh(np.clip(np.asarray(r, dtype=float), -_R_MAX, _R_MAX))
+    z = fisher_z(r)
     k = len(z)
     if k < 2:
         raise ValueError("pooling needs at least two replicates")

@@ -44,17 +44,52 @@ import statsmodels.api as sm
 from falsify.stats._options import check_option
 from falsify.stats.estimate import TEstimate
 
-__all__ = ["BetweenFit", "fit_contrasts", "fit_levels", "fit_trend"]
+__all__ = ["BetweenFit", "LackOfFit", "fit_contrasts", "fit_levels", "fit_trend", "lack_of_fit"]
+
+
+@dataclass(frozen=True)
+class LackOfFit:
+    """The F test of the level-means model against the straight line (docs/methods.md)."""
+
+    f: float
+    df_num: int
+    df_den: int
+    p: float
+    alpha: float
+
+    @property
+    def flagged(self) -> bool:
+        return self.p < self.alpha
+
+    def note(self) -> str:
+        test = (
+            f"F({self.df_num}, {self.df_den}) = {self.f:.3g}, p = {self.p:.3g}: the model with "
+            "one mean per level against the straight line, both with seed fixed effects"
+        )
+        if self.flagged:
+            return (
+                f"Lack of fit: the outcome does not follow a straight line across the levels "
+                f"({test}; p < α = {self.alpha:g}). The slope summarizes a pattern that is not "
+                "linear (e.g. flat, then a collapse at one end of the grid); read the figure, "
+                "or test the levels with reference contrasts, before reading the slope."
+            )
+        return f"Lack of fit: none detected at α = {self.alpha:g} ({test})."
 
 
 @dataclass(frozen=True)
 class BetweenFit:
-    """Estimates by part name, the model that ran, and notes (e.g. why a fallback ran)."""
+    """Estimates by part name, the model that ran, and notes (e.g. why a fallback ran).
+
+    ``values``: per part, the per-seed values whose mean is its estimate (differences from the
+    reference, slopes, or levels), for the resampling methods (:mod:`falsify.stats.resampling`).
+    """
 
     estimates: dict[str, TEstimate]
     effect_sizes: dict[str, float]  # standardized: d_z of the per-seed differences or slopes
     method: str
     notes: list[str] = field(default_factory=list)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    lack_of_fit: LackOfFit | None = None
 
 
 _MODELS = ("ols", "mixed")
@@ -110,7 +145,8 @@ def fit_contrasts(
     if n < 2:
         raise ValueError("contrasts need at least 2 seeds with an outcome in every condition")
     others = [c for c in conditions if c != reference]
-    effect = {c: _d_z((wide[c] - wide[reference]).to_numpy()) for c in others}
+    values = {c: (wide[c] - wide[reference]).to_numpy(float) for c in others}
+    effect = {c: _d_z(v) for c, v in values.items()}
     if model == "mixed":
         why = None if n >= 3 else f"only {n} seeds (MixedLM needs at least 3)"
         if why is None:
@@ -144,6 +180,7 @@ def fit_contrasts(
                 f"MixedLM (REML), seed random intercept, all {len(conditions)} conditions; "
                 f"t with (n−1)(C−1) = {df} df",
                 notes,
+                values,
             )
         notes.append(f"model: mixed was asked for, but {why}; OLS ran instead.")
     est = {c: _ols_contrast(wide, reference, c) for c in others}
@@ -152,11 +189,42 @@ def fit_contrasts(
         effect,
         f"OLS with seed fixed effects (paired by seed), HC2 robust SE; t with n−1 = {n - 1} df",
         notes,
+        values,
     )
 
 
-def fit_trend(table: pd.DataFrame, model: str) -> BetweenFit:
-    """Slope of y on x; ``table`` has columns seed, x, y (one row per trained model)."""
+def lack_of_fit(table: pd.DataFrame, alpha: float) -> LackOfFit | None:
+    """The F test of one mean per level of x against a straight line in x, both with seed
+    fixed effects (the pairing by seed), on the replicate-level ``table`` (seed, x, y).
+
+    statsmodels' ``compare_f_test`` of the nested OLS fits; with one model per seed and level
+    the error term is the seed × level interaction, the randomized-block ANOVA's. A seed's own
+    slope is linear in x and so is not read as lack of fit; it only widens the error term.
+    None when there are fewer than 3 levels (a line through 2 level means fits exactly) or no
+    error degrees of freedom.
+    """
+    levels = np.sort(table["x"].unique())
+    if len(levels) < 3:
+        return None
+    x = table["x"].to_numpy(float)
+    seeds = _seed_dummies(table["seed"])
+    level_dummies = (x[:, None] == levels[None, 1:]).astype(float)
+    y = table["y"].to_numpy(float)
+    full = sm.OLS(y, np.column_stack([np.ones(len(y)), level_dummies, seeds])).fit()
+    linear = sm.OLS(y, np.column_stack([np.ones(len(y)), x, seeds])).fit()
+    if full.df_resid < 1 or full.ssr <= 0:
+        return None
+    f, p, df_num = full.compare_f_test(linear)
+    return LackOfFit(float(f), int(df_num), int(full.df_resid), float(p), alpha)
+
+
+def fit_trend(table: pd.DataFrame, model: str, alpha: float | None = 0.05) -> BetweenFit:
+    """Slope of y on x; ``table`` has columns seed, x, y (one row per trained model).
+
+    A lack-of-fit test (:func:`lack_of_fit` at ``alpha``) says whether the slope summarizes a
+    straight line; its result is a note. ``alpha`` None: no check (the calibration needs only
+    the slope).
+    """
     check_option("model", model, _MODELS)
     table = table.dropna(subset=["y"])
     seeds = sorted(table["seed"].unique())
@@ -167,7 +235,8 @@ def fit_trend(table: pd.DataFrame, model: str) -> BetweenFit:
         [np.polyfit(g["x"], g["y"], 1)[0] for _, g in table.groupby("seed") if g["x"].nunique() > 1]
     )
     effect = {"trend": _d_z(slopes)}
-    notes: list[str] = []
+    lof = lack_of_fit(table, alpha) if alpha is not None else None
+    notes: list[str] = [lof.note()] if lof is not None else []
     if model == "mixed":
         why = None if n >= 3 else f"only {n} seeds (MixedLM needs at least 3)"
         if why is None:
@@ -188,6 +257,8 @@ def fit_trend(table: pd.DataFrame, model: str) -> BetweenFit:
                 effect,
                 f"MixedLM (REML), seed random intercept and slope; t with n−1 = {n - 1} df",
                 notes,
+                {"trend": slopes},
+                lof,
             )
         notes.append(f"model: mixed was asked for, but {why}; OLS ran instead.")
     X = np.column_stack(
@@ -202,6 +273,8 @@ def fit_trend(table: pd.DataFrame, model: str) -> BetweenFit:
         effect,
         f"OLS with seed fixed effects, SE clustered by seed; t with n−1 = {n - 1} df",
         notes,
+        {"trend": slopes},
+        lof,
     )
 
 
@@ -212,6 +285,7 @@ def fit_levels(table: pd.DataFrame, conditions: list[str]) -> BetweenFit:
     """
     est: dict[str, TEstimate] = {}
     effect: dict[str, float] = {}
+    values: dict[str, np.ndarray] = {}
     ns = []
     for c in conditions:
         y = table.loc[table["condition"] == c, "y"].dropna().to_numpy(float)
@@ -219,6 +293,9 @@ def fit_levels(table: pd.DataFrame, conditions: list[str]) -> BetweenFit:
             raise ValueError(f"the level of {c} needs at least 2 seeds with an outcome")
         est[c] = TEstimate(float(y.mean()), float(y.std(ddof=1) / np.sqrt(len(y))), len(y) - 1)
         effect[c] = _d_z(y)
+        values[c] = y
         ns.append(len(y))
     dfs = ", ".join(sorted({str(n - 1) for n in ns}))
-    return BetweenFit(est, effect, f"one-sample t over seeds against 0; t with n−1 = {dfs} df")
+    return BetweenFit(
+        est, effect, f"one-sample t over seeds against 0; t with n−1 = {dfs} df", [], values
+    )

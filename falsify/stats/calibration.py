@@ -8,6 +8,10 @@ functions then decide. Over many simulations this gives, per shape, method and k
   most α up to Monte-Carlo error;
 - the rate of FALSIFIED when θ equals the SESOI (at the boundary): at most α as well;
 - power: the rate of SUPPORTED at θ = 2δ and 3δ.
+
+Each ``prediction.method`` has its rows: the t reference of each shape, and the BCa bootstrap
+and sign-flip test (:mod:`falsify.stats.resampling`) of the same per-replicate values. Rows at a
+replicate count the product refuses for a method are shown, marked not offered.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
-from falsify.stats.association import pool_correlations
+from falsify.stats.association import fisher_z, pool_correlations
 from falsify.stats.between import fit_contrasts, fit_trend
-from falsify.stats.estimate import TEstimate
+from falsify.stats.estimate import Scale, TEstimate
 from falsify.stats.paired import paired_t
+from falsify.stats.resampling import min_replicates, resample
 from falsify.stats.verdict import Verdict, p_values, verdict_from_p
 
 __all__ = ["SIMULATORS", "Simulator", "calibrate"]
 
 # rng, number of replicates k, true effect θ -> the pooled estimate of one simulated study
 Simulate = Callable[[np.random.Generator, int, float], TEstimate]
+# rng, k, θ -> the k per-replicate values on the test scale (what the resampling methods use)
+Values = Callable[[np.random.Generator, int, float], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,12 @@ class Simulator:
     simulate: Simulate
     offered: bool = True  # False: shown only as a comparison, not selectable in a file
     stress: bool = False  # True: data outside the method's assumptions, shown, not required
+    # True: a method whose error rates are only near α (the BCa bootstrap): shown, not
+    # required to be within α + 3 Monte-Carlo SE
+    approximate: bool = False
+    # The prediction.method it calibrates; the product refuses a method below its
+    # min_replicates, and rows below that are shown (they say why) but marked not offered.
+    prediction_method: str = "t"
 
 
 _N_UNITS = 64
@@ -84,15 +97,47 @@ _SIGMA_DRAW = 0.03  # sd of one random group's effect within a model
 _DRAWS = 50
 
 
-def _targeted(skewed: bool) -> Simulate:
-    def simulate(rng: np.random.Generator, k: int, theta: float) -> TEstimate:
+def _targeted_differences(skewed: bool) -> Values:
+    def values(rng: np.random.Generator, k: int, theta: float) -> np.ndarray:
         # A model's own true difference: normal, or right-skewed (centred exponential).
         spread = rng.exponential(1.0, size=k) - 1.0 if skewed else rng.standard_normal(k)
         own = theta + _SIGMA_MODEL * spread
         control_noise = rng.normal(0.0, _SIGMA_DRAW, size=(k, _DRAWS)).mean(axis=1)
-        return paired_t(own - control_noise)
+        return own - control_noise
+
+    return values
+
+
+def _targeted(skewed: bool) -> Simulate:
+    values = _targeted_differences(skewed)
+
+    def simulate(rng: np.random.Generator, k: int, theta: float) -> TEstimate:
+        return paired_t(values(rng, k, theta))
 
     return simulate
+
+
+def _resampled(values: Values, method: str, scale: Scale = "identity") -> Simulate:
+    """The per-replicate ``values`` of a shape, decided by a resampling ``method``."""
+
+    def simulate(rng: np.random.Generator, k: int, theta: float) -> TEstimate:
+        return resample(values(rng, k, theta), method, scale)
+
+    return simulate
+
+
+def _association_z(rng: np.random.Generator, k: int, theta: float) -> np.ndarray:
+    return fisher_z(_replicate_correlations(rng, k, theta))
+
+
+def _contrast_differences(rng: np.random.Generator, k: int, theta: float) -> np.ndarray:
+    conditions = [str(i) for i in range(_N_CONDITIONS)]
+    fit = fit_contrasts(_grid(rng, k, theta, False), "0", conditions, "ols")
+    return fit.values[conditions[-1]]
+
+
+def _trend_slopes(rng: np.random.Generator, k: int, theta: float) -> np.ndarray:
+    return fit_trend(_grid(rng, k, theta, True), "ols", None).values["trend"]
 
 
 def _targeted_model(skewed: bool) -> str:
@@ -138,7 +183,7 @@ def _contrast(model: str) -> Simulate:
 
 def _trend(model: str) -> Simulate:
     def simulate(rng: np.random.Generator, k: int, theta: float) -> TEstimate:
-        return fit_trend(_grid(rng, k, theta, True), model).estimates["trend"]
+        return fit_trend(_grid(rng, k, theta, True), model, None).estimates["trend"]
 
     return simulate
 
@@ -153,6 +198,9 @@ _ASSOC_MODEL = (
     f"per replicate, {_N_UNITS} units with bivariate-normal (x, y); the replicate's true "
     f"Spearman correlation is tanh(atanh(θ) + N(0, {_TAU}²)); Spearman r per replicate"
 )
+
+# prediction.method -> how the calibration table names it
+_RESAMPLING = {"bootstrap": "BCa bootstrap", "permutation": "sign-flip test"}
 
 SIMULATORS: list[Simulator] = [
     Simulator("association", "t interval of Fisher z", 0.1, _ASSOC_MODEL, _association("t")),
@@ -199,6 +247,58 @@ SIMULATORS: list[Simulator] = [
         _GRID_MODEL,
         _trend("ols"),
     ),
+    *(
+        Simulator(
+            shape,
+            f"{what}: {_RESAMPLING[method]}",
+            sesoi,
+            model,
+            _resampled(values, method, scale),
+            stress=stress,
+            prediction_method=method,
+            approximate=method == "bootstrap",
+        )
+        for method in _RESAMPLING
+        for shape, what, sesoi, model, values, scale, stress in (
+            ("association", "Fisher z", 0.1, _ASSOC_MODEL, _association_z, "fisher_z", False),
+            (
+                "targeted-vs-control",
+                "differences (normal model noise)",
+                0.01,
+                _targeted_model(False),
+                _targeted_differences(False),
+                "identity",
+                False,
+            ),
+            (
+                "targeted-vs-control",
+                "differences (skewed model noise, stress)",
+                0.01,
+                _targeted_model(True),
+                _targeted_differences(True),
+                "identity",
+                True,
+            ),
+            (
+                "between-conditions",
+                "contrast: per-seed differences",
+                0.01,
+                _GRID_MODEL,
+                _contrast_differences,
+                "identity",
+                False,
+            ),
+            (
+                "between-conditions",
+                "trend: per-seed slopes",
+                0.01,
+                _GRID_MODEL,
+                _trend_slopes,
+                "identity",
+                False,
+            ),
+        )
+    ),
     Simulator(
         "association",
         "random effects, DL + normal (not offered)",
@@ -243,8 +343,9 @@ def calibrate(
             row = {
                 "shape": sim.shape,
                 "method": sim.method,
-                "offered": sim.offered,
+                "offered": sim.offered and k >= min_replicates(sim.prediction_method, alpha),
                 "stress": sim.stress,
+                "approximate": sim.approximate,
                 "replicates": k,
                 "supported_under_null": null["SUPPORTED"],
                 "falsified_at_sesoi": edge["FALSIFIED"],

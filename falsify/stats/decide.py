@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from falsify.errors import LocatedError
 from falsify.hypothesis.schema import Prediction
 from falsify.stats._options import check_option
 from falsify.stats.estimate import TEstimate
+from falsify.stats.paired import hedges_g
 from falsify.stats.power import replicates_needed
+from falsify.stats.resampling import check_method, describe_method, resample
 from falsify.stats.verdict import Verdict, combine_verdicts, p_values, verdict_from_p
 
-__all__ = ["Part", "adjustments", "decide", "part_verdicts"]
+__all__ = ["Part", "adjustments", "decide", "part_verdicts", "with_method"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,12 @@ class Part:
     # The direction this part predicts when it differs from the hypothesis's prediction
     # (e.g. one outcome predicted to fall and another to rise); None: the prediction's.
     direction: str | None = None
+    # The per-replicate values, on the estimate's test scale, whose mean is the estimate:
+    # what `prediction.method: bootstrap | permutation` resamples. None: only `t` is offered.
+    values: tuple[float, ...] | None = None
+    # effect_size is a standardized mean difference of n_replicates values (d_z or d): the
+    # table gives Hedges' g beside it.
+    standardized: bool = False
 
 
 def _adjust(p: np.ndarray, how: str) -> np.ndarray:
@@ -72,6 +81,27 @@ def part_verdicts(
     return sup, fal, [verdict_from_p(s, f, alpha) for s, f in zip(sup, fal, strict=True)]
 
 
+def with_method(part: Part, method: str, alpha: float) -> Part:
+    """``part`` with its estimate replaced by ``method``'s (``t``: unchanged).
+
+    A part without per-replicate values, or with too few for ``method`` at level ``alpha``
+    (:func:`falsify.stats.resampling.check_method`), is a located error on
+    ``prediction.method``.
+    """
+    if method == "t":
+        return part
+    if part.values is None:
+        raise LocatedError(
+            ("prediction", "method"),
+            f"'t' for {part.name} (its estimate is not a mean of per-replicate values, so "
+            f"there is nothing for {method!r} to resample)",
+            method,
+        )
+    check_method(method, alpha, len(part.values), part.name)
+    est = resample(np.asarray(part.values), method, part.estimate.scale)
+    return replace(part, estimate=est)
+
+
 def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Verdict]:
     """One row per part (estimate, CI, raw and adjusted p, verdict) and the overall verdict.
 
@@ -83,6 +113,7 @@ def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Ver
     interval rule.
     """
     level = 1 - 2 * prediction.alpha
+    parts = [with_method(part, prediction.method, prediction.alpha) for part in parts]
     rows = []
     for part in parts:
         lo, hi = part.estimate.ci(level)
@@ -101,7 +132,13 @@ def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Ver
                 "n_units": part.n_units,
                 "effect_size": part.effect_size,
                 "effect_size_kind": part.effect_size_kind,
+                "hedges_g": (
+                    hedges_g(part.effect_size, part.n_replicates)
+                    if part.standardized
+                    else float("nan")
+                ),
                 "method": part.method,
+                "inference": describe_method(part.estimate),
                 "direction": direction,
             }
         )

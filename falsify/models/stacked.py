@@ -1,0 +1,670 @@
+"""The replicates of one recipe as one stacked network, with the sequential arithmetic.
+
+S models of the same architecture become one network whose parameters are the S models'
+parameters stacked on a new first dimension (``[S, *shape]``). Activations are laid out so
+that each operation runs once for all replicates:
+
+* dense activations (MLP blocks, heads) as ``rows`` ``[S, batch, features]``: a linear layer
+  is one batched matrix product (``torch.baddbmm``);
+* image activations as ``channels`` ``[batch, S·C, H, W]``, replicate s owning channels
+  ``s·C … (s+1)·C - 1``: a convolution is one grouped convolution (``groups=S``), batch norm
+  over the S·C channels is each replicate's own batch norm, ReLU and max pooling act per
+  channel.
+
+Whether a batched kernel sums in the same order as the single-replicate kernel sequential
+training uses depends on the backend and the shapes, not on the values. So each operation is
+probed once per shape, on random data, against the sequential operation (``nn.Linear``,
+``nn.Conv2d``, ``nn.BatchNorm*d`` and their autograd backward, one replicate at a time); the
+batched variant is used where it is bit-identical, a per-replicate loop of the sequential
+operation otherwise, and :class:`NotExact` is raised if neither matches. Dropout draws each
+replicate's mask from that replicate's own generator, with the shape and call sequential
+training uses, so the masks are the sequential ones. See docs/performance.md ("Ensemble
+training").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from falsify.models.cnn import CNN
+from falsify.models.mlp import MLP
+from falsify.models.resnet import ResNet20
+
+__all__ = ["LOSS", "NotExact", "StackedNet", "plan_loss", "stack"]
+
+
+class NotExact(Exception):
+    """No variant of an operation reproduces the sequential arithmetic."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear layers, rows layout: h [S, B, in], w [S, out, in], b [S, out], g [S, B, out].
+_FORWARD = (
+    lambda h, w, b: torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)),
+    lambda h, w, b: torch.stack([torch.addmm(b[s], h[s], w[s].t()) for s in range(len(w))]),
+)
+_GRAD_INPUT = (
+    lambda g, w: torch.bmm(g, w),
+    lambda g, w: torch.stack([g[s].mm(w[s]) for s in range(len(w))]),
+)
+_GRAD_WEIGHT = (
+    lambda g, h: torch.bmm(g.transpose(1, 2), h),
+    lambda g, h: torch.stack([g[s].t().mm(h[s]) for s in range(len(h))]),
+)
+_GRAD_BIAS = (
+    lambda g: g.sum(dim=1),
+    lambda g: torch.stack([g[s].sum(dim=0) for s in range(len(g))]),
+)
+
+# Each replicate's mean cross-entropy (logits [S, B, C], labels [S, B] -> [S]).
+LOSS = (
+    lambda lg, y: (
+        F.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1), reduction="none")
+        .view(y.shape)
+        .mean(dim=1)
+    ),
+    lambda lg, y: torch.stack([F.cross_entropy(a, b) for a, b in zip(lg, y, strict=True)]),
+)
+
+
+def _pick(variants: tuple, args: tuple, ref: list[torch.Tensor | None]) -> int:
+    for k, fn in enumerate(variants):
+        got = fn(*args)
+        if all(torch.equal(got[i], r) for i, r in enumerate(ref) if r is not None):
+            return k
+    raise NotExact
+
+
+@dataclass(frozen=True)
+class _LinearPlan:
+    """Which variant of each operation reproduces ``nn.Linear``'s autograd bit for bit."""
+
+    forward: int
+    grad_input: int
+    grad_weight: int
+    grad_bias: int
+
+
+def _plan_linear(s: int, b: int, d_in: int, d_out: int, device: torch.device) -> _LinearPlan:
+    """Probe which variants equal ``F.linear`` and its backward exactly for these shapes.
+
+    The batched variant is preferred (it is faster), the per-replicate loop is the fallback.
+    """
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(s, b, d_in, generator=gen).to(device)
+    w = torch.randn(s, d_out, d_in, generator=gen).to(device)
+    bias = torch.randn(s, d_out, generator=gen).to(device)
+    g = torch.randn(s, b, d_out, generator=gen).to(device)
+    ref_out, ref_gin, ref_gw, ref_gb = [], [], [], []
+    for i in range(s):
+        hi = h[i].clone().requires_grad_()
+        wi = w[i].clone().requires_grad_()
+        bi = bias[i].clone().requires_grad_()
+        out = F.linear(hi, wi, bi)
+        out.backward(g[i])
+        ref_out.append(out.detach())
+        ref_gin.append(hi.grad)
+        ref_gw.append(wi.grad)
+        ref_gb.append(bi.grad)
+    return _LinearPlan(
+        forward=_pick(_FORWARD, (h, w, bias), ref_out),
+        grad_input=_pick(_GRAD_INPUT, (g, w), ref_gin),
+        grad_weight=_pick(_GRAD_WEIGHT, (g, h), ref_gw),
+        grad_bias=_pick(_GRAD_BIAS, (g,), ref_gb),
+    )
+
+
+def plan_loss(s: int, b: int, c: int, device: torch.device) -> int:
+    """The first variant of ``LOSS`` whose gradient equals ``nn.CrossEntropyLoss``'s exactly.
+
+    The batched variant's loss value may differ from the per-replicate mean in the last bit
+    (its sum runs in another order); only the gradient moves the weights.
+    """
+    gen = torch.Generator().manual_seed(1)
+    logits = (3 * torch.randn(s, b, c, generator=gen)).to(device)
+    y = torch.randint(0, c, (s, b), generator=gen).to(device)
+    ref = []
+    for i in range(s):
+        li = logits[i].clone().requires_grad_()
+        F.cross_entropy(li, y[i]).backward()
+        ref.append(li.grad)
+    for k, fn in enumerate(LOSS):
+        lg = logits.clone().requires_grad_()
+        fn(lg, y).sum().backward()
+        if lg.grad is not None and all(torch.equal(lg.grad[i], r) for i, r in enumerate(ref)):
+            return k
+    raise NotExact
+
+
+class _StackedLinear(torch.autograd.Function):
+    """S independent ``nn.Linear`` layers applied to S batches, with the plan's arithmetic."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, plan: _LinearPlan
+    ) -> torch.Tensor:
+        ctx.save_for_backward(h, w)
+        ctx.plan = plan
+        return _FORWARD[plan.forward](h, w, b)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        h, w = ctx.saved_tensors
+        plan: _LinearPlan = ctx.plan
+        g = g.contiguous()  # as probed (a strided operand can change the kernel)
+        gin = _GRAD_INPUT[plan.grad_input](g, w) if ctx.needs_input_grad[0] else None
+        return gin, _GRAD_WEIGHT[plan.grad_weight](g, h), _GRAD_BIAS[plan.grad_bias](g), None
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutions, channels layout: x [B, S·Cin, H, W], w [S, Cout, Cin, k, k], b [S, Cout] | None.
+@dataclass(frozen=True)
+class _ConvPlan:
+    forward: int  # 0: one grouped convolution, 1: a loop of single convolutions
+    backward: int  # 0: one grouped convolution_backward, 1: a loop of single ones
+
+
+def _chunks(t: torch.Tensor, s: int) -> list[torch.Tensor]:
+    """Replicate i's part of a channels-layout tensor, contiguous (as sequential has it)."""
+    return [c.contiguous() for c in t.chunk(s, dim=1)]
+
+
+def _conv_forward(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, variant: int
+) -> torch.Tensor:
+    s = w.shape[0]
+    pad = w.shape[-1] // 2
+    if variant == 0:
+        flat_b = None if b is None else b.flatten()
+        return F.conv2d(x, w.flatten(0, 1), flat_b, stride, pad, 1, s)
+    xs = _chunks(x, s)
+    return torch.cat(
+        [F.conv2d(xs[i], w[i], None if b is None else b[i], stride, pad) for i in range(s)], 1
+    )
+
+
+def _conv_backward(
+    g: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: bool,
+    stride: int,
+    mask: list[bool],
+    variant: int,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """``(grad input, grad weight [S, …], grad bias [S, Cout] | None)`` as autograd's."""
+    s, c_out = w.shape[0], w.shape[1]
+    pad = [w.shape[-1] // 2] * 2
+    conv_backward = torch.ops.aten.convolution_backward
+    if variant == 0:
+        gi, gw, gb = conv_backward(
+            g,
+            x,
+            w.flatten(0, 1),
+            [s * c_out] if bias else None,
+            [stride] * 2,
+            pad,
+            [1, 1],
+            False,
+            [0, 0],
+            s,
+            mask,
+        )
+        return gi, gw.view_as(w), gb.view(s, c_out) if bias else None
+    parts = [
+        conv_backward(
+            gi,
+            xi,
+            w[i],
+            [c_out] if bias else None,
+            [stride] * 2,
+            pad,
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            mask,
+        )
+        for i, (gi, xi) in enumerate(zip(_chunks(g, s), _chunks(x, s), strict=True))
+    ]
+    g_in = torch.cat([p[0] for p in parts], 1) if mask[0] else None
+    g_b = torch.stack([p[2] for p in parts]) if bias else None
+    return g_in, torch.stack([p[1] for p in parts]), g_b
+
+
+class _StackedConv(torch.autograd.Function):
+    """S independent ``nn.Conv2d`` (3×3, padding 1) applied to S batches, with the plan's
+    arithmetic."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        b: torch.Tensor | None,
+        stride: int,
+        plan: _ConvPlan,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.plan, ctx.stride, ctx.bias = plan, stride, b is not None
+        return _conv_forward(x, w, b, stride, plan.forward)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        g = g.contiguous()  # as probed
+        mask = [ctx.needs_input_grad[0], True, ctx.bias]
+        gi, gw, gb = _conv_backward(g, x, w, ctx.bias, ctx.stride, mask, ctx.plan.backward)
+        return gi, gw, gb, None, None
+
+
+def _plan_conv(
+    s: int,
+    b: int,
+    c_in: int,
+    hw: tuple[int, int],
+    shape: tuple[int, int, int, int],
+    stride: int,
+    bias: bool,
+    input_grad: bool,
+    device: torch.device,
+) -> _ConvPlan:
+    """Probe the grouped convolution against ``F.conv2d`` and its autograd, replicate by
+    replicate (images ``hw``, a replicate's weight ``shape``; the kernel the backend picks
+    depends on all of them)."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(b, s * c_in, *hw, generator=gen).to(device)
+    w = torch.randn(s, *shape, generator=gen).to(device)
+    bb = torch.randn(s, shape[0], generator=gen).to(device) if bias else None
+    out_hw = [(n - 1) // stride + 1 for n in hw]
+    g = torch.randn(b, s * shape[0], *out_hw, generator=gen).to(device)
+    mask = [input_grad, True, bias]
+    refs = []
+    for i, (xi, gi) in enumerate(zip(_chunks(x, s), _chunks(g, s), strict=True)):
+        xi = xi.clone().requires_grad_(input_grad)
+        wi = w[i].clone().requires_grad_()
+        bi = None if bb is None else bb[i].clone().requires_grad_()
+        out = F.conv2d(xi, wi, bi, stride, shape[-1] // 2)
+        out.backward(gi)
+        refs.append((out.detach(), xi.grad, wi.grad, None if bi is None else bi.grad))
+
+    def forward_ok(k: int) -> bool:
+        parts = _chunks(_conv_forward(x, w, bb, stride, k), s)
+        return all(torch.equal(p, r[0]) for p, r in zip(parts, refs, strict=True))
+
+    def backward_ok(k: int) -> bool:
+        gi, gw, gb = _conv_backward(g, x, w, bias, stride, mask, k)
+        for i, r in enumerate(refs):
+            if gi is not None and not torch.equal(_chunks(gi, s)[i], r[1]):
+                return False
+            if not torch.equal(gw[i], r[2]) or (gb is not None and not torch.equal(gb[i], r[3])):
+                return False
+        return True
+
+    fwd = next((k for k in (0, 1) if forward_ok(k)), None)
+    bwd = next((k for k in (0, 1) if backward_ok(k)), None)
+    if fwd is None or bwd is None:
+        raise NotExact
+    return _ConvPlan(fwd, bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch norm in training mode, either layout; parameters and running statistics [S, C].
+def _bn_batched(
+    x: torch.Tensor,
+    rows: bool,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    momentum: float,
+    eps: float,
+) -> torch.Tensor:
+    s, c = w.shape
+    # Rows [S, B, C] as [B, S·C]: the S·C channels are normalized independently.
+    h = x.transpose(0, 1).reshape(x.shape[1], s * c) if rows else x
+    out = F.batch_norm(
+        h, mean.view(-1), var.view(-1), w.flatten(), b.flatten(), True, momentum, eps
+    )
+    return out.view(x.shape[1], s, c).transpose(0, 1).contiguous() if rows else out
+
+
+def _bn_looped(
+    x: torch.Tensor,
+    rows: bool,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    momentum: float,
+    eps: float,
+) -> torch.Tensor:
+    s = w.shape[0]
+    xs = list(x) if rows else _chunks(x, s)
+    outs = [F.batch_norm(xs[i], mean[i], var[i], w[i], b[i], True, momentum, eps) for i in range(s)]
+    return torch.stack(outs) if rows else torch.cat(outs, 1)
+
+
+_BATCH_NORM = (_bn_batched, _bn_looped)
+
+
+def _plan_batch_norm(
+    s: int, shape: tuple[int, ...], rows: bool, momentum: float, eps: float, device: torch.device
+) -> int:
+    """The first variant of ``_BATCH_NORM`` equal to ``F.batch_norm`` (outputs, gradients and
+    running statistics), replicate by replicate; ``shape`` is one replicate's input shape."""
+    gen = torch.Generator().manual_seed(3)
+    c = shape[1]
+    full = (s, *shape) if rows else (shape[0], s * c, *shape[2:])
+    x = torch.randn(*full, generator=gen).to(device)
+    g = torch.randn(*full, generator=gen).to(device)
+    w, b = (torch.randn(s, c, generator=gen).to(device) for _ in range(2))
+    mean = torch.randn(s, c, generator=gen).to(device)
+    var = torch.rand(s, c, generator=gen).to(device) + 0.5
+
+    def part(t: torch.Tensor, i: int) -> torch.Tensor:
+        return t[i] if rows else _chunks(t, s)[i]
+
+    refs = []
+    for i in range(s):
+        xi = part(x, i).clone().requires_grad_()
+        wi, bi = w[i].clone().requires_grad_(), b[i].clone().requires_grad_()
+        mi, vi = mean[i].clone(), var[i].clone()
+        out = F.batch_norm(xi, mi, vi, wi, bi, True, momentum, eps)
+        out.backward(part(g, i))
+        refs.append((out.detach(), xi.grad, wi.grad, bi.grad, mi, vi))
+    for k, fn in enumerate(_BATCH_NORM):
+        xk = x.clone().requires_grad_()
+        wk, bk = w.clone().requires_grad_(), b.clone().requires_grad_()
+        mk, vk = mean.clone(), var.clone()
+        out = fn(xk, rows, wk, bk, mk, vk, momentum, eps)
+        out.backward(g)
+        got = [
+            (part(out.detach(), i), part(xk.grad, i), wk.grad[i], bk.grad[i], mk[i], vk[i])  # type: ignore[index]
+            for i in range(s)
+        ]
+        if all(
+            torch.equal(u, v)
+            for gi, ri in zip(got, refs, strict=True)
+            for u, v in zip(gi, ri, strict=True)
+        ):
+            return k
+    raise NotExact
+
+
+# ---------------------------------------------------------------------------------------------
+# 2×2 max pooling, channels layout. The channels-last forward kernel is several times faster on
+# the CPU for these small images than the contiguous one; the backward (a scatter to the
+# indices) stays contiguous. Both kernels take the first maximum of a window, so even ties
+# agree (probed).
+class _ChannelsLastMaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        cl = x.contiguous(memory_format=torch.channels_last)
+        out, idx = F.max_pool2d(cl, 2, return_indices=True)
+        idx = idx.contiguous()
+        ctx.save_for_backward(x, idx)
+        return out.contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, idx = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            g.contiguous(), x, [2, 2], [2, 2], [0, 0], [1, 1], False, idx
+        )
+
+
+_MAX_POOL: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
+    _ChannelsLastMaxPool.apply,  # type: ignore[assignment]
+    lambda x: F.max_pool2d(x, 2),
+)
+
+
+def _plan_max_pool(s: int, shape: tuple[int, ...], device: torch.device) -> int:
+    """The first variant of ``_MAX_POOL`` equal to ``F.max_pool2d`` and its backward, replicate
+    by replicate, on data with many ties (``shape`` is one replicate's input shape)."""
+    gen = torch.Generator().manual_seed(4)
+    full = (shape[0], s * shape[1], *shape[2:])
+    x = (2 * torch.randn(*full, generator=gen)).round().clamp(min=0).to(device)
+    refs = []
+    for xi in _chunks(x, s):
+        xi = xi.clone().requires_grad_()
+        out = F.max_pool2d(xi, 2)
+        g = torch.arange(out.numel(), dtype=out.dtype, device=device).view(out.shape)
+        out.backward(g)
+        refs.append((out.detach(), g, xi.grad))
+    for k, fn in enumerate(_MAX_POOL):
+        xk = x.clone().requires_grad_()
+        out = fn(xk)
+        out.backward(torch.cat([r[1] for r in refs], 1))
+        assert xk.grad is not None
+        parts = zip(_chunks(out.detach(), s), _chunks(xk.grad, s), refs, strict=True)
+        if all(torch.equal(o, r[0]) and torch.equal(gr, r[2]) for o, gr, r in parts):
+            return k
+    raise NotExact
+
+
+# ---------------------------------------------------------------------------------------------
+def _rows(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Channels layout ``[B, S·C, …]`` -> rows ``[S, B, C·…]`` (each replicate's flatten)."""
+    return x.reshape(x.shape[0], s, -1).transpose(0, 1).contiguous()
+
+
+def _dropout_mask(
+    shape: tuple[int, ...], p: float, gens: list[torch.Generator], rows: bool
+) -> torch.Tensor:
+    """Each replicate's dropout multiplier, drawn as ``F.dropout`` draws it on the CPU
+    (``empty_like(input).bernoulli_(1 - p)``, then divided by ``1 - p``) from its generator."""
+    masks = [torch.empty(shape).bernoulli_(1 - p, generator=g) for g in gens]
+    noise = torch.stack(masks) if rows else torch.cat(masks, 1)
+    return noise.div_(1 - p)
+
+
+class StackedNet:
+    """S replicates of one built-in architecture as stacked tensors; see the module docstring.
+
+    ``params`` and ``buffers`` map each ``state_dict`` name of the models to its stacked tensor
+    (parameters as leaves for the optimizer, in ``named_parameters()`` order). ``gens`` are the
+    replicates' generators for dropout (each the state of the global RNG after the replicate's
+    model was built, as in sequential training).
+    """
+
+    def __init__(
+        self,
+        models: list[nn.Module],
+        gens: list[torch.Generator],
+        device: torch.device,
+        exact: bool,
+    ) -> None:
+        self.models, self.gens, self.device, self.exact = models, gens, device, exact
+        self.s = len(models)
+        stacked = {
+            n: torch.stack([m.get_parameter(n).detach() for m in models])
+            for n, _ in models[0].named_parameters()
+        }
+        # All parameters in one flat tensor, so the optimizer updates it with a dozen
+        # elementwise operations per step rather than a dozen per parameter (elementwise, so
+        # the same numbers); each parameter is a leaf sharing its storage.
+        self.flat = torch.cat([t.flatten() for t in stacked.values()])
+        self.params: dict[str, torch.Tensor] = {}
+        offset = 0
+        for n, t in stacked.items():
+            view = self.flat[offset : offset + t.numel()].view(t.shape)
+            self.params[n] = view.detach().requires_grad_()
+            offset += t.numel()
+        self.buffers = {
+            n: torch.stack([m.get_buffer(n) for m in models]) for n, _ in models[0].named_buffers()
+        }
+        self._plans: dict[tuple, Any] = {}
+        self.dropout = 0.0  # set by the architecture
+
+    def _plan(self, key: tuple, probe: Callable[[], Any], fast: Any) -> Any:
+        if key not in self._plans:
+            self._plans[key] = probe() if self.exact else fast
+        return self._plans[key]
+
+    def linear(self, h: torch.Tensor, name: str) -> torch.Tensor:
+        w, b = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
+        key = ("linear", h.shape[1], w.shape[2], w.shape[1])
+        plan = self._plan(
+            key, lambda: _plan_linear(self.s, *key[1:], self.device), _LinearPlan(0, 0, 0, 0)
+        )
+        return _StackedLinear.apply(h, w, b, plan)
+
+    def conv(self, x: torch.Tensor, name: str, stride: int = 1) -> torch.Tensor:
+        w, b = self.params[f"{name}.weight"], self.params.get(f"{name}.bias")
+        grad = x.requires_grad
+        hw = (x.shape[2], x.shape[3])
+        key = ("conv", x.shape[0], hw, tuple(w.shape[1:]), stride, grad, b is not None)
+        plan = self._plan(
+            key,
+            lambda: _plan_conv(
+                self.s,
+                x.shape[0],
+                x.shape[1] // self.s,
+                hw,
+                tuple(w.shape[1:]),
+                stride,
+                b is not None,
+                grad,
+                self.device,
+            ),
+            _ConvPlan(0, 0),
+        )
+        return _StackedConv.apply(x, w, b, stride, plan)
+
+    def batch_norm(self, x: torch.Tensor, name: str, rows: bool) -> torch.Tensor:
+        module = self.models[0].get_submodule(name)
+        assert isinstance(module, nn.modules.batchnorm._BatchNorm)
+        momentum, eps = module.momentum, module.eps
+        assert momentum is not None
+        mean, var = self.buffers[f"{name}.running_mean"], self.buffers[f"{name}.running_var"]
+        self.buffers[f"{name}.num_batches_tracked"] += 1
+        shape = tuple(x.shape[1:]) if rows else (x.shape[0], x.shape[1] // self.s, *x.shape[2:])
+        key = ("bn", shape, rows)
+        k = self._plan(
+            key, lambda: _plan_batch_norm(self.s, shape, rows, momentum, eps, self.device), 0
+        )
+        w, b = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
+        return _BATCH_NORM[k](x, rows, w, b, mean, var, momentum, eps)
+
+    def max_pool(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0], x.shape[1] // self.s, *x.shape[2:])
+        k = self._plan(("pool", shape), lambda: _plan_max_pool(self.s, shape, self.device), 0)
+        return _MAX_POOL[k](x)
+
+    def drop(self, x: torch.Tensor, rows: bool) -> torch.Tensor:
+        if self.dropout == 0:
+            return x
+        shape = tuple(x.shape[1:]) if rows else (x.shape[0], x.shape[1] // self.s, *x.shape[2:])
+        return x * _dropout_mask(shape, self.dropout, self.gens, rows).to(x.device)
+
+    def gather_grad(self) -> None:
+        """Set ``flat.grad`` to the parameters' gradients, after a backward pass."""
+        grads = [p.grad for p in self.params.values()]
+        self.flat.grad = torch.cat(
+            [
+                torch.zeros(p.numel(), device=p.device) if g is None else g.flatten()
+                for p, g in zip(self.params.values(), grads, strict=True)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[S, B, classes]`` of each replicate's batch ``x[s]`` (``[S, B, *input]``)."""
+        raise NotImplementedError
+
+    def write_back(self) -> None:
+        """Copy each replicate's trained parameters and buffers into its model."""
+        with torch.no_grad():
+            for i, model in enumerate(self.models):
+                state = model.state_dict()
+                for name, t in (self.params | self.buffers).items():
+                    state[name].copy_(t[i])
+
+
+class _StackedMLP(StackedNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.models[0]
+        assert isinstance(model, MLP)
+        h = x.flatten(2)
+        for i in range(1, model.n_hidden + 1):
+            block = f"hidden{i}"
+            h = self.linear(h, f"{block}.linear")
+            if isinstance(model.get_submodule(f"{block}.norm"), nn.BatchNorm1d):
+                h = self.batch_norm(h, f"{block}.norm", rows=True)
+            h = self.drop(torch.relu(h), rows=True)
+        return self.linear(h, "head")
+
+
+class _StackedCNN(StackedNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.models[0]
+        assert isinstance(model, CNN)
+        h = _channels(x)
+        for i in range(1, model.n_blocks + 1):
+            block = f"conv{i}"
+            h = self.conv(h, f"{block}.conv")
+            if isinstance(model.get_submodule(f"{block}.norm"), nn.BatchNorm2d):
+                h = self.batch_norm(h, f"{block}.norm", rows=False)
+            h = torch.relu(h)
+            if isinstance(model.get_submodule(f"{block}.pool"), nn.MaxPool2d):
+                h = self.max_pool(h)
+            h = self.drop(h, rows=False)
+        return self.linear(_rows(h, self.s), "head")
+
+
+class _StackedResNet20(StackedNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.models[0]
+        assert isinstance(model, ResNet20)
+        h = torch.relu(self.batch_norm(self.conv(_channels(x), "stem.conv"), "stem.bn", False))
+        for stage in (1, 2, 3):
+            for b in range(3):
+                name = f"layer{stage}.{b}"
+                block = model.get_submodule(name)
+                out = self.conv(h, f"{name}.conv1", block.stride)
+                out = torch.relu(self.batch_norm(out, f"{name}.bn1", rows=False))
+                out = self.batch_norm(self.conv(out, f"{name}.conv2"), f"{name}.bn2", False)
+                h = torch.relu(out + self._shortcut(h, block.stride, block.pad))
+        pooled = h.mean(dim=(2, 3))  # [B, S·C]
+        return self.linear(_rows(pooled, self.s), "head")
+
+    def _shortcut(self, x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+        """Option A per replicate: subsample, zero-pad each replicate's channels."""
+        if stride == 1 and pad == 0:
+            return x
+        x = x[:, :, ::stride, ::stride]
+        parts = x.unflatten(1, (self.s, -1))  # [B, S, C, H, W]
+        parts = F.pad(parts, (0, 0, 0, 0, pad // 2, pad - pad // 2))
+        return parts.flatten(1, 2)
+
+
+def _channels(x: torch.Tensor) -> torch.Tensor:
+    """Rows of images ``[S, B, C, H, W]`` -> channels layout ``[B, S·C, H, W]``."""
+    return x.transpose(0, 1).flatten(1, 2).contiguous()
+
+
+_STACKED: dict[type, type[StackedNet]] = {
+    MLP: _StackedMLP,
+    CNN: _StackedCNN,
+    ResNet20: _StackedResNet20,
+}
+
+
+def stack(
+    models: list[nn.Module], gens: list[torch.Generator], device: torch.device, exact: bool
+) -> StackedNet | None:
+    """The stacked network of ``models`` (one built-in architecture), or None if it has none."""
+    kind = _STACKED.get(type(models[0]))
+    if kind is None:
+        return None
+    net = kind(models, gens, device, exact)
+    drops = [m.p for m in models[0].modules() if isinstance(m, nn.Dropout)]
+    net.dropout = drops[0] if drops else 0.0
+    return net
