@@ -147,3 +147,29 @@ def test_killed_run_leaves_whole_cache_and_resumes(write, tiny_yaml, tmp_path) -
     )
     _run(path, tmp_path / "clean", tmp_path / "clean_cache")
     assert (out / "tiny.csv").read_bytes() == (tmp_path / "clean" / "tiny.csv").read_bytes()
+
+
+def test_a_remote_job_returns_the_checkpoints_with_the_model(tmp_path) -> None:
+    # The entry point a Ray job runs: no path in, every cache entry out (checkpoints first).
+    import torch
+
+    from falsify.data import load_dataset
+    from falsify.data.digits import DigitsData
+    from falsify.hypothesis.schema import Population, TrainingSpec
+    from falsify.models.mlp import MLPSpec
+    from falsify.runner.cache import ModelCache, checkpoint_key, replicate_key
+    from falsify.runner.replicates import recipe_of, train_to_bytes, train_to_cache
+
+    spec = TrainingSpec.model_validate({"epochs": 2, "batch_size": 128, "checkpoint_epochs": [1]})
+    model = MLPSpec(kind="mlp", hidden=(8,))
+    pop = Population(data=DigitsData(kind="digits"), model=model, training=spec, seeds=2)
+    data, cpu = load_dataset(pop.data), torch.device("cpu")
+    entries = train_to_bytes(pop.model_dump(mode="json"), 0, "cpu", data, 1, "test")
+    recipe = recipe_of(pop)
+    keys = [checkpoint_key(recipe, 1, 0, cpu), replicate_key(recipe, 0, cpu)]
+    assert [key for key, _, _ in entries] == keys
+    # The same files as a job that writes to the cache itself.
+    train_to_cache(pop.model_dump(mode="json"), 0, "cpu", str(tmp_path), 1)
+    for key, blob, _ in entries:
+        weights = next(tmp_path.rglob(f"{key}.safetensors"))
+        assert weights.read_bytes() == blob and ModelCache(tmp_path).verified(key)
