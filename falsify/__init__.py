@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from falsify._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from falsify.api import from_dict, load, run
+    from falsify.api import from_dict, load, replicate, run
     from falsify.errors import FalsifyError, HypothesisError
     from falsify.hypothesis import Hypothesis, HypothesisFile
     from falsify.runner import Outcome
@@ -26,6 +26,7 @@ __all__ = [
     "Verdict",
     "from_dict",
     "load",
+    "replicate",
     "run",
 ]
 
@@ -40,6 +41,7 @@ __getattr__, __dir__ = lazy_attributes(
         "Verdict": "falsify.stats",
         "from_dict": "falsify.api",
         "load": "falsify.api",
+        "replicate": "falsify.api",
         "run": "falsify.api",
     },
 )

@@ -23,8 +23,9 @@ from falsify.runner.executors import make_executor
 if TYPE_CHECKING:
     from falsify.runner import Outcome
     from falsify.runner.executors import Executor
+    from falsify.runner.replicate import Replication
 
-__all__ = ["DEFAULT_MAX_HOURS", "from_dict", "load", "run"]
+__all__ = ["DEFAULT_MAX_HOURS", "from_dict", "load", "replicate", "run"]
 
 # Training estimated beyond this many hours is refused unless the caller raises it.
 DEFAULT_MAX_HOURS = 2.0
@@ -107,3 +108,59 @@ def run(
                 write_outcome(outcome, Path(tmp))
                 log_run(outcome, Path(tmp), mlflow)
     return ShownOutcome.of(outcome)
+
+
+def replicate(
+    hypothesis: loader.HypothesisFile | str | Path,
+    *,
+    seed_offset: int | None = None,
+    cache: str | Path = ".falsify",
+    device: str = "auto",
+    jobs: int = 1,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    out: str | Path | None = None,
+    lock: str | Path = DEFAULT_LOCK,
+    progress: bool = False,
+    max_hours: float | None = DEFAULT_MAX_HOURS,
+) -> Replication:
+    """Run the hypothesis, then rerun it on fresh seeds, and return both side by side.
+
+    The replication is the same file with every seed shifted by ``seed_offset`` (by default
+    the smallest multiple of 1000 above every seed, so the two sets never overlap;
+    :mod:`falsify.runner.replicate`), run exactly as :func:`run` runs the file. With ``out``,
+    the original's report is written there as :func:`run` writes it, the replication's into
+    ``<out>/replication/``, and the comparison as ``<out>/<id>.replication.md`` with
+    ``<out>/replications.md`` (docs/reports.md, "Replication reports").
+    ``replication.agreement`` and ``replication.parts`` say whether it agrees.
+    """
+    from falsify.report.replication import REPLICATION_DIR, write_replication
+    from falsify.runner.replicate import compare, default_offset, replication_file
+
+    hf = hypothesis if isinstance(hypothesis, loader.HypothesisFile) else load(hypothesis)
+    pool = make_executor(executor, jobs, address) if isinstance(executor, str) else executor
+    offset = default_offset(hf.hypothesis.population.seeds) if seed_offset is None else seed_offset
+    again = replication_file(hf, offset)  # refuses a bad offset before anything trains
+
+    def go(h: loader.HypothesisFile, where: Path | None) -> Outcome:
+        return run(
+            h,
+            cache=cache,
+            device=device,
+            executor=pool,
+            out=where,
+            lock=lock,
+            progress=progress,
+            max_hours=max_hours,
+        )
+
+    try:
+        original = go(hf, None if out is None else Path(out))
+        rerun = go(again, None if out is None else Path(out) / REPLICATION_DIR)
+    finally:
+        if pool is not None and isinstance(executor, str):  # made here: released here
+            pool.close()
+    result = compare(original, rerun, offset)
+    if out is not None:
+        write_replication(result, Path(out))
+    return result

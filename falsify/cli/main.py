@@ -1,4 +1,4 @@
-"""The ``falsify`` command line: run, check and list hypothesis files.
+"""The ``falsify`` command line: run, replicate, check and list hypothesis files.
 
 The runner, the report, torch, pandas, statsmodels and matplotlib are imported inside the
 commands that need them, so ``--help`` and ``list`` answer at once.
@@ -11,9 +11,10 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from falsify._version import __version__
 from falsify.api import DEFAULT_MAX_HOURS
@@ -22,7 +23,11 @@ from falsify.errors import FalsifyDeprecationWarning, FalsifyError, truncate
 from falsify.hypothesis.loader import HypothesisFile, discover, load
 from falsify.hypothesis.lock import DEFAULT_LOCK, lock_files
 from falsify.runner.device import DEVICES
-from falsify.runner.executors import EXECUTORS, RAY_INSTALL_HINT, Executor, make_executor
+from falsify.runner.executors import EXECUTORS, RAY_INSTALL_HINT, make_executor
+
+if TYPE_CHECKING:
+    from falsify.runner import Outcome
+    from falsify.runner.executors import Executor
 
 __all__ = ["main"]
 
@@ -42,6 +47,7 @@ examples:
   falsify run hypotheses/                       run every bundled hypothesis, write reports/
   falsify run hypotheses/x.yaml --seeds 3       a quick look with 3 replicates
   falsify run x.yaml --set population.training.epochs=5
+  falsify replicate hypotheses/                 rerun each on fresh seeds, compare the verdicts
   falsify check hypotheses/                     validate without running
   falsify list hypotheses/                      id, shape and claim of each file
   falsify kinds shapes                          each test shape, its fields and defaults
@@ -89,6 +95,46 @@ def _add_file_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of commands that train and write reports (``run``, ``replicate``)."""
+    p.add_argument(
+        "--out", type=Path, default=Path("reports"), help="report folder (default: reports)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train up to N replicates at once (a process pool; GPUs shared round-robin)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help=f"where jobs run: this machine, or a Ray cluster ({RAY_INSTALL_HINT})",
+    )
+    p.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="join this existing Ray cluster (with --executor ray)",
+    )
+    p.add_argument(
+        "--max-hours",
+        type=float,
+        default=DEFAULT_MAX_HOURS,
+        metavar="H",
+        help="refuse a file whose training `falsify check` estimates at more than H hours "
+        f"(default: {DEFAULT_MAX_HOURS:g})",
+    )
+    p.add_argument(
+        "--lock",
+        type=Path,
+        default=DEFAULT_LOCK,
+        help=f"lock file the reports check pre-registration against (default: {DEFAULT_LOCK})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="falsify",
@@ -107,42 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "failed; the others still run and an earlier report is never overwritten by a failed run.",
     )
     _add_file_options(run)
-    run.add_argument(
-        "--out", type=Path, default=Path("reports"), help="report folder (default: reports)"
-    )
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="train up to N replicates at once (a process pool; GPUs shared round-robin)",
-    )
-    run.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help=f"where jobs run: this machine, or a Ray cluster ({RAY_INSTALL_HINT})",
-    )
-    run.add_argument(
-        "--address",
-        metavar="HOST:PORT",
-        help="join this existing Ray cluster (with --executor ray)",
-    )
-    run.add_argument(
-        "--max-hours",
-        type=float,
-        default=DEFAULT_MAX_HOURS,
-        metavar="H",
-        help="refuse a file whose training `falsify check` estimates at more than H hours "
-        f"(default: {DEFAULT_MAX_HOURS:g})",
-    )
-    run.add_argument(
-        "--lock",
-        type=Path,
-        default=DEFAULT_LOCK,
-        help=f"lock file the reports check pre-registration against (default: {DEFAULT_LOCK})",
-    )
+    _add_run_options(run)
     run.add_argument(
         "--mlflow",
         metavar="DIR",
@@ -151,6 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
         "the verdict, each part's estimate and CI, the report files (default: $FALSIFY_MLFLOW; "
         "pip install 'falsify-interp[mlflow]')",
     )
+
+    rep = sub.add_parser(
+        "replicate",
+        help="rerun each hypothesis on fresh seeds and compare with its run",
+        description="Run each file as `falsify run` does, then rerun it on a fresh, disjoint "
+        "set of seeds (each seed plus --seed-offset), and write <id>.replication.md: both "
+        "runs' verdicts, estimates and CIs side by side and whether the replication agrees "
+        "(docs/verdicts.md, Replication), with replications.md for the whole --out folder. "
+        "Exits 1 if any file failed, otherwise 4 if any replication confidently contradicts "
+        "its run (SUPPORTED in one, FALSIFIED in the other), otherwise 0.",
+    )
+    _add_file_options(rep)
+    rep.add_argument(
+        "--seed-offset",
+        type=int,
+        metavar="N",
+        help="replicate on every seed plus N (default: the smallest multiple of 1000 above "
+        "every seed, so seeds 0..9 replicate on 1000..1009); must give disjoint seeds",
+    )
+    _add_run_options(rep)
 
     lock = sub.add_parser(
         "lock",
@@ -414,67 +445,137 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _attempt(hf: HypothesisFile, call: Callable[[], T]) -> T | None:
+    """``call()``, or None once its error is printed: one failed file does not stop the rest."""
+    try:
+        return call()
+    except FalsifyError as exc:
+        _error(exc)
+    except Exception as exc:  # a bug, not bad input: keep going with the other files
+        if os.environ.get("FALSIFY_DEBUG"):
+            raise
+        _error(
+            f"{hf.path}: internal error {type(exc).__name__}: {exc} (a bug in falsify; "
+            "rerun with FALSIFY_DEBUG=1 for the traceback and please report it)"
+        )
+    return None
+
+
+def _deciding_part(outcome: Outcome) -> str:
+    """The first part whose verdict is the overall verdict (the first part if none is)."""
+    deciding = outcome.parts[outcome.parts["verdict"] == outcome.verdict.value]
+    return str((deciding if len(deciding) else outcome.parts).iloc[0].part)
+
+
+def _headline(outcome: Outcome, part: str | None = None) -> str:
+    """``part estimate [low, high] (n parts)`` of ``part`` (default: :func:`_deciding_part`)."""
+    table = outcome.parts
+    part = _deciding_part(outcome) if part is None else part
+    best = table[table["part"] == part].iloc[0]
+    parts = f" ({len(table)} parts)" if len(table) > 1 else ""
+    return f"{best.part} {best.estimate:.3f} [{best.ci_low:.3f}, {best.ci_high:.3f}]{parts}"
+
+
+@contextmanager
+def _training(args: argparse.Namespace) -> Iterator[Executor | None]:
+    """The checks of a command that trains, before any file is read; its executor, closed after
+    the last file (a Ray instance it started is shut down, a cluster it joined left running)."""
     from falsify.runner import resolve_device
 
     resolve_device(args.device)  # a device that is not there is one error, not one per file
-    if args.mlflow:
+    if getattr(args, "mlflow", None):
         from falsify.report.tracking import require_mlflow
 
         require_mlflow()  # a missing package is one error, before anything trains
     executor = make_executor(args.executor, args.jobs, args.address)
     try:
-        return _run_files(args, executor)
+        yield executor
     finally:
         if executor is not None:
-            executor.close()  # shuts down a Ray instance it started (not a cluster it joined)
+            executor.close()
 
 
-def _run_files(args: argparse.Namespace, executor: Executor | None) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
     from falsify.api import run
 
-    files, errors = _load_all(args)
-    for e in errors:
-        _error(e)
-    failed = len(errors)
-    for hf in files:
-        start = time.perf_counter()
-        try:
-            outcome = run(
+    with _training(args) as executor:
+        files, errors = _load_all(args)
+        for e in errors:
+            _error(e)
+        failed = len(errors)
+        for hf in files:
+            start = time.perf_counter()
+            outcome = _attempt(
                 hf,
-                cache=args.cache,
-                device=args.device,
-                executor=executor,
-                out=args.out,
-                lock=args.lock,
-                progress=not args.quiet,
-                mlflow=args.mlflow,
-                max_hours=args.max_hours,
+                lambda hf=hf: run(
+                    hf,
+                    cache=args.cache,
+                    device=args.device,
+                    executor=executor,
+                    out=args.out,
+                    lock=args.lock,
+                    progress=not args.quiet,
+                    mlflow=args.mlflow,
+                    max_hours=args.max_hours,
+                ),
             )
-        except FalsifyError as exc:
-            _error(exc)
-            failed += 1
-            continue
-        except Exception as exc:  # a bug, not bad input: keep going with the other files
-            if os.environ.get("FALSIFY_DEBUG"):
-                raise
-            _error(
-                f"{hf.path}: internal error {type(exc).__name__}: {exc} (a bug in falsify; "
-                "rerun with FALSIFY_DEBUG=1 for the traceback and please report it)"
+            if outcome is None:
+                failed += 1
+                continue
+            print(
+                f"{outcome.verdict.value:<12} {hf.hypothesis.id}: {_headline(outcome)}, "
+                f"{outcome.provenance['replicates']} replicates "
+                f"({outcome.provenance['cache_hits']} cached), {time.perf_counter() - start:.1f} s "
+                f"-> {args.out / f'{hf.hypothesis.id}.md'}"
             )
-            failed += 1
-            continue
-        deciding = outcome.parts[outcome.parts["verdict"] == outcome.verdict.value]
-        best = (deciding if len(deciding) else outcome.parts).iloc[0]
-        parts = f" ({len(outcome.parts)} parts)" if len(outcome.parts) > 1 else ""
-        print(
-            f"{outcome.verdict.value:<12} {hf.hypothesis.id}: {best.part} {best.estimate:.3f} "
-            f"[{best.ci_low:.3f}, {best.ci_high:.3f}]{parts}, "
-            f"{outcome.provenance['replicates']} replicates "
-            f"({outcome.provenance['cache_hits']} cached), {time.perf_counter() - start:.1f} s "
-            f"-> {args.out / f'{hf.hypothesis.id}.md'}"
-        )
-    return 1 if failed else 0
+        return 1 if failed else 0
+
+
+# `falsify replicate`'s status when every file ran and some replication contradicts its run.
+CONTRADICTED = 4
+
+
+def _cmd_replicate(args: argparse.Namespace) -> int:
+    from falsify.api import replicate
+
+    with _training(args) as executor:
+        files, errors = _load_all(args)
+        for e in errors:
+            _error(e)
+        failed, contradicted = len(errors), 0
+        for hf in files:
+            start = time.perf_counter()
+            result = _attempt(
+                hf,
+                lambda hf=hf: replicate(
+                    hf,
+                    seed_offset=args.seed_offset,
+                    cache=args.cache,
+                    device=args.device,
+                    executor=executor,
+                    out=args.out,
+                    lock=args.lock,
+                    progress=not args.quiet,
+                    max_hours=args.max_hours,
+                ),
+            )
+            if result is None:
+                failed += 1
+                continue
+            contradicted += result.contradicts
+            o, r = result.original, result.replication
+            models = o.provenance["replicates"] + r.provenance["replicates"]
+            cached = o.provenance["cache_hits"] + r.provenance["cache_hits"]
+            print(
+                f"{result.agreement:<16} {hf.hypothesis.id}: {o.verdict.value} {_headline(o)} -> "
+                f"{r.verdict.value} {_headline(r, _deciding_part(o))} "
+                f"(seeds +{result.offset}), {models} replicates "
+                f"({cached} cached), {time.perf_counter() - start:.1f} s "
+                f"-> {args.out / f'{hf.hypothesis.id}.replication.md'}"
+            )
+        if failed:
+            return 1
+        return CONTRADICTED if contradicted else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -482,6 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commands = {
         "run": _cmd_run,
+        "replicate": _cmd_replicate,
         "check": _cmd_check,
         "list": _cmd_list,
         "lock": _cmd_lock,

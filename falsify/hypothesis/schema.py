@@ -50,6 +50,7 @@ __all__ = [
     "Comparison",
     "DataSpec",
     "Hypothesis",
+    "Inclusion",
     "ModelOutcome",
     "ModelSpec",
     "Population",
@@ -234,6 +235,26 @@ _GRID_SCHEMA = {
 }
 
 
+class Inclusion(Frozen):
+    """A pre-registered rule for which trained replicates enter the statistics.
+
+    A replicate that fails it is listed in the report with the reason and left out of every
+    part; in a grid, its seed leaves every condition, as comparisons pair models by seed
+    (docs/file-format.md, "Replicates that did not learn"). At its defaults every replicate is
+    included. Read by :func:`falsify.runner.replicates.screen_replicates`.
+    """
+
+    # Leave out a replicate whose test accuracy is below this.
+    min_test_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    # Leave out a replicate whose test accuracy is not above chance (a one-sided binomial test
+    # against the majority-class rate of the test labels; docs/file-format.md).
+    above_chance: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self != Inclusion()
+
+
 class Population(Frozen):
     """Architecture × dataset × recipe × seeds. Each seed is one replicate (one trained model).
 
@@ -250,6 +271,9 @@ class Population(Frozen):
     conditions: Annotated[dict[str, tuple[Any, ...]], WithJsonSchema(_GRID_SCHEMA)] = Field(
         default_factory=dict
     )
+    # Which trained replicates enter the statistics; not part of the recipe (cache keys) and
+    # left out of dumps at its defaults, so lock entries stay as they were.
+    include: Inclusion = Field(default_factory=Inclusion, exclude_if=lambda v: not v.active)
 
     @field_validator("conditions", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -72,6 +73,7 @@ def _reading(o: Outcome) -> str:
     )
     # Every trained model counts (a grid trains several per seed); parts count seeds.
     n = int(o.provenance.get("replicates") or o.parts["n_replicates"].max())
+    n -= int(o.provenance.get("excluded", 0))  # those the inclusion rule left out
     if o.verdict is Verdict.SUPPORTED:
         if pred.direction == "none":
             return f"Across {n} trained models the effect is negligible, as claimed ({nums})."
@@ -140,6 +142,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
             "",
         ]
     out += _preregistration(o)
+    out += _screening_flags(o)
     out += ["## Claim", "", hyp.claim, ""]
     if hyp.source is not None:
         url = f" <{hyp.source.url}>" if hyp.source.url else ""
@@ -241,6 +244,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
     }
     rep_cols |= {c: c.replace("_", " ") for c in o.replicates.columns if c not in rep_cols}
     out.append(_table(o.replicates, rep_cols))
+    out += _screening_section(o)
     out += ["", "## Figures", ""]
     out += [f"![{name}]({name})" for name in figures]
     parts_csv = csv_name.replace(".csv", ".parts.csv")
@@ -275,6 +279,77 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _who(rows: pd.DataFrame) -> str:
+    return ", ".join(
+        (f"{r.condition} / " if r.condition else "") + f"seed {r.seed}" for r in rows.itertuples()
+    )
+
+
+def _screening_flags(o: Outcome) -> list[str]:
+    """Warnings under the reading: replicates left out by the inclusion rule, and replicates
+    at chance level, which a rule-less run still analyses (docs/reports.md)."""
+    from falsify.runner.replicates import CHANCE_ALPHA  # here: the index needs no torch
+
+    s = o.screening
+    if s.empty:
+        return []
+    out = []
+    left = s[~s["included"]]
+    if len(left):
+        rule = o.file.hypothesis.population.include.model_dump(exclude_defaults=True)
+        flow = ", ".join(f"{k}: {json.dumps(v)}" for k, v in rule.items())
+        out.append(
+            f"> **{len(left)} of {len(s)} replicates left out** by the pre-registered rule "
+            f"`population.include: {{{flow}}}`; they are in no statistic (listed under "
+            '"Replicate screening").'
+        )
+    chance = s[s["at_chance"]]
+    if len(chance):
+        kept = int(chance["included"].sum())
+        out.append(
+            f"> **{len(chance)} of {len(s)} replicates at chance level**: test accuracy not "
+            f"above the majority-class rate {fmt(float(s['chance'].iloc[0]))} (one-sided "
+            f"binomial test, p ≥ {CHANCE_ALPHA:g}): {_who(chance)}. "
+            + (
+                f"{kept} of them are in the statistics."
+                if kept
+                else "None of them is in the statistics."
+            )
+        )
+    return [line for flag in out for line in (flag, "")]
+
+
+def _screening_section(o: Outcome) -> list[str]:
+    """The replicates left out or at chance, one row each, with the reason."""
+    from falsify.runner.replicates import CHANCE_ALPHA
+
+    s = o.screening
+    if s.empty:
+        return []
+    shown = s[~s["included"] | s["at_chance"]]
+    if shown.empty:
+        return []
+    cols = {
+        "test_accuracy": "test accuracy",
+        "chance": "chance",
+        "p_above_chance": "p (above chance)",
+        "included": "included",
+        "reason": "reason left out",
+    }
+    cols = ({"condition": "condition"} if s["condition"].any() else {}) | {"seed": "seed"} | cols
+    shown = shown.assign(included=shown["included"].map({True: "yes", False: "no"}))
+    return [
+        "",
+        "## Replicate screening",
+        "",
+        "Replicates left out by `population.include`, or at chance level (test accuracy not "
+        "above the majority-class rate of the test labels by a one-sided binomial test at "
+        f"{CHANCE_ALPHA:g}); every other replicate is above chance and included.",
+        "",
+        _table(shown, cols),
+    ]
 
 
 # What the two p-values test (falsify/stats/verdict.py p_values), keyed by "directional".

@@ -24,7 +24,10 @@ class Outcome:
     ``tidy``: the finest-grained data (one row per ``tidy_grain``, e.g. replicate × unit),
     written to CSV so any analysis can be redone in pandas.
     ``figures``: name suffix -> the figure as data, drawn by the report package (which shows
-    ``<id><suffix>.png`` for each). Immutable: set a field with ``dataclasses.replace``.
+    ``<id><suffix>.png`` for each). ``screening``: one row per trained replicate, its test
+    accuracy against chance and whether the inclusion rule kept it
+    (:func:`falsify.runner.replicates.screen_replicates`). Immutable: set a field with
+    ``dataclasses.replace``.
     """
 
     file: HypothesisFile
@@ -40,3 +43,4 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     preregistration: PreRegistration | None = None
+    screening: pd.DataFrame = field(default_factory=pd.DataFrame)

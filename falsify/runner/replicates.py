@@ -8,11 +8,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pandas as pd
 import torch
+from scipy.stats import binomtest
 from torch import nn
 from tqdm import tqdm
 
 from falsify.data import Dataset, load_dataset
+from falsify.data.base import IGNORE
 from falsify.errors import FalsifyError
 from falsify.hypothesis.conditions import Condition, expand
 from falsify.hypothesis.schema import Population, TrainingSpec
@@ -30,10 +33,13 @@ from falsify.runner.executors import Executor, LocalPool, threads_per_job
 from falsify.runner.identity import population_identity
 
 __all__ = [
+    "CHANCE_ALPHA",
     "Replicate",
+    "chance_level",
     "checkpointed_replicates",
     "obtain_replicates",
     "recipe_of",
+    "screen_replicates",
     "train_seeds",
     "train_to_bytes",
     "train_to_cache",
@@ -71,14 +77,16 @@ class Replicate:
 def recipe_of(population: Population) -> dict[str, Any]:
     """Everything but the seeds that determines a replicate's weights, as plain JSON.
 
-    For a population with conditions, call it on each condition's resolved population
+    The inclusion rule (``include``) decides which replicates are analysed, not their weights,
+    so it is not part of the recipe. For a population with conditions, call it on each
+    condition's resolved population
     (:func:`falsify.hypothesis.conditions.expand`). A field the recipe ignores is spelled at its
     default, so it does not split the cache. Each regularizer block is spelled as its
     kind's ``cache_recipe()`` (the flat names of before the blocks; a window only while one is
     set), so cache keys stay as they were. ``training.checkpoint_epochs`` is left out: keeping
     checkpoints leaves the trained weights as they are.
     """
-    recipe = population.model_dump(mode="json", exclude={"seeds", "conditions"})
+    recipe = population.model_dump(mode="json", exclude={"seeds", "conditions", "include"})
     training = population.training
     for name in (*training.blocks(), *TrainingSpec.NOT_IN_RECIPE):
         del recipe["training"][name]
@@ -431,3 +439,70 @@ def train_seeds(
         start = time.perf_counter()
         trained = train_replicate(population, data, seed, device)
         yield seed, trained, time.perf_counter() - start, "sequential"
+
+
+# The level of the chance screen: a flag for the reader, not the claim's test, so it is one
+# fixed level whatever the file's α (docs/reports.md, "Replicates at chance level").
+CHANCE_ALPHA = 0.05
+
+
+def chance_level(data: Dataset) -> tuple[float, int]:
+    """``(rate, n)``: the majority-class rate of the scored test labels, and their number.
+
+    The majority rate is at least 1 / classes, so a model that always answers the most
+    frequent class is at chance however unbalanced the test set is.
+    """
+    y = data.y_test[data.y_test != IGNORE]  # [scored labels]
+    counts = torch.bincount(y, minlength=data.n_classes)
+    return float(counts.max()) / len(y), len(y)
+
+
+def screen_replicates(
+    population: Population, data: Dataset, replicates: list[Replicate]
+) -> tuple[list[Replicate], pd.DataFrame]:
+    """The replicates the inclusion rule keeps, and one row per replicate saying why.
+
+    Every replicate's test accuracy is tested against chance (:func:`chance_level`) by a
+    one-sided exact binomial test (``scipy.stats.binomtest``; the number correct is the
+    accuracy times the scored labels, exact for one scored position per example) and flagged
+    ``at_chance`` when p ≥ :data:`CHANCE_ALPHA`, whether or not a rule is set. The rule
+    ``population.include`` (:class:`falsify.hypothesis.schema.Inclusion`) leaves a replicate out
+    below ``min_test_accuracy``, or at chance with ``above_chance``; in a grid a seed left out
+    in one condition leaves every condition, because comparisons pair models by seed
+    (docs/file-format.md, "Replicates that did not learn").
+    """
+    rate, n = chance_level(data)
+    rule = population.include
+    rows = []
+    for rep in replicates:
+        p = binomtest(round(rep.test_accuracy * n), n, rate, alternative="greater").pvalue
+        reasons = []
+        if rule.min_test_accuracy is not None and rep.test_accuracy < rule.min_test_accuracy:
+            reasons.append(
+                f"test accuracy {rep.test_accuracy:.3f} < min_test_accuracy "
+                f"{rule.min_test_accuracy:g}"
+            )
+        if rule.above_chance and p >= CHANCE_ALPHA:
+            reasons.append(f"not above chance (binomial p = {p:.3g})")
+        rows.append(
+            {
+                "condition": rep.condition,
+                "seed": rep.seed,
+                "test_accuracy": rep.test_accuracy,
+                "chance": rate,
+                "p_above_chance": p,
+                "at_chance": bool(p >= CHANCE_ALPHA),
+                "included": not reasons,
+                "reason": "; ".join(reasons),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if population.conditions:
+        failed = table[~table["included"]].groupby("seed")["condition"].first()
+        paired = table["included"] & table["seed"].isin(failed.index)
+        table.loc[paired, "reason"] = [
+            f"paired: seed {seed} is left out in {failed[seed]}" for seed in table["seed"][paired]
+        ]
+        table.loc[paired, "included"] = False
+    kept = [rep for rep, ok in zip(replicates, table["included"], strict=True) if ok]
+    return kept, table

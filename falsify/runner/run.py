@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -31,7 +32,7 @@ from falsify.runner.estimate import estimate_training, format_duration
 from falsify.runner.executors import Executor
 from falsify.runner.outcome import Outcome
 from falsify.runner.provenance import git_state
-from falsify.runner.replicates import obtain_replicates
+from falsify.runner.replicates import Replicate, obtain_replicates, screen_replicates
 from falsify.shapes.base import run_shape
 from falsify.stats.resampling import check_method
 from falsify.units import check_undeclared, unit_view, weight_module
@@ -196,6 +197,20 @@ def _validate_checkpoints(hf: HypothesisFile, data: Dataset) -> bool:
     return bool(paths)
 
 
+def _enough_included(hf: HypothesisFile, kept: list[Replicate], screening: pd.DataFrame) -> None:
+    """The inclusion rule must leave 2 seeds: one model gives no confidence interval."""
+    seeds = {r.seed for r in kept}
+    if len(seeds) >= 2:
+        return
+    left_out = screening.loc[~screening["included"], "seed"].drop_duplicates().tolist()
+    raise hf.error(
+        ("population", "include"),
+        "a rule that leaves at least 2 seeds for a confidence interval (the replicate is the "
+        f"trained model); it left out seeds {left_out} of {screening['seed'].nunique()}",
+        hf.hypothesis.population.include.model_dump(exclude_defaults=True),
+    )
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "falsify": __version__}
     for name in _PACKAGES:
@@ -227,7 +242,9 @@ def run_hypothesis(
         pop = hf.hypothesis.population
         reps = obtain_replicates(pop, p.data, cache, device, progress, executor)
         reps = with_checkpoints(pop, reps, p.data, cache, device)
-        evidence, table, verdict = run_shape(hf, p.data, reps, executor)
+        kept, screening = screen_replicates(pop, p.data, reps)
+        _enough_included(hf, kept, screening)
+        evidence, table, verdict = run_shape(hf, p.data, kept, executor)
     provenance = {
         "file": str(hf.path),
         "file_sha256": hf.sha256,
@@ -247,6 +264,7 @@ def run_hypothesis(
             if r.repaired
         ],
         "replicates": len(reps),
+        "excluded": len(reps) - len(kept),
         "wall_seconds": time.perf_counter() - start,
         "platform": platform.platform(),
         "versions": _versions(),
@@ -267,4 +285,5 @@ def run_hypothesis(
         figures=evidence.figures,
         notes=evidence.notes,
         provenance=provenance,
+        screening=screening,
     )
