@@ -72,7 +72,8 @@ def run(
     there too, exactly as ``falsify run --out`` writes them (``<out>/<id>.md`` and beside it).
     ``executor`` is ``local`` or ``ray`` (with ``jobs`` and ``address``), or an executor made
     once by :func:`falsify.runner.executors.make_executor` and shared by several runs, as
-    ``falsify run`` does for the files it is given. With ``mlflow`` (a folder, or a tracking
+    ``falsify run`` does for the files it is given (then closing it is the caller's part:
+    ``close()`` shuts down a Ray instance it started). With ``mlflow`` (a folder, or a tracking
     URI), the run is also logged there (:mod:`falsify.report.tracking`).
     """
     # here, not at the top: load and from_dict need neither torch nor the report
@@ -85,9 +86,13 @@ def run(
         require_mlflow()  # before training, not after
     hf = hypothesis if isinstance(hypothesis, loader.HypothesisFile) else load(hypothesis)
     pool = make_executor(executor, jobs, address) if isinstance(executor, str) else executor
-    outcome = run_hypothesis(
-        hf, ModelCache(cache), resolve_device(device), progress, pool, max_hours
-    )
+    try:
+        outcome = run_hypothesis(
+            hf, ModelCache(cache), resolve_device(device), progress, pool, max_hours
+        )
+    finally:
+        if pool is not None and isinstance(executor, str):  # made here: released here
+            pool.close()
     if out is not None:
         out = Path(out)
         outcome = replace(
@@ -149,8 +154,12 @@ def replicate(
             max_hours=max_hours,
         )
 
-    original = go(hf, None if out is None else Path(out))
-    rerun = go(again, None if out is None else Path(out) / REPLICATION_DIR)
+    try:
+        original = go(hf, None if out is None else Path(out))
+        rerun = go(again, None if out is None else Path(out) / REPLICATION_DIR)
+    finally:
+        if pool is not None and isinstance(executor, str):  # made here: released here
+            pool.close()
     result = compare(original, rerun, offset)
     if out is not None:
         write_replication(result, Path(out))

@@ -11,7 +11,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -475,8 +476,10 @@ def _headline(outcome: Outcome, part: str | None = None) -> str:
     return f"{best.part} {best.estimate:.3f} [{best.ci_low:.3f}, {best.ci_high:.3f}]{parts}"
 
 
-def _start_training(args: argparse.Namespace) -> Executor | None:
-    """The checks of a command that trains, before any file is read; its executor."""
+@contextmanager
+def _training(args: argparse.Namespace) -> Iterator[Executor | None]:
+    """The checks of a command that trains, before any file is read; its executor, closed after
+    the last file (a Ray instance it started is shut down, a cluster it joined left running)."""
     from falsify.runner import resolve_device
 
     resolve_device(args.device)  # a device that is not there is one error, not one per file
@@ -484,43 +487,48 @@ def _start_training(args: argparse.Namespace) -> Executor | None:
         from falsify.report.tracking import require_mlflow
 
         require_mlflow()  # a missing package is one error, before anything trains
-    return make_executor(args.executor, args.jobs, args.address)
+    executor = make_executor(args.executor, args.jobs, args.address)
+    try:
+        yield executor
+    finally:
+        if executor is not None:
+            executor.close()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from falsify.api import run
 
-    executor = _start_training(args)
-    files, errors = _load_all(args)
-    for e in errors:
-        _error(e)
-    failed = len(errors)
-    for hf in files:
-        start = time.perf_counter()
-        outcome = _attempt(
-            hf,
-            lambda hf=hf: run(
+    with _training(args) as executor:
+        files, errors = _load_all(args)
+        for e in errors:
+            _error(e)
+        failed = len(errors)
+        for hf in files:
+            start = time.perf_counter()
+            outcome = _attempt(
                 hf,
-                cache=args.cache,
-                device=args.device,
-                executor=executor,
-                out=args.out,
-                lock=args.lock,
-                progress=not args.quiet,
-                mlflow=args.mlflow,
-                max_hours=args.max_hours,
-            ),
-        )
-        if outcome is None:
-            failed += 1
-            continue
-        print(
-            f"{outcome.verdict.value:<12} {hf.hypothesis.id}: {_headline(outcome)}, "
-            f"{outcome.provenance['replicates']} replicates "
-            f"({outcome.provenance['cache_hits']} cached), {time.perf_counter() - start:.1f} s "
-            f"-> {args.out / f'{hf.hypothesis.id}.md'}"
-        )
-    return 1 if failed else 0
+                lambda hf=hf: run(
+                    hf,
+                    cache=args.cache,
+                    device=args.device,
+                    executor=executor,
+                    out=args.out,
+                    lock=args.lock,
+                    progress=not args.quiet,
+                    mlflow=args.mlflow,
+                    max_hours=args.max_hours,
+                ),
+            )
+            if outcome is None:
+                failed += 1
+                continue
+            print(
+                f"{outcome.verdict.value:<12} {hf.hypothesis.id}: {_headline(outcome)}, "
+                f"{outcome.provenance['replicates']} replicates "
+                f"({outcome.provenance['cache_hits']} cached), {time.perf_counter() - start:.1f} s "
+                f"-> {args.out / f'{hf.hypothesis.id}.md'}"
+            )
+        return 1 if failed else 0
 
 
 # `falsify replicate`'s status when every file ran and some replication contradicts its run.
@@ -530,44 +538,44 @@ CONTRADICTED = 4
 def _cmd_replicate(args: argparse.Namespace) -> int:
     from falsify.api import replicate
 
-    executor = _start_training(args)
-    files, errors = _load_all(args)
-    for e in errors:
-        _error(e)
-    failed, contradicted = len(errors), 0
-    for hf in files:
-        start = time.perf_counter()
-        result = _attempt(
-            hf,
-            lambda hf=hf: replicate(
+    with _training(args) as executor:
+        files, errors = _load_all(args)
+        for e in errors:
+            _error(e)
+        failed, contradicted = len(errors), 0
+        for hf in files:
+            start = time.perf_counter()
+            result = _attempt(
                 hf,
-                seed_offset=args.seed_offset,
-                cache=args.cache,
-                device=args.device,
-                executor=executor,
-                out=args.out,
-                lock=args.lock,
-                progress=not args.quiet,
-                max_hours=args.max_hours,
-            ),
-        )
-        if result is None:
-            failed += 1
-            continue
-        contradicted += result.contradicts
-        o, r = result.original, result.replication
-        models = o.provenance["replicates"] + r.provenance["replicates"]
-        cached = o.provenance["cache_hits"] + r.provenance["cache_hits"]
-        print(
-            f"{result.agreement:<16} {hf.hypothesis.id}: {o.verdict.value} {_headline(o)} -> "
-            f"{r.verdict.value} {_headline(r, _deciding_part(o))} "
-            f"(seeds +{result.offset}), {models} replicates "
-            f"({cached} cached), {time.perf_counter() - start:.1f} s "
-            f"-> {args.out / f'{hf.hypothesis.id}.replication.md'}"
-        )
-    if failed:
-        return 1
-    return CONTRADICTED if contradicted else 0
+                lambda hf=hf: replicate(
+                    hf,
+                    seed_offset=args.seed_offset,
+                    cache=args.cache,
+                    device=args.device,
+                    executor=executor,
+                    out=args.out,
+                    lock=args.lock,
+                    progress=not args.quiet,
+                    max_hours=args.max_hours,
+                ),
+            )
+            if result is None:
+                failed += 1
+                continue
+            contradicted += result.contradicts
+            o, r = result.original, result.replication
+            models = o.provenance["replicates"] + r.provenance["replicates"]
+            cached = o.provenance["cache_hits"] + r.provenance["cache_hits"]
+            print(
+                f"{result.agreement:<16} {hf.hypothesis.id}: {o.verdict.value} {_headline(o)} -> "
+                f"{r.verdict.value} {_headline(r, _deciding_part(o))} "
+                f"(seeds +{result.offset}), {models} replicates "
+                f"({cached} cached), {time.perf_counter() - start:.1f} s "
+                f"-> {args.out / f'{hf.hypothesis.id}.replication.md'}"
+            )
+        if failed:
+            return 1
+        return CONTRADICTED if contradicted else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

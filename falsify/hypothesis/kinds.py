@@ -235,8 +235,27 @@ class ShapeKind(Kind):
     def check(self, hf: Any, model: Any, data: Any) -> None:
         """Checks that need the real (untrained) model; raise LocatedError. Default: none."""
 
-    def evidence(self, hf: Any, data: Any, replicates: list[Any]) -> Any:
+    def replicate_evidence(self, hf: Any, data: Any, replicate: Any) -> Any:
+        """One trained model's share of the evidence, as plain picklable data (no model): a
+        shape that implements it and :meth:`pooled_evidence` has its replicates evaluated on
+        the nodes of a cluster (falsify.shapes.base.run_shape). Default: not split."""
         raise NotImplementedError
+
+    def pooled_evidence(self, hf: Any, data: Any, replicates: list[Any], results: list[Any]) -> Any:
+        """The evidence from every replicate's :meth:`replicate_evidence` (in replicate order)."""
+        raise NotImplementedError
+
+    def evidence(self, hf: Any, data: Any, replicates: list[Any]) -> Any:
+        """The shape's :class:`falsify.shapes.base.Evidence`; by default pooled from each
+        replicate's share, computed in this process."""
+        results = [self.replicate_evidence(hf, data, rep) for rep in replicates]
+        return self.pooled_evidence(hf, data, replicates, results)
+
+    @classmethod
+    def splits_evidence(cls) -> bool:
+        """Whether the shape computes its evidence replicate by replicate (and can so be
+        evaluated on a cluster's nodes)."""
+        return cls.replicate_evidence is not ShapeKind.replicate_evidence
 
 
 class RegularizerKind(Kind):

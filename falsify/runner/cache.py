@@ -31,7 +31,13 @@ from torch import nn
 
 from falsify._io import atomic_write, atomic_write_text
 
-__all__ = ["TRAINING_CODE_VERSION", "ModelCache", "checkpoint_key", "replicate_key"]
+__all__ = [
+    "TRAINING_CODE_VERSION",
+    "ModelCache",
+    "checkpoint_key",
+    "replicate_key",
+    "weights_blob",
+]
 
 # Bump when a change to falsify's training code changes the weights it produces.
 TRAINING_CODE_VERSION = 2
@@ -123,13 +129,20 @@ class ModelCache:
         return info, ""
 
     def save(self, key: str, model: nn.Module, info: dict[str, Any]) -> None:
+        self.store(key, weights_blob(model), info)
+
+    def store(self, key: str, blob: bytes, info: dict[str, Any]) -> None:
+        """Publish an entry from its safetensors bytes (a model trained on another machine)."""
         weights, meta = self._paths(key)
         weights.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        blob = save(state)
         atomic_write(weights, lambda tmp: tmp.write_bytes(blob))
         info = info | {"weights_sha256": hashlib.sha256(blob).hexdigest()}
         atomic_write_text(meta, json.dumps(info, indent=2))
+
+
+def weights_blob(model: nn.Module) -> bytes:
+    """The model's weights as the bytes of a safetensors file (what an entry stores)."""
+    return save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
 
 
 def _device_of(model: nn.Module) -> torch.device:

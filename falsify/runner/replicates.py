@@ -28,7 +28,7 @@ from falsify.models.ensemble import (
     train_ensemble,
 )
 from falsify.models.training import TrainResult, evaluate, train_replicate
-from falsify.runner.cache import ModelCache, checkpoint_key, replicate_key
+from falsify.runner.cache import ModelCache, checkpoint_key, replicate_key, weights_blob
 from falsify.runner.executors import Executor, LocalPool, threads_per_job
 from falsify.runner.identity import population_identity
 
@@ -41,6 +41,7 @@ __all__ = [
     "recipe_of",
     "screen_replicates",
     "train_seeds",
+    "train_to_bytes",
     "train_to_cache",
 ]
 
@@ -114,6 +115,21 @@ def _save(
     trainer: str,
     executor: str = "in-process",
 ) -> None:
+    for entry in _entries(population, device, seed, trained, seconds, trainer, executor):
+        cache.save(*entry)
+
+
+def _entries(
+    population: Population,
+    device: torch.device,
+    seed: int,
+    trained: TrainResult,
+    seconds: float,
+    trainer: str,
+    executor: str,
+) -> list[tuple[str, nn.Module, dict[str, Any]]]:
+    """A trained replicate's cache entries, each a key, model and metadata: its checkpoints
+    first (a published final entry then implies its checkpoints are cached too), then itself."""
     recipe = recipe_of(population)
     info = {
         "recipe": recipe,
@@ -127,7 +143,7 @@ def _save(
         "trainer": trainer,
         "executor": executor,
     }
-    # Checkpoints first: a published final entry then implies its checkpoints are cached too.
+    out = []
     for epoch, kept in trained.checkpoints.items():
         measured = {
             "test_accuracy": kept.test_accuracy,
@@ -135,8 +151,9 @@ def _save(
             "metrics": kept.metrics,
             "checkpoint_epoch": epoch,
         }
-        cache.save(checkpoint_key(recipe, epoch, seed, device), kept.model, info | measured)
-    cache.save(replicate_key(recipe, seed, device), trained.model, info)
+        out.append((checkpoint_key(recipe, epoch, seed, device), kept.model, info | measured))
+    out.append((replicate_key(recipe, seed, device), trained.model, info))
+    return out
 
 
 def train_to_cache(
@@ -164,6 +181,25 @@ def train_to_cache(
         for result in train_seeds(population, load_dataset(population.data), [seed], dev, False):
             _save(population, dev, cache, *result, executor=executor)
     return key
+
+
+def train_to_bytes(
+    population_json: dict[str, Any],
+    seed: int,
+    device: str,
+    data: Dataset,
+    threads: int,
+    executor: str,
+) -> list[tuple[str, bytes, dict[str, Any]]]:
+    """A job's entry point on a node that may not see the caller's disk: train one replicate
+    and return its cache entries (key, safetensors bytes, metadata; its checkpoints first, then
+    itself) for the caller to store."""
+    torch.set_num_threads(threads)
+    population = Population.model_validate(population_json)
+    dev = torch.device(device)
+    ((_, trained, seconds, trainer),) = train_seeds(population, data, [seed], dev, False)
+    entries = _entries(population, dev, seed, trained, seconds, trainer, executor)
+    return [(key, weights_blob(model), info) for key, model, info in entries]
 
 
 # Measured (docs/reports.md, "Parallel training"): 4 seeds of a 16-unit MLP on digits took
@@ -232,7 +268,12 @@ def obtain_replicates(
             tqdm.write(IN_PROCESS_NOTE, file=sys.stderr)
         executor = None
     if executor is not None and len(missing) > 1:
-        trained = _train_jobs(executor, [jobs[i] for i in missing], cache, device, progress)
+        todo = [jobs[i] for i in missing]
+        if executor.remote:
+            wanted = [keys[i] for i in missing]
+            trained = _train_remote(executor, todo, wanted, data, cache, device, progress)
+        else:
+            trained = _train_jobs(executor, todo, cache, device, progress)
     else:
         # In this process: each condition's missing seeds together (one ensemble where the
         # recipe allows it, bit-identical to training them one by one), under their locks; a
@@ -252,8 +293,7 @@ def obtain_replicates(
         if rep is None:
             raise FalsifyError(
                 f"The model of seed {jobs[i][1]} was trained but is not readable in the cache "
-                f"folder {cache.root}: it must be writable, not full, and (with a cluster) a "
-                "folder every node shares."
+                f"folder {cache.root}: it must be writable and not full."
             )
         found[i] = replace(rep, repaired=problems[i])
     return [found[i] for i in range(len(jobs))]
@@ -308,6 +348,46 @@ def _train_jobs(
         done, total=len(args), desc="training", unit="model", disable=not progress, leave=False
     )
     return {key for key in bar if key}
+
+
+def _train_remote(
+    executor: Executor,
+    jobs: list[tuple[Condition, int]],
+    keys: list[str],
+    data: Dataset,
+    cache: ModelCache,
+    device: torch.device,
+    progress: bool,
+) -> set[str]:
+    """Train ``jobs`` on ``executor``'s nodes, which need not see the cache folder: each job
+    returns its entry through the executor, and this process stores it (under its lock, unless
+    another process published it meanwhile). Returns the keys stored here."""
+    threads = threads_per_job(executor.jobs)
+    name = f"{type(executor).__name__} ({executor.jobs} jobs)"
+    shared = executor.share(data)
+    args = [
+        (condition.population.model_dump(mode="json"), seed, dev, shared, threads, name)
+        for (condition, seed), dev in zip(jobs, _job_devices(device, len(jobs)), strict=True)
+    ]
+    stored: set[str] = set()
+    done = executor.map(train_to_bytes, args)
+    bar = tqdm(
+        done, total=len(args), desc="training", unit="model", disable=not progress, leave=False
+    )
+    for entries in bar:
+        key, _, info = entries[-1]  # the replicate itself; checkpoints come before it
+        if key not in keys:
+            raise FalsifyError(
+                f"A {name} job trained seed {info['seed']} with torch {info['torch']} under a "
+                f"cache key this machine (torch {torch.__version__}) does not expect: every node "
+                "needs the same versions of torch and falsify."
+            )
+        with cache.lock([key]):
+            if not cache.verified(key):
+                for entry in entries:
+                    cache.store(*entry)
+                stored.add(key)
+    return stored
 
 
 def checkpointed_replicates(

@@ -244,7 +244,7 @@ def run_hypothesis(
         reps = with_checkpoints(pop, reps, p.data, cache, device)
         kept, screening = screen_replicates(pop, p.data, reps)
         _enough_included(hf, kept, screening)
-        evidence, table, verdict = run_shape(hf, p.data, kept)
+        evidence, table, verdict = run_shape(hf, p.data, kept, executor)
     provenance = {
         "file": str(hf.path),
         "file_sha256": hf.sha256,

@@ -61,53 +61,61 @@ class AssociationTest(ShapeKind):
                 method,
             )
 
-    def evidence(self, hf: HypothesisFile, data: Any, reps: list[Any]) -> Evidence:
-        """Per replicate and layer: x and y for every unit, their correlation; pooled per layer."""
+    def replicate_evidence(
+        self, hf: HypothesisFile, data: Any, rep: Any
+    ) -> list[tuple[pd.DataFrame, dict[str, Any]]]:
+        """Per layer of one replicate: x and y for every unit, and their correlation."""
         test = self
         x_in, y_in = data.split(test.split)
-        x_in = x_in.to(next(reps[0].model.parameters()).device)
+        x_in = x_in.to(next(rep.model.parameters()).device)
         y_in = y_in.to(x_in.device)
+        out: list[tuple[pd.DataFrame, dict[str, Any]]] = []
+        for layer in test.layers:
+            xs = test.x.measure(rep.model, layer, x_in, y_in, data.n_classes).cpu().numpy()
+            ys = test.y.effects(rep.model, layer, x_in, y_in).cpu().numpy()
+            units = pd.DataFrame(
+                {"seed": rep.seed, "layer": layer, "unit": np.arange(len(xs)), "x": xs, "y": ys}
+            )
+            row: dict[str, Any] = {
+                "part": layer,
+                "seed": rep.seed,
+                "statistic": correlation(xs, ys, test.correlation),
+                "n_units": len(xs),
+                "test_accuracy": rep.test_accuracy,
+                "mean_x": float(xs.mean()),
+                "mean_y": float(ys.mean()),
+            }
+            out.append((units, row))
+        return out
+
+    def pooled_evidence(
+        self,
+        hf: HypothesisFile,
+        data: Any,
+        reps: list[Any],
+        results: list[list[tuple[pd.DataFrame, dict[str, Any]]]],
+    ) -> Evidence:
+        """Every replicate's correlations, pooled per layer."""
+        test = self
         unit_rows: list[pd.DataFrame] = []
-        rep_rows: list[dict[str, object]] = []
+        rep_rows: list[dict[str, Any]] = []
         parts: list[Part] = []
         notes: list[str] = []
-        for layer in test.layers:
+        for li, layer in enumerate(test.layers):
             rs, ns = [], []
-            for rep in reps:
-                xs = test.x.measure(rep.model, layer, x_in, y_in, data.n_classes).cpu().numpy()
-                ys = test.y.effects(rep.model, layer, x_in, y_in).cpu().numpy()
-                r = correlation(xs, ys, test.correlation)
-                unit_rows.append(
-                    pd.DataFrame(
-                        {
-                            "seed": rep.seed,
-                            "layer": layer,
-                            "unit": np.arange(len(xs)),
-                            "x": xs,
-                            "y": ys,
-                        }
-                    )
-                )
-                rep_rows.append(
-                    {
-                        "part": layer,
-                        "seed": rep.seed,
-                        "statistic": r,
-                        "n_units": len(xs),
-                        "test_accuracy": rep.test_accuracy,
-                        "mean_x": float(xs.mean()),
-                        "mean_y": float(ys.mean()),
-                    }
-                )
+            for units, row in (r[li] for r in results):
+                unit_rows.append(units)
+                rep_rows.append(row)
+                r = float(row["statistic"])
                 if np.isnan(r):
                     notes.append(
-                        f"Seed {rep.seed}, layer {layer}: the correlation is undefined (fewer than 3 "
-                        "units, or x or y constant across units); this replicate is left out of the "
-                        "pooled estimate."
+                        f"Seed {row['seed']}, layer {layer}: the correlation is undefined (fewer "
+                        "than 3 units, or x or y constant across units); this replicate is left "
+                        "out of the pooled estimate."
                     )
                     continue
                 rs.append(r)
-                ns.append(len(xs))
+                ns.append(len(units))
             require_replicates(f"layer {layer!r}", len(rs), notes)
             if test.pooling == "random_effects" and min(ns) <= 4:
                 raise LocatedError(

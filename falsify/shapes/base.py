@@ -6,7 +6,10 @@ file) that implements
 - ``check(hf, model, data)``: validation that needs the real (untrained) model, raising
   :class:`falsify.errors.LocatedError`;
 - ``evidence(hf, data, replicates) -> Evidence``: the per-replicate rows, pooled into
-  :class:`falsify.stats.Part` s, with labels, figures (as data) and notes;
+  :class:`falsify.stats.Part` s, with labels, figures (as data) and notes; or, split in two,
+  ``replicate_evidence(hf, data, replicate)`` (one model's sweeps and measures, as plain data)
+  and ``pooled_evidence(hf, data, replicates, results)``, so that a cluster's nodes evaluate the
+  replicates and only their results come back (docs/reports.md, "Parallel training");
 
 and declares ``figure`` (the report drawer of its main figure), ``simulator`` (the calibration
 family whose simulated studies check its verdict rule, :mod:`falsify.stats.calibration`) and
@@ -22,12 +25,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
 
 from falsify.errors import FalsifyError
 from falsify.stats import Part, Verdict, decide
 
 if TYPE_CHECKING:
     from falsify.hypothesis.loader import HypothesisFile
+    from falsify.runner.executors import Executor
 
 __all__ = ["PARTS_TABLE", "Evidence", "Figure", "TooFewReplicates", "require_replicates", "run_shape"]
 
@@ -82,11 +87,44 @@ def require_replicates(part: str, n: int, why: Sequence[str] = ()) -> None:
         )
 
 
-def run_shape(hf: HypothesisFile, data: Any, replicates: list[Any]) -> tuple[Evidence, pd.DataFrame, Verdict]:
-    """The shape's evidence, its parts' table (estimate, CI, p-values, verdict) and verdict."""
+def _replicate_job(hf: HypothesisFile, data: Any, replicate: Any, index: int, threads: int) -> Any:
+    """A job's entry point: one replicate's share of the evidence, with its index."""
+    torch.set_num_threads(threads)
+    return index, hf.hypothesis.test.replicate_evidence(hf, data, replicate)
+
+
+def _evidence(
+    hf: HypothesisFile, data: Any, replicates: list[Any], executor: Executor | None
+) -> Evidence:
+    """The shape's evidence; on a remote executor's nodes, replicate by replicate, when the
+    shape splits its evidence that way."""
     shape = hf.hypothesis.test
+    if (
+        executor is None
+        or not executor.remote
+        or not shape.splits_evidence()
+        or len(replicates) < 2
+    ):
+        return shape.evidence(hf, data, replicates)
+    # here, not at the top: falsify.runner imports this module
+    from falsify.runner.executors import threads_per_job
+
+    threads = threads_per_job(executor.jobs)
+    shared = executor.share(data)
+    args = [(hf, shared, rep, i, threads) for i, rep in enumerate(replicates)]
+    results = dict(executor.map(_replicate_job, args))
+    return shape.pooled_evidence(hf, data, replicates, [results[i] for i in range(len(args))])
+
+
+def run_shape(
+    hf: HypothesisFile, data: Any, replicates: list[Any], executor: Executor | None = None
+) -> tuple[Evidence, pd.DataFrame, Verdict]:
+    """The shape's evidence, its parts' table (estimate, CI, p-values, verdict) and verdict.
+
+    With a remote ``executor`` (a Ray cluster), each replicate is evaluated as one of its jobs.
+    """
     try:
-        evidence = shape.evidence(hf, data, replicates)
+        evidence = _evidence(hf, data, replicates, executor)
         for part in evidence.parts:
             require_replicates(part.name, part.n_replicates)
     except TooFewReplicates as exc:

@@ -110,49 +110,65 @@ class BetweenConditionsTest(ShapeKind):
                 method,
             )
 
-    def evidence(self, hf: HypothesisFile, data: Any, reps: list[Any]) -> Evidence:
-        """Outcomes per trained model; contrasts or a trend across conditions."""
-        hyp = hf.hypothesis
-        test = self
-        conditions = expand(hyp.population)
-        by_name = {c.name: c for c in conditions}
-        named = test.named_outcomes()
-        several = len(named) > 1
-        # Regularizers some condition switches on: their achieved metric is a column.
-        achieving = {
+    def _achieving(self, hf: HypothesisFile) -> set[str]:
+        """Regularizers some condition switches on: their achieved metric is a column."""
+        return {
             name
-            for c in conditions
+            for c in expand(hf.hypothesis.population)
             for name, r in zip(
                 c.population.training.blocks(), c.population.training.regularizers(), strict=True
             )
             if r.active and r.metric
         }
+
+    def replicate_evidence(
+        self, hf: HypothesisFile, data: Any, rep: Any
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One trained model's outcomes: its rows, and the details some outcomes record."""
+        named = self.named_outcomes()
+        several = len(named) > 1
+        cond = {c.name: c for c in expand(hf.hypothesis.population)}[rep.condition]
+        trained = TrainedModel(rep.model, cond.population, data, rep.seed)
+        achieved = _achieved(rep, trained, self._achieving(hf))
         rows: list[dict[str, Any]] = []
         details: list[dict[str, Any]] = []
-        for rep in reps:
-            cond = by_name[rep.condition]
-            trained = TrainedModel(rep.model, cond.population, data, rep.seed)
-            achieved = _achieved(rep, trained, achieving)
-            for part in named:
-                # An outcome read at a checkpoint measures the model as it was then.
-                at = rep.at_epoch(part.outcome.at_epoch)
-                read = TrainedModel(at.model, cond.population, data, rep.seed)
-                found = part.outcome.details(read) or {}
-                if found:
-                    details.append(
-                        {"outcome": part.name, "condition": rep.condition, "seed": rep.seed, **found}
-                    )
-                rows.append(
-                    {
-                        "part": rep.condition,
-                        "seed": rep.seed,
-                        "statistic": found["value"] if found else part.outcome.compute(read),
-                        **({"outcome": part.name} if several else {}),
-                        "test_accuracy": rep.test_accuracy,
-                        **achieved,
-                        "train_loss": rep.train_loss,
-                    }
+        for part in named:
+            # An outcome read at a checkpoint measures the model as it was then.
+            at = rep.at_epoch(part.outcome.at_epoch)
+            read = TrainedModel(at.model, cond.population, data, rep.seed)
+            found = part.outcome.details(read) or {}
+            if found:
+                details.append(
+                    {"outcome": part.name, "condition": rep.condition, "seed": rep.seed, **found}
                 )
+            rows.append(
+                {
+                    "part": rep.condition,
+                    "seed": rep.seed,
+                    "statistic": found["value"] if found else part.outcome.compute(read),
+                    **({"outcome": part.name} if several else {}),
+                    "test_accuracy": rep.test_accuracy,
+                    **achieved,
+                    "train_loss": rep.train_loss,
+                }
+            )
+        return rows, details
+
+    def pooled_evidence(
+        self,
+        hf: HypothesisFile,
+        data: Any,
+        reps: list[Any],
+        results: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]],
+    ) -> Evidence:
+        """Outcomes per trained model; contrasts or a trend across conditions."""
+        hyp = hf.hypothesis
+        test = self
+        conditions = expand(hyp.population)
+        named = test.named_outcomes()
+        several = len(named) > 1
+        rows = [row for rep_rows, _ in results for row in rep_rows]
+        details = [d for _, rep_details in results for d in rep_details]
         replicates = pd.DataFrame(rows)
         n_seeds = replicates["seed"].nunique()
         parts: list[Part] = []

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ClusterSpecializationTest"]
 
+# One replicate's layer: its clusters' table, its row, and (seed, damage, cluster sizes).
+_LayerResult = tuple[pd.DataFrame, dict[str, Any], tuple[int, np.ndarray, np.ndarray]]
+
 _STATISTIC_LABELS = {"top_share": "top-{m} share of the damage", "gini": "Gini of the damage"}
 
 
@@ -102,56 +105,64 @@ class ClusterSpecializationTest(ShapeKind):
                 test.m,
             )
 
-    def evidence(self, hf: HypothesisFile, data: Any, reps: list[Any]) -> Evidence:
-        """Per replicate and layer: mean over clusters of cluster − random specialization."""
+    def replicate_evidence(
+        self, hf: HypothesisFile, data: Any, rep: Any
+    ) -> list[_LayerResult]:
+        """Per layer of one replicate: its clusters' and random groups' specialization, the
+        replicate's mean difference, and the clusters' damage (for the heatmap)."""
         test = self
-        device = next(reps[0].model.parameters()).device
+        device = next(rep.model.parameters()).device
         x, y = (t.to(device) for t in data.split(test.split))
-        cluster_rows: list[pd.DataFrame] = []
-        rep_rows: list[dict[str, object]] = []
-        damages: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {
-            layer: [] for layer in test.layers
-        }
+        out: list[_LayerResult] = []
         for li, layer in enumerate(test.layers):
-            for rep in reps:
-                clusters = cluster_layer(rep.model, layer, test.k)
-                table = specialization_vs_random(
-                    rep.model,
-                    layer,
-                    x,
-                    y,
-                    clusters,
-                    data.n_classes,
-                    test.draws,
-                    control_generator(test.control_seed, rep.seed, li),
-                    test.statistic,
-                    test.m,
-                    test.value,
-                )
-                damage = cluster_damage(rep.model, layer, x, y, clusters, data.n_classes, test.value)
-                sizes = np.bincount(clusters.rows, minlength=clusters.n_clusters)
-                damages[layer].append((rep.seed, damage.cpu().numpy(), sizes))
-                table.insert(0, "layer", layer)
-                table.insert(0, "seed", rep.seed)
-                cluster_rows.append(table)
-                defined = table.dropna(subset=["difference"])
-                rep_rows.append(
-                    {
-                        "part": layer,
-                        "seed": rep.seed,
-                        "statistic": float(defined["difference"].mean())
-                        if len(defined)
-                        else float("nan"),
-                        "cluster_mean": float(defined["specialization"].mean())
-                        if len(defined)
-                        else float("nan"),
-                        "random_mean": float(defined["random_mean"].mean())
-                        if len(defined)
-                        else float("nan"),
-                        "clusters_defined": len(defined),
-                        "test_accuracy": rep.test_accuracy,
-                    }
-                )
+            clusters = cluster_layer(rep.model, layer, test.k)
+            table = specialization_vs_random(
+                rep.model,
+                layer,
+                x,
+                y,
+                clusters,
+                data.n_classes,
+                test.draws,
+                control_generator(test.control_seed, rep.seed, li),
+                test.statistic,
+                test.m,
+                test.value,
+            )
+            damage = cluster_damage(rep.model, layer, x, y, clusters, data.n_classes, test.value)
+            sizes = np.bincount(clusters.rows, minlength=clusters.n_clusters)
+            table.insert(0, "layer", layer)
+            table.insert(0, "seed", rep.seed)
+            defined = table.dropna(subset=["difference"])
+            row = {
+                "part": layer,
+                "seed": rep.seed,
+                "statistic": float(defined["difference"].mean()) if len(defined) else float("nan"),
+                "cluster_mean": float(defined["specialization"].mean())
+                if len(defined)
+                else float("nan"),
+                "random_mean": float(defined["random_mean"].mean())
+                if len(defined)
+                else float("nan"),
+                "clusters_defined": len(defined),
+                "test_accuracy": rep.test_accuracy,
+            }
+            out.append((table, row, (rep.seed, damage.cpu().numpy(), sizes)))
+        return out
+
+    def pooled_evidence(
+        self,
+        hf: HypothesisFile,
+        data: Any,
+        reps: list[Any],
+        results: list[list[_LayerResult]],
+    ) -> Evidence:
+        """Every replicate's mean cluster − random specialization, pooled per layer."""
+        test = self
+        # layer-major, replicates in order within each layer
+        cluster_rows = [r[li][0] for li in range(len(test.layers)) for r in results]
+        rep_rows = [r[li][1] for li in range(len(test.layers)) for r in results]
+        damages = {layer: [r[li][2] for r in results] for li, layer in enumerate(test.layers)}
         replicates = pd.DataFrame(rep_rows)
         parts: list[Part] = []
         notes: list[str] = []

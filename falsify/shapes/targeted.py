@@ -260,52 +260,65 @@ class TargetedTest(ShapeKind):
                     )
                 seen[count] = k
 
-    def evidence(self, hf: HypothesisFile, data: Any, reps: list[Any]) -> Evidence:
-        """Per replicate, layer, score and k: targeted − mean(random); pooled per part."""
+    def replicate_evidence(
+        self, hf: HypothesisFile, data: Any, rep: Any
+    ) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+        """Per layer of one replicate: its groups' effects, and per score × k targeted −
+        mean(random)."""
         test = self
-        device = next(reps[0].model.parameters()).device
+        device = next(rep.model.parameters()).device
         x_in, y_in = data.split(test.split)
         x_in, y_in = x_in.to(device), y_in.to(device)
-        group_rows: list[pd.DataFrame] = []
-        rep_rows: list[pd.DataFrame] = []
+        out: list[tuple[pd.DataFrame, pd.DataFrame]] = []
         for li, layer in enumerate(test.layers):
-            n_units = _n_units(reps[0].model, layer, x_in)
+            n_units = _n_units(rep.model, layer, x_in)
             counts = [resolve_k(k, n_units) for k in test.k]
             labels = {c: _k_label(k, c) for k, c in zip(test.k, counts, strict=True)}
-            for rep in reps:
-                scores = {
-                    s.kind: s.measure(rep.model, layer, x_in, y_in, data.n_classes)
-                    for s in test.scores
-                }
-                strata = None
-                if test.random.match == "activation":
-                    activation = unit_activations(rep.model, layer, x_in).mean(dim=0)
-                    strata = activation_strata(activation, test.random.strata)
-                groups = targeted_vs_random(
-                    rep.model,
-                    layer,
-                    x_in,
-                    y_in,
-                    scores,
-                    counts,
-                    test.draws,
-                    control_generator(test.control_seed, rep.seed, li),
-                    test.value,
-                    test.metric,
-                    strata,
-                )
-                groups.insert(0, "layer", layer)
-                groups.insert(0, "seed", rep.seed)
-                group_rows.append(groups)
-                diffs = paired_differences(groups)
-                diffs["part"] = [
-                    f"{layer} · {s} · k = {labels[k]}"
-                    for s, k in zip(diffs["score"], diffs["k"], strict=True)
-                ]
-                diffs["seed"] = rep.seed
-                diffs["layer"] = layer
-                diffs["test_accuracy"] = rep.test_accuracy
-                rep_rows.append(diffs)
+            scores = {
+                s.kind: s.measure(rep.model, layer, x_in, y_in, data.n_classes) for s in test.scores
+            }
+            strata = None
+            if test.random.match == "activation":
+                activation = unit_activations(rep.model, layer, x_in).mean(dim=0)
+                strata = activation_strata(activation, test.random.strata)
+            groups = targeted_vs_random(
+                rep.model,
+                layer,
+                x_in,
+                y_in,
+                scores,
+                counts,
+                test.draws,
+                control_generator(test.control_seed, rep.seed, li),
+                test.value,
+                test.metric,
+                strata,
+            )
+            groups.insert(0, "layer", layer)
+            groups.insert(0, "seed", rep.seed)
+            diffs = paired_differences(groups)
+            diffs["part"] = [
+                f"{layer} · {s} · k = {labels[k]}"
+                for s, k in zip(diffs["score"], diffs["k"], strict=True)
+            ]
+            diffs["seed"] = rep.seed
+            diffs["layer"] = layer
+            diffs["test_accuracy"] = rep.test_accuracy
+            out.append((groups, diffs))
+        return out
+
+    def pooled_evidence(
+        self,
+        hf: HypothesisFile,
+        data: Any,
+        reps: list[Any],
+        results: list[list[tuple[pd.DataFrame, pd.DataFrame]]],
+    ) -> Evidence:
+        """Every replicate's differences, pooled per layer × score × k."""
+        test = self
+        # layer-major, replicates in order within each layer
+        group_rows = [r[li][0] for li in range(len(test.layers)) for r in results]
+        rep_rows = [r[li][1] for li in range(len(test.layers)) for r in results]
         reps_df = pd.concat(rep_rows, ignore_index=True)
         parts = pooled_parts(reps_df, test.draws)
         metric = _METRIC_LABELS[test.metric]
