@@ -29,7 +29,7 @@ from falsify.models.memory import check_fits
 from falsify.runner.cache import ModelCache
 from falsify.runner.checkpoints import check_checkpoints, with_checkpoints
 from falsify.runner.estimate import estimate_training, format_duration
-from falsify.runner.executors import Executor
+from falsify.runner.executors import Executor, threads_per_job
 from falsify.runner.outcome import Outcome
 from falsify.runner.provenance import git_state
 from falsify.runner.replicates import Replicate, obtain_replicates, screen_replicates
@@ -244,7 +244,8 @@ def run_hypothesis(
         reps = with_checkpoints(pop, reps, p.data, cache, device)
         kept, screening = screen_replicates(pop, p.data, reps)
         _enough_included(hf, kept, screening)
-        evidence, table, verdict = run_shape(hf, p.data, kept, executor)
+        threads = threads_per_job(executor.jobs) if executor is not None else 1
+        evidence, table, verdict = run_shape(hf, p.data, kept, executor, threads)
     provenance = {
         "file": str(hf.path),
         "file_sha256": hf.sha256,

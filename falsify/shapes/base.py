@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 import torch
@@ -31,8 +31,9 @@ from falsify.errors import FalsifyError
 from falsify.stats import Part, Verdict, decide
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
     from falsify.hypothesis.loader import HypothesisFile
-    from falsify.runner.executors import Executor
 
 __all__ = ["PARTS_TABLE", "Evidence", "Figure", "TooFewReplicates", "require_replicates", "run_shape"]
 
@@ -93,8 +94,23 @@ def _replicate_job(hf: HypothesisFile, data: Any, replicate: Any, index: int, th
     return index, hf.hypothesis.test.replicate_evidence(hf, data, replicate)
 
 
+class ReplicateExecutor(Protocol):
+    """What :func:`run_shape` needs of an executor (falsify.runner.executors.Executor is one;
+    the runner, a layer above, owns them)."""
+
+    remote: bool
+
+    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> Iterator[Any]: ...
+
+    def share(self, value: Any) -> Any: ...
+
+
 def _evidence(
-    hf: HypothesisFile, data: Any, replicates: list[Any], executor: Executor | None
+    hf: HypothesisFile,
+    data: Any,
+    replicates: list[Any],
+    executor: ReplicateExecutor | None,
+    threads: int,
 ) -> Evidence:
     """The shape's evidence; on a remote executor's nodes, replicate by replicate, when the
     shape splits its evidence that way."""
@@ -106,10 +122,6 @@ def _evidence(
         or len(replicates) < 2
     ):
         return shape.evidence(hf, data, replicates)
-    # here, not at the top: falsify.runner imports this module
-    from falsify.runner.executors import threads_per_job
-
-    threads = threads_per_job(executor.jobs)
     shared = executor.share(data)
     args = [(hf, shared, rep, i, threads) for i, rep in enumerate(replicates)]
     results = dict(executor.map(_replicate_job, args))
@@ -117,14 +129,19 @@ def _evidence(
 
 
 def run_shape(
-    hf: HypothesisFile, data: Any, replicates: list[Any], executor: Executor | None = None
+    hf: HypothesisFile,
+    data: Any,
+    replicates: list[Any],
+    executor: ReplicateExecutor | None = None,
+    threads: int = 1,
 ) -> tuple[Evidence, pd.DataFrame, Verdict]:
     """The shape's evidence, its parts' table (estimate, CI, p-values, verdict) and verdict.
 
-    With a remote ``executor`` (a Ray cluster), each replicate is evaluated as one of its jobs.
+    With a remote ``executor`` (a Ray cluster), each replicate is evaluated as one of its jobs,
+    on ``threads`` CPU threads.
     """
     try:
-        evidence = _evidence(hf, data, replicates, executor)
+        evidence = _evidence(hf, data, replicates, executor, threads)
         for part in evidence.parts:
             require_replicates(part.name, part.n_replicates)
     except TooFewReplicates as exc:
