@@ -34,6 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from falsify.data.base import answer_labels
+from falsify.data.stream import batches
 from falsify.hooks import capture
 from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.units import unit_view
@@ -45,10 +46,10 @@ def _batches(
     model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     view = unit_view(model, layer)
-    for start in range(0, len(x), batch_size):
+    for xb, yb in batches((x, y), batch_size):
         with capture(model, layer) as outs:
-            model(x[start : start + batch_size])
-        yield view.read(outs[0]).to(torch.float64), y[start : start + batch_size]  # [batch, units]
+            model(xb)
+        yield view.read(outs[0]).to(torch.float64), yb  # [batch, units]
 
 
 @torch.no_grad()

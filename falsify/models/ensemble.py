@@ -32,11 +32,18 @@ from torch import nn
 
 from falsify.data import Dataset
 from falsify.data.labels import training_labels
-from falsify.hypothesis.schema import Population, TrainingSpec
+from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.mlp import MLPSpec
 from falsify.models.stacked import LOSS, NotExact, StackedNet, plan_loss, stack
-from falsify.models.training import TrainResult, _warmup, evaluate, one_thread, record_metrics
+from falsify.models.training import (
+    TrainResult,
+    _optimizer,
+    _warmup,
+    evaluate,
+    one_thread,
+    record_metrics,
+)
 
 __all__ = ["NotBatchable", "ensemble_speedup", "supports_ensemble", "train_ensemble"]
 
@@ -62,17 +69,6 @@ def ensemble_speedup(population: Population) -> float:
     which it does not reduce (cnn 1.65–1.9×, resnet20 1.2×). The runner weighs it against the
     processes of ``--jobs``."""
     return 3.0 if isinstance(population.model, MLPSpec) else 1.5
-
-
-def _optimizer(params: list[torch.Tensor], spec: TrainingSpec) -> torch.optim.Optimizer:
-    # The same constructor calls as falsify.models.training._optimizer, on the stacked weights.
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-        )
-    if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
 class NotBatchable(Exception):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -34,14 +34,15 @@ class TrainResult:
     checkpoints: dict[int, TrainResult] = field(default_factory=dict)
 
 
-def _optimizer(model: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
+def _optimizer(params: Iterable[torch.Tensor], spec: TrainingSpec) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``params`` (a model's, or an ensemble's stacked weights)."""
     if spec.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
         )
     if spec.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
 def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR | None:
@@ -174,7 +175,7 @@ def _train(
         model = build_model(population.model, data.input_shape, data.n_classes).to(device)
         shuffle = torch.Generator().manual_seed(seed)
         spec = population.training
-        opt = _optimizer(model, spec)
+        opt = _optimizer(model.parameters(), spec)
         schedule = _warmup(opt, spec.warmup_steps)
         has_batch_norm = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
