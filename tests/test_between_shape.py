@@ -11,30 +11,12 @@ from falsify.cli.main import main
 from falsify.errors import HypothesisError
 from falsify.hypothesis import load
 from falsify.runner import ModelCache, plan
-
-BETWEEN = """\
-id: between_tiny
-claim: Randomized labels lower training-label accuracy (a fast test population).
-population:
-  data: {kind: digits}
-  model: {kind: mlp, hidden: [8]}
-  training: {epochs: 2, batch_size: 128, lr: 0.01}
-  seeds: 3
-  conditions:
-    training.label_noise: [0, 0.5]
-test:
-  kind: between_conditions
-  outcome: {kind: accuracy, split: train}
-  compare: {kind: reference, reference: {training.label_noise: 0}}
-prediction:
-  direction: negative
-  sesoi: 0.02
-"""
+from tests.helpers.populations import TINY_BETWEEN
 
 
 def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
     out, cache = tmp_path / "reports", tmp_path / "cache"
-    path = write(BETWEEN)
+    path = write(TINY_BETWEEN)
     args = ["run", str(path), "--out", str(out), "--cache", str(cache), "--quiet"]
     assert main(args) == 0
     assert "6 replicates (0 cached)" in capsys.readouterr().out
@@ -110,7 +92,7 @@ def test_between_end_to_end(write, tmp_path: Path, capsys) -> None:
     ],
 )
 def test_bad_between_files_name_the_field(write, tmp_path, old, new, needle) -> None:
-    path = write(BETWEEN.replace(old, new))
+    path = write(TINY_BETWEEN.replace(old, new))
     with pytest.raises(HypothesisError) as exc:
         plan(load(path), ModelCache(tmp_path), torch.device("cpu"))
     assert needle in str(exc.value) and str(path) in str(exc.value)
@@ -118,7 +100,7 @@ def test_bad_between_files_name_the_field(write, tmp_path, old, new, needle) -> 
 
 
 def test_trend_needs_numbers_for_a_value_scale(write, tmp_path) -> None:
-    text = BETWEEN.replace("training.label_noise: [0, 0.5]", "model.batch_norm: [false, true]")
+    text = TINY_BETWEEN.replace("training.label_noise: [0, 0.5]", "model.batch_norm: [false, true]")
     text = text.replace(
         "{kind: reference, reference: {training.label_noise: 0}}",
         "{kind: trend, factor: model.batch_norm}",

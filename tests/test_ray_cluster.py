@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from falsify.cli.main import main
+from tests.helpers.populations import TINY_BETWEEN
 
 ROOT = Path(__file__).parents[1]
 RAY = Path(sys.executable).with_name("ray")
@@ -181,30 +182,12 @@ prediction:
   sesoi: 0.01
 """
 
-BETWEEN = """\
-id: tiny_between
-claim: Randomized labels lower training-label accuracy (a fast test population).
-population:
-  data: {kind: digits}
-  model: {kind: mlp, hidden: [8]}
-  training: {epochs: 2, batch_size: 128, lr: 0.01}
-  seeds: 3
-  conditions:
-    training.label_noise: [0, 0.5]
-test:
-  kind: between_conditions
-  outcome: {kind: accuracy, split: train}
-  compare: {kind: reference, reference: {training.label_noise: 0}}
-prediction:
-  direction: negative
-  sesoi: 0.02
-"""
 
-IDS = ("tiny", "tiny_targeted", "tiny_between")
+IDS = ("tiny", "tiny_targeted", "between_tiny")
 
 
 def test_cluster_run_equals_sequential(cluster, write, tiny_yaml, tmp_path) -> None:
-    paths = [write(tiny_yaml, "a.yaml"), write(TARGETED, "t.yaml"), write(BETWEEN, "b.yaml")]
+    paths = [write(tiny_yaml, "a.yaml"), write(TARGETED, "t.yaml"), write(TINY_BETWEEN, "b.yaml")]
     files = [str(p) for p in paths]
     seq = ["run", *files, "--out", str(tmp_path / "seq"), "--cache", str(tmp_path / "c1")]
     assert main([*seq, "--quiet"]) == 0

@@ -12,25 +12,7 @@ from falsify.cli.main import CONTRADICTED, main
 from falsify.errors import FalsifyError
 from falsify.runner.replicate import default_offset, replication_file, replication_seeds
 from falsify.runner.replicates import recipe_of
-
-BETWEEN = """\
-id: between_tiny
-claim: Randomized labels lower training-label accuracy (a fast test population).
-population:
-  data: {kind: digits}
-  model: {kind: mlp, hidden: [8]}
-  training: {epochs: 2, batch_size: 128, lr: 0.01}
-  seeds: 3
-  conditions:
-    training.label_noise: [0, 0.5]
-test:
-  kind: between_conditions
-  outcome: {kind: accuracy, split: train}
-  compare: {kind: reference, reference: {training.label_noise: 0}}
-prediction:
-  direction: negative
-  sesoi: 0.02
-"""
+from tests.helpers.populations import TINY_BETWEEN
 
 
 def test_default_offset_is_the_next_block_of_1000() -> None:
@@ -58,7 +40,7 @@ def test_an_offset_that_overlaps_or_overflows_is_refused(
 
 
 def test_the_replication_file_changes_only_the_seeds(write) -> None:
-    hf = falsify.load(write(BETWEEN))
+    hf = falsify.load(write(TINY_BETWEEN))
     again = replication_file(hf)
     assert again.hypothesis.population.seeds == (1000, 1001, 1002)
     assert recipe_of(again.hypothesis.population) == recipe_of(hf.hypothesis.population)
@@ -73,7 +55,7 @@ def _parts(path: Path) -> list[dict[str, object]]:
 
 
 def test_replicate_end_to_end(write, tmp_path: Path, capsys) -> None:
-    path = write(BETWEEN)
+    path = write(TINY_BETWEEN)
     out, cache = tmp_path / "reports", tmp_path / "cache"
     common = ["--cache", str(cache), "--quiet"]
     assert main(["replicate", str(path), "--out", str(out), *common]) in (0, CONTRADICTED)
@@ -125,7 +107,7 @@ def test_replicate_end_to_end(write, tmp_path: Path, capsys) -> None:
 def test_a_confident_contradiction_is_flagged_and_exits_4(write, tmp_path: Path, capsys) -> None:
     """δ placed between the two runs' lower CI ends: the run whose CI reaches −δ is SUPPORTED,
     the other FALSIFIED (docs/verdicts.md), a real contradiction between the two seed sets."""
-    path = write(BETWEEN)
+    path = write(TINY_BETWEEN)
     out, cache = tmp_path / "reports", tmp_path / "cache"
     common = ["--out", str(out), "--cache", str(cache), "--quiet"]
     main(["replicate", str(path), *common])
@@ -148,7 +130,7 @@ def test_a_confident_contradiction_is_flagged_and_exits_4(write, tmp_path: Path,
 
 
 def test_a_bad_offset_fails_before_training(write, tmp_path: Path, capsys) -> None:
-    path = write(BETWEEN)
+    path = write(TINY_BETWEEN)
     cache = tmp_path / "cache"
     args = ["replicate", str(path), "--seed-offset", "2", "--cache", str(cache), "--quiet"]
     assert main([*args, "--out", str(tmp_path / "r")]) == 1
