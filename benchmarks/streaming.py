@@ -7,7 +7,7 @@ layer is ablated over all 50,000 training images two ways, each in a fresh proce
 
 * **in memory**: ``GeneratedImagesData.load()`` (every image in one float32 tensor, 614 MB at
   the default size) and :func:`falsify.interventions.ablation_effects` on it;
-* **streamed**: ``ablation_effects`` on ``GeneratedImagesData.stream().train`` with a memory
+* **streamed**: ``ablation_effects`` on ``GeneratedImagesData.streamed().train`` with a memory
   budget (``--budget-mib``): the examples are read in blocks that fit it.
 
 Peak memory is the growth of the process's resident set over its size before the block
@@ -88,7 +88,7 @@ def child(args: argparse.Namespace) -> None:
     masks = single_unit_masks(args.hidden[int(args.layer.removeprefix("hidden")) - 1])
     # A sweep of 64 images first, outside the measurement, so that the libraries' code and
     # buffers (oneDNN's, the allocator's) are in place and only the sweep's own memory counts.
-    warm = GeneratedImagesData(kind="generated_images", n_train=64, n_test=10).stream().train
+    warm = GeneratedImagesData(kind="generated_images", n_train=64, n_test=10).streamed().train
     ablation_effects(model, args.layer, warm, None, masks)
     peak = PeakMemory(CPU)
     start = time.perf_counter()
@@ -97,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
             data = spec.load()  # type: ignore[union-attr]
             effects = ablation_effects(model, args.layer, data.x_train, data.y_train, masks)
         else:
-            train = spec.stream().train  # type: ignore[union-attr]
+            train = spec.streamed().train  # type: ignore[union-attr]
             budget = int(args.budget_mib * 2**20)
             effects = ablation_effects(model, args.layer, train, None, masks, max_bytes=budget)
     wall = time.perf_counter() - start
@@ -137,7 +137,7 @@ def main() -> None:
     pop = population(args)
     spec = pop.data
     start = time.perf_counter()
-    streamed = train_replicate(pop, spec.stream(), 0, CPU)  # type: ignore[union-attr]
+    streamed = train_replicate(pop, spec.streamed(), 0, CPU)  # type: ignore[union-attr]
     t_stream = time.perf_counter() - start
     small = population(argparse.Namespace(**{**vars(args), "n": 2000}))
     in_memory = small.data.load()  # type: ignore[union-attr]
@@ -145,7 +145,7 @@ def main() -> None:
     a = train_replicate(small, in_memory, 0, CPU)
     t_a = time.perf_counter() - start
     start = time.perf_counter()
-    b = train_replicate(small, small.data.stream(), 0, CPU)  # type: ignore[union-attr]
+    b = train_replicate(small, small.data.streamed(), 0, CPU)  # type: ignore[union-attr]
     t_b = time.perf_counter() - start
     same = all(
         torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True)

@@ -12,7 +12,7 @@ Shared by the measure (:mod:`falsify.measures.selectivity`) and training
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -83,15 +83,20 @@ def selectivity_index(means: torch.Tensor, epsilon: float = 1e-7) -> torch.Tenso
 def mean_selectivity(
     model: nn.Module,
     layers: Sequence[str],
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    y: torch.Tensor | None,
     n_classes: int,
     epsilon: float = 1e-7,
 ) -> float:
     """Mean over ``layers`` of the mean SI over each layer's units: the quantity the
-    selectivity regularizer moves (Leavitt & Morcos 2021), measured on the whole of ``x``."""
+    selectivity regularizer moves (Leavitt & Morcos 2021), measured on the whole of ``x``; or,
+    with ``y`` None, on the ``(x, y)`` batches a fresh call of ``x()`` yields, one per layer
+    (streamed data, :func:`falsify.data.stream.model_batches`)."""
     per_layer = [
-        selectivity_index(class_conditional_means(model, layer, x, y, n_classes), epsilon).mean()
+        selectivity_index(
+            class_conditional_means(model, layer, x() if callable(x) else x, y, n_classes),
+            epsilon,
+        ).mean()
         for layer in layers
     ]
     return float(torch.stack(per_layer).mean())

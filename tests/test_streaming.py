@@ -35,7 +35,7 @@ def _population(model, epochs: int = 2, **training) -> Population:
 
 @pytest.fixture(scope="module")
 def data():
-    return SPEC.load(), SPEC.stream()
+    return SPEC.load(), SPEC.streamed()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_generated_images_have_learnable_class_structure() -> None:
         training=TrainingSpec(epochs=3, lr=0.001, batch_size=128),
         seeds=2,
     )
-    res = train_replicate(pop, spec.stream(), 0, CPU)
+    res = train_replicate(pop, spec.streamed(), 0, CPU)
     assert res.test_accuracy > 0.4  # chance is 0.1
 
 
@@ -192,7 +192,7 @@ def _user(name: str) -> UserData:
 
 def test_a_user_map_style_dataset_streams_like_it_loads(tmp_path) -> None:
     spec = _user("load_items")
-    memory, stream = spec.load(), spec.stream()
+    memory, stream = spec.load(), spec.streamed()
     assert stream.n_classes == memory.n_classes == 10 and stream.input_shape == (64,)
     assert torch.equal(stream.y_train, memory.y_train)
     xb, _ = next(iter(batches(stream.train, 100)))
@@ -214,4 +214,4 @@ def test_a_user_map_style_dataset_streams_like_it_loads(tmp_path) -> None:
 
 def test_a_user_loader_that_returns_no_datasets_is_a_located_error() -> None:
     with pytest.raises(UserCodeError, match=r"population\.data\.loader"):
-        _user("load_unbatchable").stream()
+        _user("load_unbatchable").streamed()

@@ -7,14 +7,16 @@ import functools
 
 from falsify.data.base import Dataset
 from falsify.data.standard import files_stamp
+from falsify.data.stream import StreamedDataset
 from falsify.errors import FalsifyError
 from falsify.hypothesis.kinds import DataKind
 
 __all__ = ["Dataset", "load_dataset"]
 
 
-def load_dataset(spec: DataKind) -> Dataset:
-    """Load the dataset a validated spec names (memoized: specs are frozen and hashable).
+def load_dataset(spec: DataKind) -> Dataset | StreamedDataset:
+    """Load the dataset a validated spec names (memoized: specs are frozen and hashable); with
+    ``stream: true``, its :class:`~falsify.data.stream.StreamedDataset`, read in batches.
 
     Data read from a folder is memoized with its files' sizes and times, so an edited or
     replaced file is read again.
@@ -25,7 +27,7 @@ def load_dataset(spec: DataKind) -> Dataset:
 @functools.lru_cache(maxsize=8)
 def _load(spec: DataKind, _stamp: tuple[tuple[str, int, int], ...]) -> Dataset:
     try:
-        return spec.load()  # type: ignore[attr-defined]
+        return spec.streamed() if spec.stream else spec.load()  # type: ignore[attr-defined]
     except ValueError as exc:
         # scikit-learn's split refuses e.g. a test set smaller than the number of classes.
         raise FalsifyError(

@@ -54,10 +54,11 @@ class GeneratedImagesData(DataKind):
     seed: Seed = 0
 
     label: ClassVar[str] = "generated CIFAR-10-sized images"
+    streams: ClassVar[bool] = True
     docs: ClassVar[str] = "docs/performance.md"
     example: ClassVar[dict[str, Any]] = {"n_train": 200, "n_test": 100}
 
-    def stream(self) -> StreamedDataset:
+    def streamed(self) -> StreamedDataset:
         """The two splits as map-style torch Datasets; nothing is generated until asked for."""
         train, test = GeneratedImages(self, "train"), GeneratedImages(self, "test")
         return StreamedDataset(

@@ -24,14 +24,20 @@ from torch.utils.data import Dataset as TorchDataset
 
 __all__ = [
     "Inputs",
+    "Relabelled",
     "Source",
     "StreamedDataset",
     "batches",
+    "first_inputs",
     "gather",
     "inputs_of",
     "is_stream",
     "labels_of",
+    "model_batches",
     "n_examples",
+    "on_device",
+    "source_of",
+    "with_labels",
 ]
 
 Source = tuple[torch.Tensor, torch.Tensor] | TorchDataset
@@ -100,6 +106,17 @@ def batches(
         yield (xb, yb) if device is None else (xb.to(device), yb.to(device))
 
 
+def model_batches(
+    model: torch.nn.Module, x: torch.Tensor | TorchDataset, y: torch.Tensor, batch_size: int = 1024
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` batches for ``model``, in index order: slices of the tensors ``x`` and ``y``
+    as they are, or a streamed split's batches (its items carry the labels ``y``,
+    :meth:`StreamedDataset.split`) moved onto the model's device."""
+    if is_stream(x):
+        return batches(x, batch_size, device=next(model.parameters()).device)
+    return batches((x, y), batch_size)  # type: ignore[arg-type]
+
+
 def labels_of(source: Source, batch_size: int = 1024) -> torch.Tensor:
     """Every label of ``source``, int64 ``[n]``: a Dataset's ``targets`` attribute where it has
     one (torchvision's convention; :class:`~falsify.data.generated_images.GeneratedImages`), or
@@ -129,9 +146,61 @@ class StreamedDataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(gather(self.train, [0])[0].shape[1:])
 
-    def split(self, which: str) -> TorchDataset:
-        """The ``"train"`` or ``"test"`` Dataset."""
-        return self.train if which == "train" else self.test
+    def split(self, which: str) -> tuple[TorchDataset, torch.Tensor]:
+        """``(dataset, labels)`` of the ``"train"`` or ``"test"`` split, as
+        :meth:`falsify.data.base.Dataset.split` gives ``(x, y)``: what a kind that streams
+        (``streams``) receives as its ``x`` and ``y`` (docs/performance.md)."""
+        if which == "train":
+            return self.train, self.y_train
+        return self.test, self.y_test
+
+
+class Relabelled(TorchDataset):
+    """``dataset``'s inputs with the labels ``y`` (int64 ``[n]``, held): a streamed split read
+    with other labels than its items carry, e.g. the training labels after label noise
+    (:func:`falsify.data.labels.training_labels`), so every consumer of ``(x, y)`` items sees
+    the labels the caller means."""
+
+    def __init__(self, dataset: TorchDataset, y: torch.Tensor) -> None:
+        self.dataset = dataset
+        self.targets = y.cpu()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return gather(self.dataset, [i])[0][0], self.targets[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return gather(self.dataset, indices)[0], self.targets[indices]
+
+
+def with_labels(x: torch.Tensor | TorchDataset, y: torch.Tensor, labels: torch.Tensor) -> Any:
+    """``x`` read with ``labels`` instead of ``y``: a tensor as it is (the caller passes the
+    labels), a streamed split relabelled (:class:`Relabelled`) unless they are ``y`` itself."""
+    if not is_stream(x) or labels is y:
+        return x
+    return Relabelled(x, labels)  # type: ignore[arg-type]
+
+
+def source_of(x: torch.Tensor | TorchDataset, y: torch.Tensor) -> Source:
+    """The :data:`Source` a kind reads: ``x`` itself when it is a streamed split (its items
+    carry the labels ``y``, :meth:`StreamedDataset.split`), else the pair ``(x, y)``."""
+    return x if is_stream(x) else (x, y)
+
+
+def first_inputs(x: torch.Tensor | TorchDataset, n: int = 1) -> torch.Tensor:
+    """The first ``n`` inputs of ``x``, a tensor or a streamed split, as a tensor (what a
+    check or a unit count runs the model on)."""
+    if is_stream(x):
+        return gather(x, range(min(n, len(x))))[0]  # type: ignore[arg-type]
+    return x[:n]  # type: ignore[index]
+
+
+def on_device(x: torch.Tensor | TorchDataset, device: torch.device) -> Any:
+    """A tensor moved to ``device``; a streamed split as it is (each batch is moved to the
+    model's device as it is read)."""
+    return x if is_stream(x) else x.to(device)  # type: ignore[union-attr]
 
 
 class Inputs:
@@ -158,5 +227,5 @@ def inputs_of(data: Any, which: str, device: torch.device) -> torch.Tensor | Inp
     """The inputs of split ``which`` of ``data`` on ``device``: the tensor of an in-memory
     :class:`~falsify.data.base.Dataset`, or :class:`Inputs` of a :class:`StreamedDataset`."""
     if isinstance(data, StreamedDataset):
-        return Inputs(data.split(which), device)
+        return Inputs(data.split(which)[0], device)
     return data.split(which)[0].to(device)

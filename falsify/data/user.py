@@ -42,6 +42,7 @@ class UserData(FromFiles, DataKind):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     label: ClassVar[str] = "the user's data (loader)"
+    streams: ClassVar[bool] = True
     docs: ClassVar[str] = "docs/own-models-and-data.md"
     import_path_key: ClassVar[str | None] = "loader"
     example: ClassVar[dict[str, Any]] = {"loader": "package.module:function"}
@@ -55,7 +56,7 @@ class UserData(FromFiles, DataKind):
     def load(self) -> Dataset:
         return load_user_data(self)
 
-    def stream(self) -> StreamedDataset:
+    def streamed(self) -> StreamedDataset:
         """The function's ``(train, test)`` Datasets, not materialized: streamed in batches.
         Tensors it returns are wrapped as they are (they are in memory already)."""
         return stream_user_data(self)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from importlib import metadata
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Discriminator, Field, GetCoreSchemaHandler, Tag
+from pydantic import Discriminator, Field, GetCoreSchemaHandler, Tag, field_validator
 from pydantic_core import CoreSchema
 
 from falsify.errors import FalsifyError
@@ -115,11 +115,45 @@ class Kind(Frozen):
 
 
 class DataKind(Kind):
-    """A dataset. ``load() -> falsify.data.Dataset``: train/test tensors, deterministic."""
+    """A dataset. ``load() -> falsify.data.Dataset``: train/test tensors, deterministic.
+
+    A kind that ``streams`` also has ``streamed() -> falsify.data.stream.StreamedDataset``, the
+    same examples read in batches from map-style torch Datasets; a file asks for it with
+    ``stream: true`` (docs/performance.md, "Data that does not fit in memory"). Streaming reads
+    the same values, so it is not part of the cache key.
+    """
 
     slot: ClassVar[str] = "datasets"
+    streams: ClassVar[bool] = False  # offers streamed(): examples read per index, not held
+
+    # Left out of dumps while false, so locks and reports of files without it stay as they were.
+    stream: bool = Field(
+        False,
+        exclude_if=lambda v: not v,
+        description="read the examples in batches instead of holding them in memory",
+    )
+
+    @field_validator("stream")
+    @classmethod
+    def _streams_if_asked(cls, v: bool) -> bool:
+        if v and not cls.streams:
+            streaming = ", ".join(
+                f"{k.import_path_key}:" if k.import_path_key else tag
+                for tag, k in DATASETS.items()
+                if k.streams
+            )
+            raise ValueError(
+                f"false for {cls.tag()!r}, which is loaded into memory whole (the datasets "
+                f"read per example, which can stream, are: {streaming})"
+            )
+        return v
 
     def load(self) -> Any:
+        raise NotImplementedError
+
+    def streamed(self) -> Any:
+        """The examples read in batches (``falsify.data.stream.StreamedDataset``), for kinds
+        that ``stream``."""
         raise NotImplementedError
 
     def identity(self) -> dict[str, Any]:
@@ -152,6 +186,8 @@ class UnitMeasureKind(Kind):
     """A per-unit measure. ``measure(model, layer, x, y, n_classes) -> [units]``."""
 
     slot: ClassVar[str] = "unit_measures"
+    # Reads its inputs in batches when the data is streamed (``population.data.stream``).
+    streams: ClassVar[bool] = False
     uses_gradients: ClassVar[bool] = False
     # Reads what only a sequence model has (attention patterns, token inputs).
     needs_sequences: ClassVar[bool] = False
@@ -164,6 +200,8 @@ class UnitEffectKind(Kind):
     """A per-unit effect of an intervention. ``effects(model, layer, x, y) -> [units]``."""
 
     slot: ClassVar[str] = "unit_effects"
+    # Reads its inputs in batches when the data is streamed (``population.data.stream``).
+    streams: ClassVar[bool] = False
 
     def effects(self, model: Any, layer: str, x: Any, y: Any) -> Any:
         raise NotImplementedError
@@ -183,6 +221,8 @@ class OutcomeKind(Kind):
     """
 
     slot: ClassVar[str] = "outcomes"
+    # Reads its inputs in batches when the data is streamed (``population.data.stream``).
+    streams: ClassVar[bool] = False
     needs_unit_layers: ClassVar[bool] = False  # reads layers (by default every unit layer)
     needs_sequences: ClassVar[bool] = False  # reads what only a sequence model has
     detail_figure: ClassVar[str] = ""  # the report figure drawing ``details``; "" for none
@@ -228,6 +268,8 @@ class ShapeKind(Kind):
     """A test shape (PRODUCT.md §3): see :class:`falsify.shapes.base.Shape` for the protocol."""
 
     slot: ClassVar[str] = "shapes"
+    # Reads its inputs in batches when the data is streamed (``population.data.stream``).
+    streams: ClassVar[bool] = False
     compares_conditions: ClassVar[bool] = False  # accepts a population grid
     figure: ClassVar[str] = ""  # the report drawer of its main figure
     simulator: ClassVar[str] = ""  # the calibration family that checks its verdict rule
@@ -278,6 +320,8 @@ class RegularizerKind(Kind):
     """
 
     slot: ClassVar[str] = "regularizers"
+    # Reads its inputs in batches when the data is streamed (``population.data.stream``).
+    streams: ClassVar[bool] = False
     # While active, a stacked ensemble (falsify.models.ensemble) still reproduces the recipe;
     # that trainer adds no term to the loss, so only a term that leaves training as it is may.
     ensemble: ClassVar[bool] = False
@@ -335,12 +379,14 @@ class RegularizerKind(Kind):
 # slot -> the class variables that are its capabilities (shown by ``falsify kinds``, checked
 # by the contract tests)
 CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "datasets": ("streams",),
     "architectures": ("ensemble",),
-    "unit_measures": ("uses_gradients", "needs_sequences"),
-    "outcomes": ("needs_unit_layers", "needs_sequences", "detail_figure"),
+    "unit_measures": ("uses_gradients", "needs_sequences", "streams"),
+    "unit_effects": ("streams",),
+    "outcomes": ("needs_unit_layers", "needs_sequences", "detail_figure", "streams"),
     "contrasts": ("effect_size_kind", "wording"),
-    "shapes": ("compares_conditions", "figure", "simulator"),
-    "regularizers": ("ensemble", "metric"),
+    "shapes": ("compares_conditions", "figure", "simulator", "streams"),
+    "regularizers": ("ensemble", "metric", "streams"),
 }
 
 

@@ -20,7 +20,15 @@ from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
 from falsify.data.base import answer_labels
-from falsify.data.stream import Source, batches, gather, is_stream, labels_of, n_examples
+from falsify.data.stream import (
+    Source,
+    batches,
+    first_inputs,
+    gather,
+    is_stream,
+    labels_of,
+    n_examples,
+)
 from falsify.hooks import capture, hooked
 from falsify.hypothesis.kinds import UnitEffectKind, register
 from falsify.hypothesis.units import Fill
@@ -53,11 +61,12 @@ def single_unit_masks(n_units: int, device: torch.device | None = None) -> torch
 
 @torch.no_grad()
 def n_units(model: nn.Module, layer: str, x: torch.Tensor) -> int:
-    """The number of units of ``layer``, as its unit view reads them (one forward of ``x[:1]``)."""
+    """The number of units of ``layer``, as its unit view reads them (one forward of ``x[:1]``;
+    ``x`` a tensor or a streamed split)."""
     model.eval()
     view = unit_view(model, layer)
     with capture(model, layer) as outs:
-        model(x[:1])
+        model(first_inputs(x, 1).to(next(model.parameters()).device))
     return view.n_units(outs[0])
 
 
@@ -236,8 +245,12 @@ def ablation_effects(
     reference loop: one hooked forward of the whole model per ablation. ``x`` may be a map-style
     torch Dataset of ``(x, y)`` items with ``y=None``, streamed onto ``device`` (default the
     CPU) with every tensor the sweep holds sized to ``max_bytes`` (docs/performance.md, "Data
-    that does not fit in memory").
+    that does not fit in memory"); a streamed split's items carry its labels, so ``y`` is
+    then ignored.
     """
+    if is_stream(x):
+        y = None
+        device = device or next(model.parameters()).device
     intact, ablated_sums = _sums(
         model,
         layer,
@@ -351,6 +364,7 @@ class UnitAblationEffect(UnitEffectKind):
     metric: Metric = "accuracy_drop"
 
     label: ClassVar[str] = "unit ablation"
+    streams: ClassVar[bool] = True
     docs: ClassVar[str] = "docs/methods.md"
 
     def describe(self) -> str:
@@ -359,5 +373,6 @@ class UnitAblationEffect(UnitEffectKind):
     def effects(
         self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor
     ) -> torch.Tensor:
-        masks = single_unit_masks(n_units(model, layer, x), device=x.device)
+        device = next(model.parameters()).device
+        masks = single_unit_masks(n_units(model, layer, x), device=device)
         return ablation_effects(model, layer, x, y, masks, value=self.value, metric=self.metric)

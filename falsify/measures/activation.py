@@ -18,13 +18,19 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
-from falsify.data.stream import Source, batches
+from falsify.data.stream import Source, batches, is_stream
 from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.measures.selectivity import unit_activations
 from falsify.selectivity import class_conditional_means
 
-__all__ = ["MeanActivation", "collect_class_means", "collect_unit_activations"]
+__all__ = [
+    "MeanActivation",
+    "collect_class_means",
+    "collect_unit_activations",
+    "mean_activations",
+]
 
 
 @register
@@ -35,11 +41,21 @@ class MeanActivation(UnitMeasureKind):
 
     label: ClassVar[str] = "mean activation"
     docs: ClassVar[str] = "docs/methods.md"
+    streams: ClassVar[bool] = True
 
     def measure(
         self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return unit_activations(model, layer, x).mean(dim=0)
+        return mean_activations(model, layer, x)
+
+
+def mean_activations(model: nn.Module, layer: str, x: torch.Tensor | TorchDataset) -> torch.Tensor:
+    """``[units]``: each unit's mean activation over ``x``, a tensor or a streamed split (its
+    ``[examples, units]`` collected batch by batch onto the model's device, then averaged)."""
+    if is_stream(x):
+        device = next(model.parameters()).device
+        return collect_unit_activations(model, layer, x, device=device).mean(dim=0)
+    return unit_activations(model, layer, x).mean(dim=0)
 
 
 @torch.no_grad()

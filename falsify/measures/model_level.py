@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -21,6 +22,14 @@ from falsify.data import Dataset
 from falsify.data.base import answer_labels, per_example_scores
 from falsify.data.corruptions import corrupt
 from falsify.data.labels import training_labels
+from falsify.data.stream import (
+    Relabelled,
+    StreamedDataset,
+    is_stream,
+    model_batches,
+    on_device,
+    with_labels,
+)
 from falsify.hypothesis.kinds import OutcomeKind, register
 from falsify.hypothesis.schema import Population
 from falsify.hypothesis.types import Seed, Split, UnitLayers
@@ -57,18 +66,34 @@ class TrainedModel:
 
     model: nn.Module
     population: Population  # the condition's resolved population
-    data: Dataset
+    data: Dataset | StreamedDataset
     seed: int
 
-    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x, y)`` on the model's device; ``train`` labels are the ones it was trained on."""
+    def split(self, which: str) -> tuple[Any, torch.Tensor]:
+        """``(x, y)`` on the model's device; ``train`` labels are the ones it was trained on.
+        Streamed data gives ``x`` as its split's Dataset, whose items carry the labels ``y``
+        (:meth:`falsify.data.stream.StreamedDataset.split`)."""
         device = next(self.model.parameters()).device
+        x, y = self.data.split(which)
         if which == "train":
-            y = training_labels(
-                self.population.training, self.data.y_train, self.data.n_classes, self.seed
-            )
-            return self.data.x_train.to(device), y.to(device)
-        return self.data.x_test.to(device), self.data.y_test.to(device)
+            y = training_labels(self.population.training, y, self.data.n_classes, self.seed)
+            if is_stream(x) and not torch.equal(y, self.data.y_train):
+                x = Relabelled(x, y)
+        return on_device(x, device), y.to(device)
+
+    @torch.no_grad()
+    def example_scores(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(correct, cross-entropy)`` of each example of split ``which``
+        (:func:`falsify.data.base.per_example_scores`), in evaluation mode; streamed data is
+        scored batch by batch."""
+        x, y = self.split(which)
+        self.model.eval()
+        if not is_stream(x):
+            return per_example_scores(self.model(x), y)
+        parts = [
+            per_example_scores(self.model(xb), yb) for xb, yb in model_batches(self.model, x, y)
+        ]
+        return torch.cat([c for c, _ in parts]), torch.cat([ce for _, ce in parts])
 
     def layers(self, named: tuple[str, ...]) -> tuple[str, ...]:
         return default_layers(self.model, named)
@@ -97,12 +122,10 @@ class AccuracyOutcome(_Outcome):
     split: Split = "test"
 
     label: ClassVar[str] = "accuracy"
+    streams: ClassVar[bool] = True
 
-    @torch.no_grad()
     def compute(self, t: TrainedModel) -> float:
-        x, y = t.split(self.split)
-        t.model.eval()
-        return per_example_scores(t.model(x), y)[0].mean().item()
+        return t.example_scores(self.split)[0].mean().item()
 
 
 @register
@@ -115,11 +138,17 @@ class MeanSelectivityOutcome(_Outcome):
 
     label: ClassVar[str] = "mean class selectivity"
     needs_unit_layers: ClassVar[bool] = True
+    streams: ClassVar[bool] = True
 
     def compute(self, t: TrainedModel) -> float:
         x, y = t.split(self.split)
         classes = answer_labels(y)
-        return mean_selectivity(t.model, t.layers(self.layers), x, classes, t.data.n_classes)
+        layers, n = t.layers(self.layers), t.data.n_classes
+        if is_stream(x):
+            source = with_labels(x, y, classes)
+            batches = partial(model_batches, t.model, source, classes)
+            return mean_selectivity(t.model, layers, batches, None, n)
+        return mean_selectivity(t.model, layers, x, classes, n)
 
 
 @register
@@ -260,7 +289,15 @@ class AdversarialAccuracyOutcome(_Outcome):
         step = self.step_size or 2.5 * self.epsilon / self.steps
         bounds = tuple(self.bounds) if self.bounds is not None else None
         return adversarial_accuracy(
-            t.model, x, y, self.attack, self.epsilon, self.steps, step, _generator(self.seed, t), bounds
+            t.model,
+            x,
+            y,
+            self.attack,
+            self.epsilon,
+            self.steps,
+            step,
+            _generator(self.seed, t),
+            bounds,
         )
 
 

@@ -32,9 +32,10 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
 from falsify.data.base import answer_labels
-from falsify.data.stream import batches
+from falsify.data.stream import model_batches, with_labels
 from falsify.hooks import capture
 from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.units import unit_view
@@ -43,10 +44,10 @@ __all__ = ["MutualInformation", "class_bin_counts", "mutual_information"]
 
 
 def _batches(
-    model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, batch_size: int
+    model: nn.Module, layer: str, x: torch.Tensor | TorchDataset, y: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     view = unit_view(model, layer)
-    for xb, yb in batches((x, y), batch_size):
+    for xb, yb in model_batches(model, x, y, batch_size):
         with capture(model, layer) as outs:
             model(xb)
         yield view.read(outs[0]).to(torch.float64), yb  # [batch, units]
@@ -56,7 +57,7 @@ def _batches(
 def class_bin_counts(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
     y: torch.Tensor,
     n_classes: int,
     bins: int,
@@ -65,7 +66,8 @@ def class_bin_counts(
     """Joint counts of activation bin and class per unit of ``layer``, ``[units, bins, classes]``.
 
     Bins are ``bins`` equal widths between each unit's minimum and maximum over ``x`` (found in
-    a first streaming pass); a unit constant over ``x`` has all its examples in bin 0.
+    a first streaming pass); a unit constant over ``x`` has all its examples in bin 0. ``x``
+    may be a streamed split whose items carry the labels ``y`` (:mod:`falsify.data.stream`).
     """
     if len(x) == 0:
         raise ValueError("no examples to measure mutual information on")
@@ -78,7 +80,7 @@ def class_bin_counts(
     hi = torch.stack([r[1] for r in ranges]).max(dim=0).values
     width = hi - lo
     scale = torch.where(width > 0, bins / width.clamp_min(1e-300), torch.zeros_like(width))
-    counts = torch.zeros(lo.shape[0], bins * n_classes, dtype=torch.float64, device=x.device)
+    counts = torch.zeros(lo.shape[0], bins * n_classes, dtype=torch.float64, device=lo.device)
     for act, yb in _batches(model, layer, x, y, batch_size):
         b = ((act - lo) * scale).floor().clamp(0, bins - 1).long()  # [batch, units]
         cell = b * n_classes + yb[:, None]
@@ -114,11 +116,15 @@ class MutualInformation(UnitMeasureKind):
     correction: Literal["none", "miller_madow"] = "none"
 
     label: ClassVar[str] = "mutual information with the class"
+    streams: ClassVar[bool] = True
     docs: ClassVar[str] = "docs/methods.md"
 
     def measure(
         self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
         # A sequence task's class is its answer token (docs/sequence-models.md).
-        counts = class_bin_counts(model, layer, x, answer_labels(y), n_classes, self.bins)
+        classes = answer_labels(y)
+        counts = class_bin_counts(
+            model, layer, with_labels(x, y, classes), classes, n_classes, self.bins
+        )
         return mutual_information(counts, self.correction).to(torch.float32)

@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from falsify.data.base import answer_labels
+from falsify.data.stream import is_stream, model_batches, with_labels
 from falsify.hooks import capture
 from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.selectivity import class_conditional_means, mean_selectivity, selectivity_index
@@ -40,11 +41,17 @@ class ClassSelectivity(UnitMeasureKind):
     epsilon: float = Field(1e-7, gt=0.0)
 
     label: ClassVar[str] = "class selectivity index"
+    streams: ClassVar[bool] = True
     docs: ClassVar[str] = "docs/methods.md"
 
     def measure(
         self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
         # A sequence task's class is its answer token (docs/sequence-models.md).
-        means = class_conditional_means(model, layer, x, answer_labels(y), n_classes)
+        classes = answer_labels(y)
+        if is_stream(x):
+            parts = model_batches(model, with_labels(x, y, classes), classes)
+            means = class_conditional_means(model, layer, parts, None, n_classes)
+        else:
+            means = class_conditional_means(model, layer, x, classes, n_classes)
         return selectivity_index(means, self.epsilon)

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from falsify.data.base import IGNORE, per_example_scores
+from falsify.data.base import IGNORE
 from falsify.errors import FalsifyError
 from falsify.hooks import get_layer
 from falsify.hypothesis.kinds import OutcomeKind, register
@@ -42,12 +42,10 @@ class SequenceLoss(_SequenceOutcome):
     split: Split = "test"
 
     label: ClassVar[str] = "loss"
+    streams: ClassVar[bool] = True
 
-    @torch.no_grad()
     def compute(self, t: TrainedModel) -> float:
-        x, y = t.split(self.split)
-        t.model.eval()
-        return per_example_scores(t.model(x), y)[1].mean().item()
+        return t.example_scores(self.split)[1].mean().item()
 
 
 @register

@@ -87,6 +87,7 @@ class Enmeshment(RegularizerKind):
 
     label: ClassVar[str] = "enmeshment loss"
     docs: ClassVar[str] = "docs/modularity-and-attribution.md"
+    streams: ClassVar[bool] = True  # reads weights, never the data
     example: ClassVar[dict[str, Any]] = {"lam": 0.1, "k": 3, "layers": ["hidden1"]}
     legacy_fields: ClassVar[dict[str, str]] = {
         "enmeshment_lambda": "lam",

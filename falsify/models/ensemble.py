@@ -32,6 +32,7 @@ from torch import nn
 
 from falsify.data import Dataset
 from falsify.data.labels import training_labels
+from falsify.data.stream import Inputs, StreamedDataset, inputs_of
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.mlp import MLPSpec
@@ -77,7 +78,7 @@ class NotBatchable(Exception):
 
 def train_ensemble(
     population: Population,
-    data: Dataset,
+    data: Dataset | StreamedDataset,
     seeds: list[int],
     device: torch.device,
     exact: bool = True,
@@ -96,7 +97,11 @@ def train_ensemble(
 
 
 def _build(
-    population: Population, data: Dataset, seeds: list[int], device: torch.device, exact: bool
+    population: Population,
+    data: Dataset | StreamedDataset,
+    seeds: list[int],
+    device: torch.device,
+    exact: bool,
 ) -> StackedNet:
     models, gens = [], []
     for seed in seeds:
@@ -114,8 +119,18 @@ def _build(
     return net
 
 
+def _rows(x: Inputs, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` for streamed inputs and an index ``[S, B]``: ``[S, B, …]``."""
+    rows = x[idx.flatten()]
+    return rows.view(*idx.shape, *rows.shape[1:])
+
+
 def _train_ensemble(
-    population: Population, data: Dataset, seeds: list[int], device: torch.device, exact: bool
+    population: Population,
+    data: Dataset | StreamedDataset,
+    seeds: list[int],
+    device: torch.device,
+    exact: bool,
 ) -> list[TrainResult]:
     if not supports_ensemble(population):
         raise NotBatchable("regularizers and controls are trained one seed at a time")
@@ -124,7 +139,7 @@ def _train_ensemble(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.models[0].modules()
     )
     spec = population.training
-    x = data.x_train.to(device)
+    x = inputs_of(data, "train", device)  # a tensor, or read by index when streamed
     ys = torch.stack([training_labels(spec, data.y_train, data.n_classes, s) for s in seeds])
     ys = ys.to(device)
     n, s = ys.shape[1], len(seeds)
@@ -152,7 +167,7 @@ def _train_ensemble(
                     continue  # batch norm cannot normalize a batch of one
                 for p in net.params.values():
                     p.grad = None
-                logits = net.forward(x[idx])
+                logits = net.forward(x[idx] if torch.is_tensor(x) else _rows(x, idx))
                 if b not in loss_plans:
                     loss_plans[b] = plan_loss(s, b, logits.shape[-1], device) if exact else 0
                 # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient.
@@ -177,7 +192,7 @@ def _train_ensemble(
     results = []
     for i, model in enumerate(net.models):
         model.eval()
-        acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
+        acc = evaluate(model, inputs_of(data, "test", device), data.y_test.to(device))
         metrics = record_metrics(model, population, data, device)
         results.append(
             TrainResult(model=model, train_loss=float(last[i]), test_accuracy=acc, metrics=metrics)

@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from falsify.data.stream import is_stream, model_batches
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hooks import hooked
 from falsify.hypothesis.kinds import RegularizerKind, register
@@ -130,6 +132,7 @@ class Selectivity(RegularizerKind):
     label: ClassVar[str] = "class selectivity regularizer"
     docs: ClassVar[str] = "docs/between-conditions.md"
     metric: ClassVar[str] = "mean_selectivity"
+    streams: ClassVar[bool] = True
     example: ClassVar[dict[str, Any]] = {"alpha": -1.0, "layers": ["hidden1"]}
     legacy_fields: ClassVar[dict[str, str]] = {
         "selectivity_alpha": "alpha",
@@ -163,6 +166,12 @@ class Selectivity(RegularizerKind):
             layers = default_layers(model, self.layers)
         except FalsifyError:
             return {}
+        if is_stream(x):  # a streamed split: read in batches, once per layer
+            return {
+                self.metric: mean_selectivity(
+                    model, layers, partial(model_batches, model, x, y), None, n_classes
+                )
+            }
         return {self.metric: mean_selectivity(model, layers, x, y, n_classes)}
 
     def recipe(self) -> dict[str, Any]:

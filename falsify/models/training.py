@@ -13,7 +13,7 @@ from torch import nn
 from falsify.data import Dataset
 from falsify.data.base import IGNORE, per_example_scores
 from falsify.data.labels import training_labels
-from falsify.data.stream import Inputs, StreamedDataset, inputs_of
+from falsify.data.stream import Inputs, StreamedDataset, inputs_of, on_device
 from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.models import build_model
 from falsify.models.controls import shuffle_weights
@@ -56,19 +56,22 @@ def _warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.
 def evaluate(model: nn.Module, x: torch.Tensor | Inputs, y: torch.Tensor) -> float:
     """Accuracy of ``model`` on ``(x, y)`` in evaluation mode (at the scored positions of a
     sequence task, :func:`falsify.data.base.per_example_scores`); streamed inputs
-    (:class:`falsify.data.stream.Inputs`) are read in batches of 1,024."""
+    (:class:`falsify.data.stream.Inputs`) are read in batches of 1,024, and their per-example
+    scores averaged as the in-memory ones are."""
     model.eval()
     if isinstance(x, Inputs):
-        n = len(x)
-        hits = sum(
-            float(per_example_scores(model(x[i : i + 1024]), y[i : i + 1024])[0].sum())
-            for i in range(0, n, 1024)
+        scores = torch.cat(
+            [_scores(model(x[i : i + 1024]), y[i : i + 1024]) for i in range(0, len(x), 1024)]
         )
-        return hits / n
-    logits = model(x)
+    else:
+        scores = _scores(model(x), y)
+    return scores.mean().item()
+
+
+def _scores(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if logits.dim() == 2:
-        return (logits.argmax(dim=1) == y).float().mean().item()
-    return per_example_scores(logits, y)[0].mean().item()
+        return (logits.argmax(dim=1) == y).float()
+    return per_example_scores(logits, y)[0]
 
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -128,7 +131,8 @@ def record_metrics(
     achieving = [r for r in population.training.regularizers() if r.active and r.metric]
     if not achieving:
         return {}
-    x_test, y_test = inputs_of(data, "test", device)[:], data.y_test.to(device)
+    x_test, y_test = data.split("test")
+    x_test, y_test = on_device(x_test, device), y_test.to(device)
     out: dict[str, float] = {}
     for regularizer in achieving:
         out |= regularizer.achieved(model, x_test, y_test, data.n_classes)

@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
+from torch.utils.data import Subset
 
 from falsify.data import Dataset
+from falsify.data.stream import StreamedDataset
 from falsify.hypothesis.conditions import Condition, expand
 from falsify.hypothesis.schema import Population
 from falsify.runner.cache import ModelCache, replicate_key
@@ -55,12 +57,21 @@ def _steps_per_epoch(population: Population, n: int) -> int:
 
 
 def _probe(
-    population: Population, data: Dataset, seeds: list[int], steps: int, device: torch.device
+    population: Population,
+    data: Dataset | StreamedDataset,
+    seeds: list[int],
+    steps: int,
+    device: torch.device,
 ) -> float:
     """Seconds to train ``seeds`` for ``steps`` optimizer steps of one epoch, as a run does."""
     bs = population.training.batch_size
     n = min(len(data.y_train), steps * bs)
-    small = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+    if isinstance(data, StreamedDataset):
+        small: Dataset | StreamedDataset = replace(
+            data, train=Subset(data.train, range(n)), y_train=data.y_train[:n]
+        )
+    else:
+        small = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
     probe = population.model_copy(
         update={"training": population.training.model_copy(update={"epochs": 1})}
     )
@@ -76,7 +87,7 @@ def _key(condition: Condition, seed: int, device: torch.device) -> str:
 
 def estimate_training(
     population: Population,
-    data: Dataset,
+    data: Dataset | StreamedDataset,
     cache: ModelCache,
     device: torch.device,
     probe: bool = True,
@@ -109,7 +120,7 @@ def estimate_training(
 
 
 def _per_replicate(
-    population: Population, data: Dataset, seeds: list[int], device: torch.device
+    population: Population, data: Dataset | StreamedDataset, seeds: list[int], device: torch.device
 ) -> float:
     """Estimated seconds to train one of ``seeds`` under ``population``'s whole recipe."""
     per_epoch = _steps_per_epoch(population, len(data.y_train))

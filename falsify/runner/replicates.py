@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from falsify.data import Dataset, load_dataset
 from falsify.data.base import IGNORE
+from falsify.data.stream import StreamedDataset, inputs_of
 from falsify.errors import FalsifyError
 from falsify.hypothesis.conditions import Condition, expand
 from falsify.hypothesis.schema import Population, TrainingSpec
@@ -87,6 +88,8 @@ def recipe_of(population: Population) -> dict[str, Any]:
     checkpoints leaves the trained weights as they are.
     """
     recipe = population.model_dump(mode="json", exclude={"seeds", "conditions", "include"})
+    # Streamed data reads the same examples: the weights do not depend on it.
+    recipe["data"].pop("stream", None)
     training = population.training
     for name in (*training.blocks(), *TrainingSpec.NOT_IN_RECIPE):
         del recipe["training"][name]
@@ -187,7 +190,7 @@ def train_to_bytes(
     population_json: dict[str, Any],
     seed: int,
     device: str,
-    data: Dataset,
+    data: Dataset | StreamedDataset,
     threads: int,
     executor: str,
 ) -> list[tuple[str, bytes, dict[str, Any]]]:
@@ -239,7 +242,7 @@ def _job_devices(device: torch.device, n: int) -> list[str]:
 
 def obtain_replicates(
     population: Population,
-    data: Dataset,
+    data: Dataset | StreamedDataset,
     cache: ModelCache,
     device: torch.device,
     progress: bool = True,
@@ -302,7 +305,7 @@ def obtain_replicates(
 def _load(
     job: tuple[Condition, int],
     key: str,
-    data: Dataset,
+    data: Dataset | StreamedDataset,
     cache: ModelCache,
     device: torch.device,
     hit: bool = True,
@@ -354,7 +357,7 @@ def _train_remote(
     executor: Executor,
     jobs: list[tuple[Condition, int]],
     keys: list[str],
-    data: Dataset,
+    data: Dataset | StreamedDataset,
     cache: ModelCache,
     device: torch.device,
     progress: bool,
@@ -391,7 +394,7 @@ def _train_remote(
 
 
 def checkpointed_replicates(
-    population: Population, data: Dataset, device: torch.device
+    population: Population, data: Dataset | StreamedDataset, device: torch.device
 ) -> list[Replicate]:
     """The population's models from the user's checkpoints, evaluated as they are.
 
@@ -411,14 +414,14 @@ def checkpointed_replicates(
             torch.manual_seed(seed)
             model = build_model(population.model, data.input_shape, data.n_classes)
         model = load_checkpoint(model, path).to(device)
-        acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
+        acc = evaluate(model, inputs_of(data, "test", device), data.y_test.to(device))
         out.append(Replicate(seed, model, file_sha256(path), False, acc, float("nan")))
     return out
 
 
 def train_seeds(
     population: Population,
-    data: Dataset,
+    data: Dataset | StreamedDataset,
     seeds: list[int],
     device: torch.device,
     progress: bool,
@@ -446,7 +449,7 @@ def train_seeds(
 CHANCE_ALPHA = 0.05
 
 
-def chance_level(data: Dataset) -> tuple[float, int]:
+def chance_level(data: Dataset | StreamedDataset) -> tuple[float, int]:
     """``(rate, n)``: the majority-class rate of the scored test labels, and their number.
 
     The majority rate is at least 1 / classes, so a model that always answers the most
@@ -458,7 +461,7 @@ def chance_level(data: Dataset) -> tuple[float, int]:
 
 
 def screen_replicates(
-    population: Population, data: Dataset, replicates: list[Replicate]
+    population: Population, data: Dataset | StreamedDataset, replicates: list[Replicate]
 ) -> tuple[list[Replicate], pd.DataFrame]:
     """The replicates the inclusion rule keeps, and one row per replicate saying why.
 

@@ -16,10 +16,11 @@ from torch import nn
 
 from falsify._version import __version__
 from falsify.data import Dataset, load_dataset
+from falsify.data.stream import StreamedDataset, first_inputs
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hooks import layer_names
 from falsify.hypothesis.conditions import expand
-from falsify.hypothesis.kinds import SHAPES
+from falsify.hypothesis.kinds import REGISTRIES, SHAPES, Kind
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import Population
 from falsify.hypothesis.types import LayerNames
@@ -55,10 +56,12 @@ class Plan:
     """What running a validated hypothesis will do."""
 
     file: HypothesisFile
-    data: Dataset
+    data: Dataset | StreamedDataset
     n_replicates: int
     n_cached: int
-    seconds: float  # the estimated time to train the replicates not cached (estimate.py); NaN unprobed
+    seconds: (
+        float  # the estimated time to train the replicates not cached (estimate.py); NaN unprobed
+    )
 
 
 def _layer_fields(
@@ -82,7 +85,7 @@ def _layer_fields(
     return out
 
 
-def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
+def _validate_against_model(hf: HypothesisFile, data: Dataset | StreamedDataset) -> None:
     """Checks that need the real model: layer names exist and hold what their field reads,
     each regularizer's own checks wherever some condition switches it on, then the shape's."""
     hyp = hf.hypothesis
@@ -99,7 +102,7 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
         else:
             _holds_weights(hf, model, layer, loc)
     unit_fields = {layer: loc for loc, layer, holds in located if holds == "units"}
-    check_undeclared(model.eval(), unit_fields, data.x_test[:2])
+    check_undeclared(model.eval(), unit_fields, first_inputs(data.split("test")[0], 2))
     _check_regularizers(hyp.population, model)
     check_checkpoints(hyp)
     if hyp.population.conditions and not hyp.test.compares_conditions:
@@ -158,8 +161,51 @@ def plan(
         return _plan(hf, cache, device, estimate)
 
 
+def _kinds_in(
+    spec: object, loc: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], Kind]]:
+    """``(location, kind)`` of ``spec`` itself when it is a kind, and of every kind in its
+    fields, depth first."""
+    if isinstance(spec, Kind):
+        yield loc, spec
+    for name in getattr(type(spec), "model_fields", {}):
+        value = getattr(spec, name)
+        items = enumerate(value) if isinstance(value, tuple | list) else [(None, value)]
+        for i, item in items:
+            if hasattr(type(item), "model_fields"):
+                yield from _kinds_in(item, (*loc, name) if i is None else (*loc, name, i))
+
+
+def _check_streaming(hf: HypothesisFile) -> None:
+    """With ``population.data.stream``, every kind that reads the data must read it in batches
+    (its ``streams`` capability), else the data would be held in memory behind the user's back:
+    the test, its measures, effects and outcomes, and every regularizer a condition switches on
+    (docs/performance.md, "Data that does not fit in memory")."""
+    hyp = hf.hypothesis
+    if not hyp.population.data.stream:
+        return
+    located = list(_kinds_in(hyp.test, ("test",)))
+    for condition in expand(hyp.population):
+        training = condition.population.training
+        for name, regularizer in zip(training.blocks(), training.regularizers(), strict=True):
+            if regularizer.active:
+                located.append((("population", "training", name), regularizer))
+    for loc, kind in located:
+        if kind.capabilities().get("streams", True):  # streams, or its slot reads no data
+            continue
+        slot = REGISTRIES[kind.slot]
+        streaming = [tag for tag, cls in slot.items() if cls.streams]
+        raise hf.error(
+            loc if kind.slot == "regularizers" else (*loc, "kind"),
+            f"a kind that reads streamed data in batches ({', '.join(streaming) or 'none'}), "
+            "or `population.data.stream` left out",
+            kind.tag(),
+        )
+
+
 def _plan(hf: HypothesisFile, cache: ModelCache, device: torch.device, estimate: bool) -> Plan:
     pop = hf.hypothesis.population
+    _check_streaming(hf)
     data = load_dataset(pop.data)
     check_fits(pop.model, data.input_shape, data.n_classes, device)
     _validate_against_model(hf, data)
@@ -180,7 +226,7 @@ def _within_budget(hf: HypothesisFile, p: Plan, device: torch.device, max_hours:
     )
 
 
-def _validate_checkpoints(hf: HypothesisFile, data: Dataset) -> bool:
+def _validate_checkpoints(hf: HypothesisFile, data: Dataset | StreamedDataset) -> bool:
     """No grid; every seed's checkpoint exists and fits the model; False when there are none."""
     pop = hf.hypothesis.population
     paths = checkpoint_paths(pop.model, pop.seeds)

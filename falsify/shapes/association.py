@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from falsify.data.stream import on_device
 from falsify.errors import LocatedError
 from falsify.hypothesis.kinds import ShapeKind, UnitEffect, UnitMeasure, register
 from falsify.hypothesis.types import Layers, Split
@@ -34,6 +35,7 @@ class AssociationTest(ShapeKind):
     pooling: Literal["t", "random_effects"] = "t"
     split: Split = "test"
 
+    streams: ClassVar[bool] = True
     label: ClassVar[str] = "association"
     docs: ClassVar[str] = "docs/verdicts.md"
     figure: ClassVar[str] = "association_scatter"
@@ -67,8 +69,8 @@ class AssociationTest(ShapeKind):
         """Per layer of one replicate: x and y for every unit, and their correlation."""
         test = self
         x_in, y_in = data.split(test.split)
-        x_in = x_in.to(next(rep.model.parameters()).device)
-        y_in = y_in.to(x_in.device)
+        device = next(rep.model.parameters()).device
+        x_in, y_in = on_device(x_in, device), y_in.to(device)
         out: list[tuple[pd.DataFrame, dict[str, Any]]] = []
         for layer in test.layers:
             xs = test.x.measure(rep.model, layer, x_in, y_in, data.n_classes).cpu().numpy()

@@ -48,6 +48,7 @@ class BetweenConditionsTest(ShapeKind):
     compare: Comparison
     model: Literal["ols", "mixed"] = "ols"
 
+    streams: ClassVar[bool] = True
     label: ClassVar[str] = "between conditions"
     docs: ClassVar[str] = "docs/between-conditions.md"
     compares_conditions: ClassVar[bool] = True

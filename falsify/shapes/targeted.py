@@ -15,13 +15,16 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
+from falsify.data.stream import first_inputs, on_device
 from falsify.errors import LocatedError
 from falsify.hypothesis.kinds import ShapeKind, UnitMeasure, UnitMeasureKind, register
 from falsify.hypothesis.types import Frozen, Layers, Seed, Split
 from falsify.hypothesis.units import Fill
 from falsify.interventions import ablation_effects, random_masks, resolve_k, top_k_masks
 from falsify.interventions.groups import activation_strata, matched_random_masks
+from falsify.measures.activation import mean_activations
 from falsify.measures.selectivity import unit_activations
 from falsify.shapes.base import Evidence, Figure, require_replicates
 from falsify.stats import Part
@@ -93,7 +96,7 @@ def targeted_vs_random(
                 rows += [
                     {"score": name, "k": k, "group": "random", "draw": d} for d in range(draws)
                 ]
-    masks = torch.cat(blocks).to(x.device)
+    masks = torch.cat(blocks).to(next(model.parameters()).device)
     effects = ablation_effects(model, layer, x, y, masks, value=value, metric=metric)
     out = pd.DataFrame(rows)
     out["effect"] = effects.cpu().numpy().astype(float)
@@ -138,8 +141,9 @@ def pooled_parts(differences: pd.DataFrame, draws: int) -> list[Part]:
     return parts
 
 
-def _n_units(model: nn.Module, layer: str, x: torch.Tensor) -> int:
-    return int(unit_activations(model, layer, x[:2]).shape[1])
+def _n_units(model: nn.Module, layer: str, x: torch.Tensor | TorchDataset) -> int:
+    inputs = first_inputs(x, 2).to(next(model.parameters()).device)
+    return int(unit_activations(model, layer, inputs).shape[1])
 
 
 def _k_label(k: int | float, count: int) -> str:
@@ -180,6 +184,7 @@ class TargetedTest(ShapeKind):
     metric: Literal["accuracy_drop", "loss_increase"] = "accuracy_drop"
     split: Split = "test"
 
+    streams: ClassVar[bool] = True
     label: ClassVar[str] = "targeted vs control"
     docs: ClassVar[str] = "docs/verdicts.md"
     figure: ClassVar[str] = "targeted_curves"
@@ -233,7 +238,7 @@ class TargetedTest(ShapeKind):
                 hf.hypothesis.prediction.sesoi,
             )
         for layer in test.layers:
-            n = _n_units(model, layer, data.x_test)
+            n = _n_units(model, layer, data.split("test")[0])
             if test.random.match == "activation" and test.random.strata > n // 2:
                 raise LocatedError(
                     ("test", "random", "strata"),
@@ -268,7 +273,7 @@ class TargetedTest(ShapeKind):
         test = self
         device = next(rep.model.parameters()).device
         x_in, y_in = data.split(test.split)
-        x_in, y_in = x_in.to(device), y_in.to(device)
+        x_in, y_in = on_device(x_in, device), y_in.to(device)
         out: list[tuple[pd.DataFrame, pd.DataFrame]] = []
         for li, layer in enumerate(test.layers):
             n_units = _n_units(rep.model, layer, x_in)
@@ -279,7 +284,7 @@ class TargetedTest(ShapeKind):
             }
             strata = None
             if test.random.match == "activation":
-                activation = unit_activations(rep.model, layer, x_in).mean(dim=0)
+                activation = mean_activations(rep.model, layer, x_in)
                 strata = activation_strata(activation, test.random.strata)
             groups = targeted_vs_random(
                 rep.model,
