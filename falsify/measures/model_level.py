@@ -352,6 +352,7 @@ class ClusterabilityOutcome(_Outcome):
     docs: ClassVar[str] = "docs/modularity-and-attribution.md"
     needs_unit_layers: ClassVar[bool] = True
     detail_figure: ClassVar[str] = "clusterability_baselines"
+    streams: ClassVar[bool] = True  # reads the weights, never the data
 
     def details(self, t: TrainedModel) -> dict[str, float]:
         """C and both its baselines (mean over the layers), and ``value``: the outcome."""

@@ -107,6 +107,7 @@ class FourierPowerShare(_SequenceOutcome):
     embedding: str = "embed"  # the nn.Embedding (or weight-holding module) of the tokens
 
     label: ClassVar[str] = "Fourier power share of the embedding"
+    streams: ClassVar[bool] = True  # reads the embedding weights, never the data
     needs_sequences: ClassVar[bool] = True
 
     def describe(self) -> str:
