@@ -3,8 +3,8 @@ with ``population.data.stream: true`` against the same file in memory.
 
 The file (written to a temporary folder) trains an MLP 3072→256→128→10 for ``--steps`` steps on
 :mod:`falsify.data.generated_images` (CIFAR-10's size), then runs an association test on
-``hidden1`` over the whole training split: each unit's class selectivity against the accuracy
-drop when it is ablated (256 single-unit ablations over 50,000 images). Each run is a fresh
+``hidden1`` over the whole training split: each unit's class selectivity against the increase of
+the loss when it is ablated (256 single-unit ablations over 50,000 images). Each run is a fresh
 process (``python -m falsify run`` on a cold cache) that prints its resident set's high-water
 mark (``VmHWM``) when it ends, so the peak counts everything the run touched: Python, torch,
 training, the measures, the sweep and the report. A third run of the streamed file on
@@ -48,7 +48,7 @@ test:
   kind: association
   layers: [hidden1]
   x: {{kind: class_selectivity}}
-  y: {{kind: unit_ablation}}
+  y: {{kind: unit_ablation, metric: loss_increase}}
   split: train
 prediction: {{direction: positive, sesoi: 0.1}}
 """

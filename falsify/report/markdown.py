@@ -269,6 +269,11 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
         f"- Replicates: {prov.get('replicates')}, of which {prov.get('cache_hits')} loaded "
         "from the cache",
         *(
+            ["- Data: streamed in batches (`population.data.stream`), never held whole"]
+            if prov.get("streamed")
+            else []
+        ),
+        *(
             [f"- Damaged cache entries retrained: {'; '.join(prov['cache_repairs'])}"]
             if prov.get("cache_repairs")
             else []

@@ -311,6 +311,7 @@ def run_hypothesis(
             if r.repaired
         ],
         "replicates": len(reps),
+        "streamed": pop.data.stream,
         "excluded": len(reps) - len(kept),
         "wall_seconds": time.perf_counter() - start,
         "platform": platform.platform(),
