@@ -114,6 +114,7 @@ def _never_load(monkeypatch: pytest.MonkeyPatch) -> None:
         (TARGETED, "class_selectivity"),
         (BETWEEN, "accuracy"),
         (BETWEEN, "mean_selectivity"),
+        (BETWEEN, "ablation_auc"),
     ],
 )
 def test_a_streamed_run_writes_what_the_in_memory_run_writes(

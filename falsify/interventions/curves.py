@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from scipy.integrate import trapezoid
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
+from falsify.data.stream import is_stream, model_batches
 from falsify.hypothesis.units import Fill
 from falsify.interventions.ablation import ablation_effects, n_units
 
@@ -41,7 +43,7 @@ def cumulative_masks(perms: torch.Tensor) -> torch.Tensor:
 def ablation_curves(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
     y: torch.Tensor,
     orders: int,
     generator: torch.Generator,
@@ -50,13 +52,18 @@ def ablation_curves(
     """Accuracy after each step of ``orders`` random cumulative ablations of ``layer``.
 
     Returns ``([orders, units + 1] accuracies, intact accuracy)``; column 0 is the intact model.
+    ``x`` may be a streamed split whose items carry the labels ``y`` (:mod:`falsify.data.stream`).
     """
     model.eval()
     units = n_units(model, layer, x)
     perms = random_orders(units, orders, generator)
-    masks = cumulative_masks(perms).to(x.device)
+    masks = cumulative_masks(perms).to(next(model.parameters()).device)
     seed = int(torch.randint(2**31, (1,), generator=generator)) if value == "resample" else 0
-    base = (model(x).argmax(dim=1) == y).double().mean().item()
+    if is_stream(x):
+        hits = torch.cat([model(xb).argmax(dim=1) == yb for xb, yb in model_batches(model, x, y)])
+    else:
+        hits = model(x).argmax(dim=1) == y
+    base = hits.double().mean().item()
     drops = ablation_effects(
         model, layer, x, y, masks, value=value, seed=seed, metric="accuracy_drop"
     )

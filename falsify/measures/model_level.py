@@ -168,6 +168,7 @@ class AblationCurveOutcome(_Outcome):
 
     label: ClassVar[str] = "ablation-curve AUC"
     needs_unit_layers: ClassVar[bool] = True
+    streams: ClassVar[bool] = True
 
     def compute(self, t: TrainedModel) -> float:
         x, y = t.split(self.split)
