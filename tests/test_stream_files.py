@@ -111,10 +111,12 @@ def _never_load(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (ASSOCIATION, "class_selectivity"),
         (ASSOCIATION, "mean_activation"),
+        (ASSOCIATION, "gradient_x_activation"),
         (TARGETED, "class_selectivity"),
         (BETWEEN, "accuracy"),
         (BETWEEN, "mean_selectivity"),
         (BETWEEN, "ablation_auc"),
+        (BETWEEN, "effective_dimensionality"),
     ],
 )
 def test_a_streamed_run_writes_what_the_in_memory_run_writes(
@@ -158,9 +160,9 @@ def _check(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
             "True",
         ),
         (
-            ("x: {kind: class_selectivity}", "x: {kind: gradient_x_activation}"),
+            ("x: {kind: class_selectivity}", "x: {kind: induction_score}"),
             "test.x.kind",
-            "gradient_x_activation",
+            "induction_score",
         ),
         (
             ("{kind: unit_ablation, value: mean}", "{kind: unit_patching}"),

@@ -29,7 +29,9 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
+from falsify.data.stream import is_stream, model_batches
 from falsify.hypothesis.kinds import UnitMeasureKind, register
 from falsify.units import get_layer, unit_view
 
@@ -83,35 +85,46 @@ def attribution_scores(
     method: str,
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
     y: torch.Tensor,
     *,
     n_steps: int = 32,
     baseline: Baseline = "zero",
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Mean |attribution| of each unit of ``layer`` toward the true class over ``x``: ``[units]``."""
+    """Mean |attribution| of each unit of ``layer`` toward the true class over ``x``: ``[units]``.
+
+    ``x`` may be a streamed split whose items carry the labels ``y``
+    (:mod:`falsify.data.stream`); the ``mean`` baseline is then the inputs' mean summed in
+    float64 over the batches (equal to the in-memory float32 mean to rounding).
+    """
     model.eval()
     module = get_layer(model, layer)
     view = unit_view(model, layer)
     fn = ATTRIBUTION_METHODS[method]
-    mean_input = x.mean(dim=0, keepdim=True)
+    if baseline == "zero":
+        mean_input = None
+    elif is_stream(x):
+        sums = [xb.to(torch.float64).sum(dim=0) for xb, _ in model_batches(model, x, y)]
+        mean_input = (torch.stack(sums).sum(dim=0) / len(x)).to(torch.float32).unsqueeze(0)  # type: ignore[arg-type]
+    else:
+        mean_input = x.mean(dim=0, keepdim=True)  # type: ignore[union-attr]
     total: torch.Tensor | None = None
     with torch.enable_grad():
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            base = torch.zeros_like(xb) if baseline == "zero" else mean_input.expand_as(xb)
+        for xb, yb in model_batches(model, x, y, batch_size):
+            base = torch.zeros_like(xb) if mean_input is None else mean_input.expand_as(xb)
             attr = fn(model, module, xb, yb, base, n_steps).detach().abs()  # [B, …]
             part = view.read(attr).to(torch.float64).sum(dim=0)  # [units]
             total = part if total is None else total + part
     if total is None:
         raise ValueError("no examples to attribute")
-    return (total / len(x)).to(torch.float32)
+    return (total / len(x)).to(torch.float32)  # type: ignore[arg-type]
 
 
 class _AttributionScore(UnitMeasureKind):
     docs: ClassVar[str] = "docs/modularity-and-attribution.md"
     uses_gradients: ClassVar[bool] = True
+    streams: ClassVar[bool] = True
 
     def measure(
         self, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, n_classes: int

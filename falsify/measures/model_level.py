@@ -36,6 +36,7 @@ from falsify.hypothesis.types import Seed, Split, UnitLayers
 from falsify.hypothesis.units import Fill
 from falsify.interventions.curves import ablation_curves, curve_auc
 from falsify.interventions.perturb import direction_ablation_curves, noise_curve
+from falsify.measures.activation import collect_unit_activations
 from falsify.measures.adversarial import adversarial_accuracy
 from falsify.measures.clusterability import model_clusterability
 from falsify.measures.dimensionality import (
@@ -313,12 +314,18 @@ class EffectiveDimensionalityOutcome(_Outcome):
 
     label: ClassVar[str] = "effective dimensionality"
     needs_unit_layers: ClassVar[bool] = True
+    streams: ClassVar[bool] = True
 
     def compute(self, t: TrainedModel) -> float:
         x, _ = t.split(self.split)
+        device = next(t.model.parameters()).device
         values = []
         for layer in t.layers(self.layers):
-            eig = covariance_spectrum(unit_activations(t.model, layer, x))
+            if is_stream(x):  # [examples, units], collected batch by batch
+                acts = collect_unit_activations(t.model, layer, x, device=device)
+            else:
+                acts = unit_activations(t.model, layer, x)
+            eig = covariance_spectrum(acts)
             values.append(
                 participation_ratio(eig)
                 if self.measure == "participation_ratio"
