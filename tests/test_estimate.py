@@ -53,6 +53,15 @@ def test_estimate_grows_with_the_work(tiny_yaml) -> None:
     assert big.hours > 100  # a probe step takes well over 1e-9 s
 
 
+def test_with_steps_the_estimate_counts_steps_not_epochs(tiny_yaml) -> None:
+    """``training.steps`` stops training after that many steps, whatever ``epochs`` says."""
+    steps = ["population.training.steps=20", _HUGE_EPOCHS]
+    pop = loads(tiny_yaml, "tiny.yaml", steps).hypothesis.population
+    data = falsify.data.load_dataset(pop.data)
+    est = estimate_training(pop, data, ModelCache("/nonexistent"), torch.device("cpu"))
+    assert 0 < est.seconds < 600  # 20 steps of a 16-unit MLP, not 10⁹ epochs
+
+
 def test_run_refuses_work_beyond_max_hours(write, tiny_yaml, tmp_path, capsys) -> None:
     path, cache, out = write(tiny_yaml), tmp_path / "cache", tmp_path / "reports"
     args = ["run", str(path), "--cache", str(cache), "--out", str(out), "--quiet"]

@@ -132,4 +132,6 @@ def _per_replicate(
     # included) is the conservative stand-in.
     step = (more - first) / (k - 1) if k > 1 and more > first else more / k
     fixed = max(first - step, 0.0)
-    return fixed + step * per_epoch * population.training.epochs
+    training = population.training
+    steps = training.steps if training.steps is not None else per_epoch * training.epochs
+    return fixed + step * steps
