@@ -71,6 +71,23 @@ prediction: {direction: negative, sesoi: 0.01}
 """
 
 
+CLUSTERS = """\
+id: %(id)s
+claim: Clusters of units specialize on classes.
+population:
+  data: %(data)s
+  model: {kind: mlp, hidden: [16]}
+  training: {epochs: 2, batch_size: 64}
+  seeds: 2
+test:
+  kind: cluster_specialization
+  layers: [hidden1]
+  k: 2
+  draws: 3
+prediction: {direction: positive, sesoi: 0.01}
+"""
+
+
 def _write(folder: Path, template: str, stream: bool, x: str = "class_selectivity") -> Path:
     name = ("streamed" if stream else "in_memory") + "_" + x
     data = DATA % (", stream: true" if stream else "")
@@ -117,6 +134,7 @@ def _never_load(monkeypatch: pytest.MonkeyPatch) -> None:
         (BETWEEN, "mean_selectivity"),
         (BETWEEN, "ablation_auc"),
         (BETWEEN, "effective_dimensionality"),
+        (CLUSTERS, "clusters"),
     ],
 )
 def test_a_streamed_run_writes_what_the_in_memory_run_writes(
@@ -185,27 +203,13 @@ def test_what_cannot_stream_is_refused_at_check_with_its_field(
     assert found in err and "Traceback" not in err
 
 
-def test_a_regularizer_or_shape_that_cannot_stream_is_refused(
+def test_an_outcome_that_cannot_stream_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "clusters.yaml"
-    path.write_text(
-        f"""\
-id: clusters
-claim: Clusters of units specialize.
-population:
-  data: {DATA % ", stream: true"}
-  model: {{kind: mlp, hidden: [16]}}
-  seeds: 2
-test:
-  kind: cluster_specialization
-  layers: [hidden1]
-  k: 2
-prediction: {{direction: positive, sesoi: 0.01}}
-"""
-    )
+    path = _write(tmp_path, BETWEEN, True, "noise_auc")
     err = _check(path, capsys)
-    assert "'test.kind'" in err and "cluster_specialization" in err, err
+    assert f"'test.outcome.kind' of {path} (line {_line_of(path, 'outcome:')})" in err, err
+    assert "noise_auc" in err and "accuracy" in err
 
 
 def _line_of(path: Path, text: str) -> int:

@@ -296,8 +296,12 @@ def class_ablation_effects(
     Entry ``[g, c]`` is the effect of ablation ``g`` on the examples of class ``c`` alone:
     accuracy(intact, class c) − accuracy(ablated, class c), or the increase of the class's mean
     cross-entropy. A class with no example in ``y`` gets NaN. Weighting the row by the class
-    frequencies gives back :func:`ablation_effects`.
+    frequencies gives back :func:`ablation_effects`. ``x`` may be a streamed split, as for
+    :func:`ablation_effects` (``y`` is then ignored: its items carry the labels).
     """
+    if is_stream(x):
+        y = None
+        device = device or next(model.parameters()).device
     intact, ablated_sums = _sums(
         model,
         layer,

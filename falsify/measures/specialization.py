@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
 from falsify.hypothesis.units import Fill
 from falsify.interventions.ablation import class_ablation_effects
@@ -63,7 +64,7 @@ def specialization(
 def cluster_damage(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
     y: torch.Tensor,
     clusters: Coclusters,
     n_classes: int,
@@ -71,14 +72,14 @@ def cluster_damage(
 ) -> torch.Tensor:
     """The ``[clusters, classes]`` damage matrix: per-class accuracy drop from ablating each
     cluster's output units of ``layer`` (``clusters.rows`` labels the layer's units)."""
-    masks = cluster_masks(clusters.rows, clusters.n_clusters).to(x.device)
+    masks = cluster_masks(clusters.rows, clusters.n_clusters).to(next(model.parameters()).device)
     return class_ablation_effects(model, layer, x, y, masks, n_classes, value=value)
 
 
 def specialization_vs_random(
     model: nn.Module,
     layer: str,
-    x: torch.Tensor,
+    x: torch.Tensor | TorchDataset,
     y: torch.Tensor,
     clusters: Coclusters,
     n_classes: int,
@@ -102,7 +103,7 @@ def specialization_vs_random(
         size = int((clusters.rows == c).sum())
         if size == 0:
             continue
-        masks = random_masks(n_units, size, draws, generator).to(x.device)
+        masks = random_masks(n_units, size, draws, generator).to(next(model.parameters()).device)
         rand_damage = class_ablation_effects(model, layer, x, y, masks, n_classes, value=value)
         rand = specialization(rand_damage.cpu().numpy(), statistic, m)
         defined = rand[~np.isnan(rand)]

@@ -24,6 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from falsify.coclustering import cluster_layer
+from falsify.data.stream import on_device
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hypothesis.kinds import ShapeKind, register
 from falsify.hypothesis.types import Layers, Seed, Split
@@ -69,6 +70,7 @@ class ClusterSpecializationTest(ShapeKind):
     value: Fill = "zero"
     split: Split = "test"
 
+    streams: ClassVar[bool] = True
     label: ClassVar[str] = "cluster specialization"
     docs: ClassVar[str] = "docs/modularity-and-attribution.md"
     figure: ClassVar[str] = "damage_heatmaps"
@@ -112,7 +114,8 @@ class ClusterSpecializationTest(ShapeKind):
         replicate's mean difference, and the clusters' damage (for the heatmap)."""
         test = self
         device = next(rep.model.parameters()).device
-        x, y = (t.to(device) for t in data.split(test.split))
+        x, y = data.split(test.split)
+        x, y = on_device(x, device), y.to(device)
         out: list[_LayerResult] = []
         for li, layer in enumerate(test.layers):
             clusters = cluster_layer(rep.model, layer, test.k)
