@@ -27,6 +27,18 @@ def test_check_says_roughly_how_long_and_cached(write, tiny_yaml, tmp_path, caps
     assert "3 cached, 0 to train" in out and "about" not in out
 
 
+def test_a_replicate_missing_a_checkpoint_is_not_counted_cached(
+    write, tiny_yaml, tmp_path, capsys
+) -> None:
+    """Keeping checkpoints leaves the replicate's key as it is, but a cached model without its
+    checkpoints is trained again, so check counts it to train."""
+    path, cache = write(tiny_yaml), tmp_path / "cache"
+    falsify.run(path, cache=cache)
+    keep = ["--set", "population.training.checkpoint_epochs=[1]"]
+    assert main(["check", str(path), "--cache", str(cache), "--no-estimate", *keep]) == 0
+    assert "0 cached, 3 to train" in capsys.readouterr().out
+
+
 def test_check_without_the_estimate_trains_nothing(
     write, tiny_yaml, tmp_path, capsys, monkeypatch
 ) -> None:

@@ -22,7 +22,7 @@ from falsify.data import Dataset
 from falsify.data.stream import StreamedDataset
 from falsify.hypothesis.conditions import Condition, expand
 from falsify.hypothesis.schema import Population
-from falsify.runner.cache import ModelCache, replicate_key
+from falsify.runner.cache import ModelCache, checkpoint_key, replicate_key
 from falsify.runner.replicates import recipe_of, train_seeds
 
 __all__ = ["Estimate", "estimate_training", "format_duration"]
@@ -81,8 +81,16 @@ def _probe(
     return time.perf_counter() - start
 
 
-def _key(condition: Condition, seed: int, device: torch.device) -> str:
-    return replicate_key(recipe_of(condition.population), seed, device)
+def _cached(condition: Condition, seed: int, cache: ModelCache, device: torch.device) -> bool:
+    """Whether the replicate and every checkpoint its recipe keeps are in ``cache`` (a missing
+    checkpoint retrains the replicate: falsify.runner.checkpoints)."""
+    recipe = recipe_of(condition.population)
+    keys = [replicate_key(recipe, seed, device)]
+    keys += [
+        checkpoint_key(recipe, e, seed, device)
+        for e in condition.population.training.checkpoint_epochs
+    ]
+    return all(cache.contains(k) for k in keys)
 
 
 def estimate_training(
@@ -100,7 +108,7 @@ def estimate_training(
     """
     conditions = expand(population)
     missing = [
-        [s for s in population.seeds if not cache.contains(_key(c, s, device))] for c in conditions
+        [s for s in population.seeds if not _cached(c, s, cache, device)] for c in conditions
     ]
     to_train = sum(map(len, missing))
     cached = len(conditions) * len(population.seeds) - to_train
