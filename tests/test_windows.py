@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+import falsify
 from falsify.cli.main import main
 from falsify.data import load_dataset
 from falsify.data.digits import DigitsData
@@ -315,6 +316,11 @@ def test_an_outcome_is_read_at_a_checkpoint_from_the_cli(tmp_path: Path, capsys)
         assert row.value == pytest.approx(want.test_accuracy, abs=1e-6), row
     # The read at epoch 2 is not the final model's.
     assert not rows[rows.outcome == "early"].value.equals(rows[rows.outcome == "final"].value)
+    # The per-replicate table's test accuracy is that of the model each outcome read.
+    reps = falsify.run(path, cache=cache).replicates
+    assert len(reps) == 8
+    for row in reps.itertuples():
+        assert row.test_accuracy == pytest.approx(row.statistic, abs=1e-6), row
 
 
 @pytest.mark.slow

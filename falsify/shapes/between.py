@@ -148,9 +148,10 @@ class BetweenConditionsTest(ShapeKind):
                     "seed": rep.seed,
                     "statistic": found["value"] if found else part.outcome.compute(read),
                     **({"outcome": part.name} if several else {}),
-                    "test_accuracy": rep.test_accuracy,
+                    # of the model the outcome read: the checkpoint, for one read at_epoch
+                    "test_accuracy": at.test_accuracy,
                     **achieved,
-                    "train_loss": rep.train_loss,
+                    "train_loss": at.train_loss,
                 }
             )
         return rows, details
