@@ -24,3 +24,13 @@ def test_directional_claim_keeps_its_wording(write, tiny_yaml, tmp_path) -> None
     report = _report(write, tmp_path, tiny_yaml)
     assert "p (support) tests the null that the claim's effect is absent (θ ≤ 0)" in report
     assert "TOST" not in report
+
+
+def test_negative_claim_states_its_own_nulls(write, tiny_yaml, tmp_path) -> None:
+    # falsify/stats/verdict.py p_values: a negative claim tests H0 θ ≥ 0 and H0 θ ≤ −δ.
+    report = _report(
+        write, tmp_path, tiny_yaml.replace("direction: positive", "direction: negative")
+    )
+    assert "p (support) tests the null that the claim's effect is absent (θ ≥ 0)" in report
+    assert "(θ ≤ −δ)" in report
+    assert "(θ ≤ 0)" not in report and "(θ ≥ δ)" not in report

@@ -217,8 +217,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
             "the t reference of the method above."
         )
     directions = set(o.parts["direction"]) if "direction" in o.parts else {pred.direction}
-    directional = {d != "none" for d in directions}
-    out.append(" ".join(_P_VALUES[k] for k in (True, False) if k in directional))
+    out.append(" ".join(text for d, text in _P_VALUES.items() if d in directions))
     if "replicates_needed" in o.parts:
         for r in o.parts.itertuples():
             if r.verdict == Verdict.INCONCLUSIVE.value:
@@ -352,12 +351,15 @@ def _screening_section(o: Outcome) -> list[str]:
     ]
 
 
-# What the two p-values test (falsify/stats/verdict.py p_values), keyed by "directional".
+# What the two p-values test (falsify/stats/verdict.py p_values), keyed by the direction.
 _P_VALUES = {
-    True: "For a directional part, p (support) tests the null that the claim's effect is "
+    "positive": "For a `positive` part, p (support) tests the null that the claim's effect is "
     "absent (θ ≤ 0); p (falsify) tests the null that an effect of at least δ is present "
     "(θ ≥ δ).",
-    False: "For a `none` (no meaningful effect) part, p (support) is the equivalence test "
+    "negative": "For a `negative` part, p (support) tests the null that the claim's effect is "
+    "absent (θ ≥ 0); p (falsify) tests the null that a fall of at least δ is present "
+    "(θ ≤ −δ).",
+    "none": "For a `none` (no meaningful effect) part, p (support) is the equivalence test "
     "(TOST) that the effect lies inside ±δ (its null: |θ| ≥ δ); p (falsify) is the "
     "minimum-effect test that it lies outside ±δ (its null: |θ| ≤ δ).",
 }
