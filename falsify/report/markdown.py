@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from falsify.runner.outcome import Outcome
+from falsify.stats.decide import ADJUSTMENT_NAMES
 from falsify.stats.verdict import Verdict
 
 __all__ = ["decision_rule", "fmt", "fmt_p", "hypothesis_p", "render_report", "summary"]
@@ -369,14 +370,15 @@ def _adjustment_note(combine: str, adjust: str) -> str:
     """Which p-value of each part is adjusted within the hypothesis, and why (verdicts.md)."""
     if adjust == "none":
         return "No p-value is adjusted across the parts (`adjust: none`)."
+    adjusted = f"{ADJUSTMENT_NAMES[adjust]}-adjusted (`adjust: {adjust}`)"
     if combine == "all":
         return (
-            f"p (falsify) is {adjust}-adjusted across the parts, since one FALSIFIED part "
+            f"p (falsify) is {adjusted} across the parts, since one FALSIFIED part "
             "falsifies; p (support) is not, since SUPPORTED needs every part at α (an "
             "intersection–union test, Berger 1982)."
         )
     return (
-        f"p (support) is {adjust}-adjusted across the parts, since one SUPPORTED part "
+        f"p (support) is {adjusted} across the parts, since one SUPPORTED part "
         "supports; p (falsify) is not, since FALSIFIED needs every part at α (an "
         "intersection–union test, Berger 1982)."
     )
