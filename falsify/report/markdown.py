@@ -12,7 +12,7 @@ from falsify.runner.outcome import Outcome
 from falsify.stats.decide import ADJUSTMENT_NAMES
 from falsify.stats.verdict import Verdict
 
-__all__ = ["decision_rule", "fmt", "fmt_p", "hypothesis_p", "render_report", "summary"]
+__all__ = ["decision_rule", "fmt", "fmt_ci", "fmt_p", "hypothesis_p", "render_report", "summary"]
 
 _DIRECTION = {
     "positive": "positive (θ > 0)",
@@ -35,8 +35,9 @@ def fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _ci(row: Any) -> str:
-    return f"[{fmt(row.ci_low)}, {fmt(row.ci_high)}]"
+def fmt_ci(low: float, high: float) -> str:
+    """A CI as ``[low, high]``, each end by :func:`fmt` ("–" when undefined)."""
+    return f"[{fmt(low)}, {fmt(high)}]"
 
 
 def decision_rule(direction: str, sesoi: float, alpha: float) -> str:
@@ -69,7 +70,7 @@ def _reading(o: Outcome) -> str:
         deciding = o.parts
     nums = "; ".join(
         f"{r.part}: {o.labels.get(f'statistic: {r.part}', stat)} = {fmt(r.estimate)}, "
-        f"{level} CI {_ci(r)}"
+        f"{level} CI {fmt_ci(r.ci_low, r.ci_high)}"
         for r in deciding.itertuples()
     )
     # Every trained model counts (a grid trains several per seed); parts count seeds.
