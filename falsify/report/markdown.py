@@ -10,6 +10,7 @@ import pandas as pd
 
 from falsify.runner.outcome import Outcome
 from falsify.stats.decide import ADJUSTMENT_NAMES
+from falsify.stats.power import planned_by
 from falsify.stats.verdict import Verdict
 
 __all__ = ["decision_rule", "fmt", "fmt_ci", "fmt_p", "hypothesis_p", "render_report", "summary"]
@@ -235,7 +236,8 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
                         f"Power note ({r.part}): with the observed estimate and spread, about "
                         f"{int(need)} replicates would give a conclusive verdict with 80% power "
                         f"(`falsify run --seeds {int(need)}` runs seeds 0..{int(need) - 1} and "
-                        "reuses those already cached)."
+                        "reuses those already cached); planned for `prediction.method: "
+                        f"{pred.method}` by {planned_by(pred.method)}."
                     )
     out += ["", "## Per replicate", ""]
     rep_cols = {

@@ -171,6 +171,7 @@ def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Ver
             part.direction or prediction.direction,
             prediction.sesoi,
             alpha_each,
+            method=prediction.method,
         )
         if v is Verdict.INCONCLUSIVE
         else None
