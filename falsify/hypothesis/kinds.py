@@ -57,6 +57,7 @@ __all__ = [
     "UnitEffectKind",
     "UnitMeasure",
     "UnitMeasureKind",
+    "check_against_data",
     "load_kinds",
     "register",
 ]
@@ -107,6 +108,24 @@ class Kind(Frozen):
     def describe(self) -> str:
         """How reports name this instance: ``label``, or with the settings that change it."""
         return self.label
+
+    def check_data(self, data: Any, loc: tuple[str | int, ...]) -> None:
+        """Checks against the loaded dataset before training (e.g. class indices within
+        ``data.n_classes``); raise :class:`~falsify.errors.LocatedError` under ``loc``, this
+        kind's place in the file. Default: none. Called by :func:`check_against_data`."""
+
+
+def check_against_data(spec: object, data: Any, loc: tuple[str | int, ...]) -> None:
+    """:meth:`Kind.check_data` of every kind anywhere in ``spec`` (``spec`` itself included),
+    each with its location; the runner calls it on the test before training."""
+    if isinstance(spec, Kind):
+        spec.check_data(data, loc)
+    for name in getattr(type(spec), "model_fields", {}):
+        value = getattr(spec, name)
+        items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+        for i, item in items:
+            if hasattr(type(item), "model_fields"):
+                check_against_data(item, data, (*loc, name) if i is None else (*loc, name, i))
 
 
 # --- the slots -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from falsify.data import Dataset, load_dataset
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hooks import layer_names
 from falsify.hypothesis.conditions import expand
-from falsify.hypothesis.kinds import SHAPES
+from falsify.hypothesis.kinds import SHAPES, check_against_data
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import Population
 from falsify.hypothesis.types import LayerNames
@@ -84,7 +84,8 @@ def _layer_fields(
 
 def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
     """Checks that need the real model: layer names exist and hold what their field reads,
-    each regularizer's own checks wherever some condition switches it on, then the shape's."""
+    each regularizer's own checks wherever some condition switches it on, each kind's checks
+    against the data, then the shape's."""
     hyp = hf.hypothesis
     with torch.random.fork_rng(devices=[]):
         model = build_model(hyp.population.model, data.input_shape, data.n_classes)
@@ -111,6 +112,7 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset) -> None:
         )
     pred = hyp.prediction
     check_method(pred.method, pred.alpha, len(hyp.population.seeds), "this population")
+    check_against_data(hyp.test, data, ("test",))
     hyp.test.check(hf, model, data)
 
 
