@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from falsify.cli.main import main
 from falsify.data.synthetic import SyntheticData, load_synthetic
 from falsify.errors import FalsifyError
 from falsify.hypothesis import load
@@ -28,6 +29,7 @@ from falsify.models.planted import planted_model
 from falsify.report import write_outcome
 from falsify.runner import ModelCache, run_hypothesis
 from falsify.runner.run import plan
+from tests.helpers.populations import TINY_BETWEEN
 
 SPEC = SyntheticData(kind="synthetic", n_classes=6, n_features=8, n_samples=1200)
 FILE = Path(__file__).parents[1] / "hypotheses" / "enmeshment_yields_smaller_circuits.yaml"
@@ -153,3 +155,29 @@ def test_bundled_file_runs_fast_and_every_circuit_is_verified(tmp_path: Path) ->
     assert ((tidy["outcome"] > 0) & (tidy["outcome"] <= 1)).all()
     # the outcome is a fraction of the 16 units: the mean size in units over 16
     assert np.allclose(tidy["outcome"], tidy["circuit_units"] / 16)
+
+
+@pytest.mark.parametrize("where", ["outcome", "outcomes"])
+def test_classes_beyond_the_data_fail_at_check(where, write, tmp_path: Path, capsys) -> None:
+    # digits has classes 0..9: class 12 is refused by `falsify check`, before any training.
+    circuit = "{kind: circuit_size, classes: [3, 12]}"
+    if where == "outcome":
+        text = TINY_BETWEEN.replace("{kind: accuracy, split: train}", circuit)
+        field = "test.outcome.classes[1]"
+    else:
+        text = TINY_BETWEEN.replace(
+            "  outcome: {kind: accuracy, split: train}\n",
+            "  outcomes:\n    - {name: accuracy, outcome: {kind: accuracy}}\n"
+            f"    - {{name: circuit, outcome: {circuit}}}\n",
+        )
+        field = "test.outcomes[1].outcome.classes[1]"
+    path = write(text)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "circuit_size" in s)
+    cache = tmp_path / "cache"
+    assert main(["check", str(path), "--cache", str(cache), "--no-estimate"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: The '{field}' of {path} (line {line}) must be a class of the data (0..9). "
+        "Got 12 instead."
+    )
+    assert not any(cache.rglob("*.safetensors"))

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from falsify.data import load_dataset
 from falsify.data.base import IGNORE
@@ -196,3 +197,10 @@ def test_a_model_trained_to_copy_the_previous_token_attends_one_back() -> None:
     fresh = build_model(pop.model, data.input_shape, 12).eval()
     base = score.measure(fresh, "blocks.0.attn.hook_z", data.x_test, data.y_test, 12)
     assert float(base.max()) < 0.5
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_the_induction_score_seed_is_a_seed(seed: int) -> None:
+    # The Seed type of falsify/hypothesis/types.py, as every other seed field (file-format.md).
+    with pytest.raises(ValidationError, match=r"greater than or equal to 0|less than 4294967296"):
+        InductionScore(kind="induction_score", seed=seed)

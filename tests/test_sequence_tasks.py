@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from falsify.data import load_dataset
 from falsify.data.base import IGNORE, answer_labels, per_example_scores
 from falsify.data.induction import InductionTask
 from falsify.data.modular_addition import ModularAddition
 from falsify.data.previous_token import PreviousTokenTask
+from falsify.hypothesis.kinds import DATASETS, load_kinds
+from falsify.hypothesis.types import Seed
 
 
 def test_modular_addition_covers_every_pair_once_and_scores_the_last_position() -> None:
@@ -84,3 +86,27 @@ def test_induction_with_min_half_varies_the_copy_distance() -> None:
     assert len(lengths) > 1 and lengths <= {2, 3, 4, 5}
     with pytest.raises(ValidationError, match="min_half at most half"):
         InductionTask(kind="induction", half=3, min_half=4)
+
+
+def _seed_bounds(schema: dict) -> dict:
+    return {k: schema.get(k) for k in ("type", "minimum", "exclusiveMaximum")}
+
+
+def test_every_split_seed_is_the_seed_type() -> None:
+    # The token tasks take the one Seed type of falsify/hypothesis/types.py, as digits does.
+    load_kinds()
+    seed = _seed_bounds(TypeAdapter(Seed).json_schema())
+    with_split = [cls for cls in DATASETS.classes() if "split_seed" in cls.model_fields]
+    assert {ModularAddition, InductionTask, PreviousTokenTask} <= set(with_split)
+    for cls in with_split:
+        field = cls.model_json_schema()["properties"]["split_seed"]
+        assert _seed_bounds(field) == seed, cls.tag()
+
+
+@pytest.mark.parametrize("cls", [ModularAddition, InductionTask, PreviousTokenTask])
+def test_a_token_task_split_seed_beyond_a_seed_is_refused(cls) -> None:
+    with pytest.raises(ValidationError, match="less than 4294967296"):
+        cls(kind=cls.tag(), split_seed=2**32)
+    # a valid one is dumped as the plain integer it was, so cache keys stay as they were
+    task = cls(kind=cls.tag(), split_seed=2**32 - 1)
+    assert task.model_dump(include={"split_seed"}) == {"split_seed": 2**32 - 1}

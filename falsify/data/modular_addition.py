@@ -16,6 +16,7 @@ from pydantic import Field
 from falsify.data.base import IGNORE, Dataset
 from falsify.data.tokens import split_tokens
 from falsify.hypothesis.kinds import DataKind, register
+from falsify.hypothesis.types import Seed
 
 __all__ = ["ModularAddition", "load_modular_addition"]
 
@@ -27,7 +28,7 @@ class ModularAddition(DataKind):
     kind: Literal["modular_addition"]
     p: int = Field(53, ge=2)
     train_fraction: float = Field(0.3, gt=0.0, lt=1.0)
-    split_seed: int = Field(0, ge=0)
+    split_seed: Seed = 0
 
     label: ClassVar[str] = "modular addition (a + b mod p)"
     docs: ClassVar[str] = "docs/sequence-models.md"

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from falsify.data.base import Dataset
 from falsify.hypothesis.kinds import DataKind
+from falsify.hypothesis.types import Seed
 
 __all__ = ["RandomTokenTask", "random_tokens", "split_tokens"]
 
@@ -22,7 +23,7 @@ class RandomTokenTask(DataKind):
     vocab: int = Field(32, ge=2)
     n_train: int = Field(2000, ge=1)
     n_test: int = Field(500, ge=1)
-    split_seed: int = Field(0, ge=0)
+    split_seed: Seed = 0
 
 
 def random_tokens(n: int, length: int, vocab: int, generator: torch.Generator) -> torch.Tensor:

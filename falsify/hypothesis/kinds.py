@@ -57,6 +57,8 @@ __all__ = [
     "UnitEffectKind",
     "UnitMeasure",
     "UnitMeasureKind",
+    "check_against_data",
+    "kinds_in",
     "load_kinds",
     "register",
 ]
@@ -107,6 +109,33 @@ class Kind(Frozen):
     def describe(self) -> str:
         """How reports name this instance: ``label``, or with the settings that change it."""
         return self.label
+
+    def check_data(self, data: Any, loc: tuple[str | int, ...]) -> None:
+        """Checks against the loaded dataset before training (e.g. class indices within
+        ``data.n_classes``); raise :class:`~falsify.errors.LocatedError` under ``loc``, this
+        kind's place in the file. Default: none. Called by :func:`check_against_data`."""
+
+
+def kinds_in(
+    spec: object, loc: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], Kind]]:
+    """``(location, kind)`` of ``spec`` itself when it is a kind, then of every kind anywhere in
+    its fields, depth first."""
+    if isinstance(spec, Kind):
+        yield loc, spec
+    for name in getattr(type(spec), "model_fields", {}):
+        value = getattr(spec, name)
+        items = enumerate(value) if isinstance(value, tuple | list) else [(None, value)]
+        for i, item in items:
+            if hasattr(type(item), "model_fields"):
+                yield from kinds_in(item, (*loc, name) if i is None else (*loc, name, i))
+
+
+def check_against_data(spec: object, data: Any, loc: tuple[str | int, ...]) -> None:
+    """:meth:`Kind.check_data` of every kind anywhere in ``spec`` (``spec`` itself included),
+    each with its location; the runner calls it on the test before training."""
+    for where, kind in kinds_in(spec, loc):
+        kind.check_data(data, where)
 
 
 # --- the slots -----------------------------------------------------------------------------------

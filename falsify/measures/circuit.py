@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from falsify.data.base import answer_labels, per_example_scores
-from falsify.errors import FalsifyError
+from falsify.errors import FalsifyError, LocatedError
 from falsify.hypothesis.kinds import OutcomeKind, register
 from falsify.hypothesis.types import Seed, Split, UnitLayers
 from falsify.hypothesis.units import Fill
@@ -221,6 +221,14 @@ class CircuitSizeOutcome(OutcomeKind):
 
     def describe(self) -> str:
         return f"{self.split} circuit size (q = {self.q:g})"
+
+    def check_data(self, data: Any, loc: tuple[str | int, ...]) -> None:
+        """Before training: every one of ``classes`` is a class of the data."""
+        for i, c in enumerate(self.classes):
+            if c >= data.n_classes:
+                raise LocatedError(
+                    (*loc, "classes", i), f"a class of the data (0..{data.n_classes - 1})", c
+                )
 
     def groups(self, n_classes: int) -> list[tuple[int, ...]]:
         """The class sets that each get a circuit."""

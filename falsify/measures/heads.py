@@ -26,6 +26,7 @@ from falsify.data.tokens import random_tokens
 from falsify.errors import FalsifyError
 from falsify.hooks import capture, get_layer
 from falsify.hypothesis.kinds import UnitMeasureKind, register
+from falsify.hypothesis.types import Seed
 
 __all__ = [
     "InductionScore",
@@ -126,7 +127,7 @@ class InductionScore(_HeadScore):
     kind: Literal["induction_score"]
     half: int | None = Field(None, ge=2)  # None: as long as the inputs allow, (T - 1) // 2
     n: int = Field(200, ge=1)  # sequences drawn
-    seed: int = 0
+    seed: Seed = 0  # fixes the drawn sequences
 
     label: ClassVar[str] = "induction score"
 

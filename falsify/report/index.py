@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from statsmodels.stats.multitest import multipletests
 
-from falsify.report.markdown import fmt, fmt_p
+from falsify.report.markdown import fmt, fmt_ci, fmt_p
 
 __all__ = ["render_index", "suite_adjusted"]
 
@@ -48,7 +48,7 @@ def render_index(summaries: list[dict[str, Any]]) -> str:
                 (s.get("preregistration") or "–") if first else "",
                 str(part["part"]),
                 fmt(part["estimate"]),
-                f"[{fmt(part['ci_low'])}, {fmt(part['ci_high'])}]",
+                fmt_ci(part["ci_low"], part["ci_high"]),
                 fmt_p(part["p_support"]),
                 fmt_p(part["p_support_adj"]),
                 fmt_p(q) if first else "",

@@ -9,9 +9,11 @@ from typing import Any
 import pandas as pd
 
 from falsify.runner.outcome import Outcome
+from falsify.stats.decide import ADJUSTMENT_NAMES
+from falsify.stats.power import planned_by
 from falsify.stats.verdict import Verdict
 
-__all__ = ["decision_rule", "fmt", "fmt_p", "hypothesis_p", "render_report", "summary"]
+__all__ = ["decision_rule", "fmt", "fmt_ci", "fmt_p", "hypothesis_p", "render_report", "summary"]
 
 _DIRECTION = {
     "positive": "positive (θ > 0)",
@@ -34,8 +36,9 @@ def fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _ci(row: Any) -> str:
-    return f"[{fmt(row.ci_low)}, {fmt(row.ci_high)}]"
+def fmt_ci(low: float, high: float) -> str:
+    """A CI as ``[low, high]``, each end by :func:`fmt` ("–" when undefined)."""
+    return f"[{fmt(low)}, {fmt(high)}]"
 
 
 def decision_rule(direction: str, sesoi: float, alpha: float) -> str:
@@ -68,7 +71,7 @@ def _reading(o: Outcome) -> str:
         deciding = o.parts
     nums = "; ".join(
         f"{r.part}: {o.labels.get(f'statistic: {r.part}', stat)} = {fmt(r.estimate)}, "
-        f"{level} CI {_ci(r)}"
+        f"{level} CI {fmt_ci(r.ci_low, r.ci_high)}"
         for r in deciding.itertuples()
     )
     # Every trained model counts (a grid trains several per seed); parts count seeds.
@@ -217,8 +220,7 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
             "the t reference of the method above."
         )
     directions = set(o.parts["direction"]) if "direction" in o.parts else {pred.direction}
-    directional = {d != "none" for d in directions}
-    out.append(" ".join(_P_VALUES[k] for k in (True, False) if k in directional))
+    out.append(" ".join(text for d, text in _P_VALUES.items() if d in directions))
     if "replicates_needed" in o.parts:
         for r in o.parts.itertuples():
             if r.verdict == Verdict.INCONCLUSIVE.value:
@@ -234,7 +236,8 @@ def render_report(o: Outcome, figures: list[str], csv_name: str) -> str:
                         f"Power note ({r.part}): with the observed estimate and spread, about "
                         f"{int(need)} replicates would give a conclusive verdict with 80% power "
                         f"(`falsify run --seeds {int(need)}` runs seeds 0..{int(need) - 1} and "
-                        "reuses those already cached)."
+                        "reuses those already cached); planned for `prediction.method: "
+                        f"{pred.method}` by {planned_by(pred.method)}."
                     )
     out += ["", "## Per replicate", ""]
     rep_cols = {
@@ -357,12 +360,15 @@ def _screening_section(o: Outcome) -> list[str]:
     ]
 
 
-# What the two p-values test (falsify/stats/verdict.py p_values), keyed by "directional".
+# What the two p-values test (falsify/stats/verdict.py p_values), keyed by the direction.
 _P_VALUES = {
-    True: "For a directional part, p (support) tests the null that the claim's effect is "
+    "positive": "For a `positive` part, p (support) tests the null that the claim's effect is "
     "absent (θ ≤ 0); p (falsify) tests the null that an effect of at least δ is present "
     "(θ ≥ δ).",
-    False: "For a `none` (no meaningful effect) part, p (support) is the equivalence test "
+    "negative": "For a `negative` part, p (support) tests the null that the claim's effect is "
+    "absent (θ ≥ 0); p (falsify) tests the null that a fall of at least δ is present "
+    "(θ ≤ −δ).",
+    "none": "For a `none` (no meaningful effect) part, p (support) is the equivalence test "
     "(TOST) that the effect lies inside ±δ (its null: |θ| ≥ δ); p (falsify) is the "
     "minimum-effect test that it lies outside ±δ (its null: |θ| ≤ δ).",
 }
@@ -372,14 +378,15 @@ def _adjustment_note(combine: str, adjust: str) -> str:
     """Which p-value of each part is adjusted within the hypothesis, and why (verdicts.md)."""
     if adjust == "none":
         return "No p-value is adjusted across the parts (`adjust: none`)."
+    adjusted = f"{ADJUSTMENT_NAMES[adjust]}-adjusted (`adjust: {adjust}`)"
     if combine == "all":
         return (
-            f"p (falsify) is {adjust}-adjusted across the parts, since one FALSIFIED part "
+            f"p (falsify) is {adjusted} across the parts, since one FALSIFIED part "
             "falsifies; p (support) is not, since SUPPORTED needs every part at α (an "
             "intersection–union test, Berger 1982)."
         )
     return (
-        f"p (support) is {adjust}-adjusted across the parts, since one SUPPORTED part "
+        f"p (support) is {adjusted} across the parts, since one SUPPORTED part "
         "supports; p (falsify) is not, since FALSIFIED needs every part at α (an "
         "intersection–union test, Berger 1982)."
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from falsify._io import atomic_write_text
-from falsify.report.markdown import fmt
+from falsify.report.markdown import fmt, fmt_ci
 from falsify.runner.outcome import Outcome
 from falsify.runner.replicate import Replication
 
@@ -46,10 +46,6 @@ def seed_range(seeds: Sequence[int]) -> str:
     if s == list(range(s[0], s[0] + len(s))):
         return f"{s[0]}–{s[-1]}"
     return ", ".join(map(str, s))
-
-
-def _ci(low: float, high: float) -> str:
-    return f"[{fmt(low)}, {fmt(high)}]"
 
 
 def _yes(v: object) -> str:
@@ -116,8 +112,8 @@ def render_replication(r: Replication, original_link: str, replication_link: str
     for p in r.parts.itertuples():
         out.append(
             f"| {p.part} | {p.original_verdict} | {fmt(p.original_estimate)} | "
-            f"{_ci(p.original_ci_low, p.original_ci_high)} | {p.replication_verdict} | "
-            f"{fmt(p.replication_estimate)} | {_ci(p.replication_ci_low, p.replication_ci_high)} "
+            f"{fmt_ci(p.original_ci_low, p.original_ci_high)} | {p.replication_verdict} | "
+            f"{fmt(p.replication_estimate)} | {fmt_ci(p.replication_ci_low, p.replication_ci_high)} "
             f"| {_yes(p.same_verdict)} | {_yes(p.in_original_ci)} | "
             f"{_yes(p.original_in_replication_ci)} |"
         )
@@ -176,10 +172,10 @@ def render_suite(records: list[dict[str, Any]]) -> str:
                 str(p["part"]),
                 str(p["original_verdict"]),
                 fmt(p["original_estimate"]),
-                _ci(p["original_ci_low"], p["original_ci_high"]),
+                fmt_ci(p["original_ci_low"], p["original_ci_high"]),
                 str(p["replication_verdict"]),
                 fmt(p["replication_estimate"]),
-                _ci(p["replication_ci_low"], p["replication_ci_high"]),
+                fmt_ci(p["replication_ci_low"], p["replication_ci_high"]),
             ]
             out.append("| " + " | ".join(cells) + " |")
     out.append("")

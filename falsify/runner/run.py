@@ -20,7 +20,7 @@ from falsify.data.stream import StreamedDataset, first_inputs
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hooks import layer_names
 from falsify.hypothesis.conditions import expand
-from falsify.hypothesis.kinds import REGISTRIES, SHAPES, Kind
+from falsify.hypothesis.kinds import REGISTRIES, SHAPES, check_against_data, kinds_in
 from falsify.hypothesis.loader import HypothesisFile
 from falsify.hypothesis.schema import Population
 from falsify.hypothesis.types import LayerNames
@@ -87,7 +87,8 @@ def _layer_fields(
 
 def _validate_against_model(hf: HypothesisFile, data: Dataset | StreamedDataset) -> None:
     """Checks that need the real model: layer names exist and hold what their field reads,
-    each regularizer's own checks wherever some condition switches it on, then the shape's."""
+    each regularizer's own checks wherever some condition switches it on, each kind's checks
+    against the data, then the shape's."""
     hyp = hf.hypothesis
     with torch.random.fork_rng(devices=[]):
         model = build_model(hyp.population.model, data.input_shape, data.n_classes)
@@ -114,6 +115,7 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset | StreamedDataset)
         )
     pred = hyp.prediction
     check_method(pred.method, pred.alpha, len(hyp.population.seeds), "this population")
+    check_against_data(hyp.test, data, ("test",))
     hyp.test.check(hf, model, data)
 
 
@@ -161,21 +163,6 @@ def plan(
         return _plan(hf, cache, device, estimate)
 
 
-def _kinds_in(
-    spec: object, loc: tuple[str | int, ...]
-) -> Iterator[tuple[tuple[str | int, ...], Kind]]:
-    """``(location, kind)`` of ``spec`` itself when it is a kind, and of every kind in its
-    fields, depth first."""
-    if isinstance(spec, Kind):
-        yield loc, spec
-    for name in getattr(type(spec), "model_fields", {}):
-        value = getattr(spec, name)
-        items = enumerate(value) if isinstance(value, tuple | list) else [(None, value)]
-        for i, item in items:
-            if hasattr(type(item), "model_fields"):
-                yield from _kinds_in(item, (*loc, name) if i is None else (*loc, name, i))
-
-
 def _check_streaming(hf: HypothesisFile) -> None:
     """With ``population.data.stream``, every kind that reads the data must read it in batches
     (its ``streams`` capability), else the data would be held in memory behind the user's back:
@@ -184,7 +171,7 @@ def _check_streaming(hf: HypothesisFile) -> None:
     hyp = hf.hypothesis
     if not hyp.population.data.stream:
         return
-    located = list(_kinds_in(hyp.test, ("test",)))
+    located = list(kinds_in(hyp.test, ("test",)))
     for condition in expand(hyp.population):
         training = condition.population.training
         for name, regularizer in zip(training.blocks(), training.regularizers(), strict=True):

@@ -16,7 +16,11 @@ from falsify.stats.power import replicates_needed
 from falsify.stats.resampling import check_method, describe_method, resample
 from falsify.stats.verdict import Verdict, combine_verdicts, p_values, verdict_from_p
 
-__all__ = ["Part", "adjustments", "decide", "part_verdicts", "with_method"]
+__all__ = ["ADJUSTMENT_NAMES", "Part", "adjustments", "decide", "part_verdicts", "with_method"]
+
+# The multiplicity adjustments `prediction.adjust` offers, and their proper names in a report
+# (Holm 1979; Bonferroni).
+ADJUSTMENT_NAMES = {"holm": "Holm", "bonferroni": "Bonferroni", "none": "none"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Part:
 
 
 def _adjust(p: np.ndarray, how: str) -> np.ndarray:
-    check_option("adjust", how, ("holm", "bonferroni", "none"))
+    check_option("adjust", how, tuple(ADJUSTMENT_NAMES))
     if how == "none" or len(p) == 1:
         return p
     m = len(p)
@@ -67,7 +71,7 @@ def adjustments(combine: str, adjust: str) -> tuple[str, str]:
     needs ``adjust``. ``any`` is the mirror image: p_support gets ``adjust``, p_falsify none.
     """
     check_option("combine", combine, ("all", "any"))
-    check_option("adjust", adjust, ("holm", "bonferroni", "none"))
+    check_option("adjust", adjust, tuple(ADJUSTMENT_NAMES))
     return ("none", adjust) if combine == "all" else (adjust, "none")
 
 
@@ -167,6 +171,7 @@ def decide(parts: list[Part], prediction: Prediction) -> tuple[pd.DataFrame, Ver
             part.direction or prediction.direction,
             prediction.sesoi,
             alpha_each,
+            method=prediction.method,
         )
         if v is Verdict.INCONCLUSIVE
         else None

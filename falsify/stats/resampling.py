@@ -31,7 +31,7 @@ reach a verdict at all (:func:`min_replicates`), each with a located error on
 ``prediction.method``.
 
 ``se`` and ``df`` of both are the t ones (SD/√n, n − 1); they are used only to plan how many
-replicates a conclusive run would need (:mod:`falsify.stats.power`).
+replicates a conclusive run would need (:mod:`falsify.stats.power`, which plans for the method).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from falsify.stats._options import check_option
 from falsify.stats.estimate import Scale, TEstimate
 
 __all__ = [
+    "EXACT_MAX",
     "METHODS",
     "MIN_BOOTSTRAP",
     "BootstrapEstimate",
@@ -64,7 +65,7 @@ __all__ = [
 
 METHODS = ("t", "bootstrap", "permutation")
 N_RESAMPLES = 9_999
-_EXACT_MAX = 10_000  # enumerate every sign pattern when there are at most this many
+EXACT_MAX = 10_000  # enumerate every sign pattern when there are at most this many
 _SEED = 0  # resampling is seeded: the same replicates give the same verdict
 MIN_BOOTSTRAP = 30
 
@@ -275,7 +276,7 @@ def sign_flip_estimate(values: np.ndarray, scale: Scale = "identity") -> SignFli
     if np.ptp(x) == 0:
         return SignFlipEstimate(float(x[0]), 0.0, n - 1, scale, tuple(x))
     sd = float(x.std(ddof=1))
-    exact = 2**n <= _EXACT_MAX
+    exact = 2**n <= EXACT_MAX
     if exact:
         signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
     else:
