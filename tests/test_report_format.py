@@ -27,3 +27,8 @@ def test_index_prints_the_ci_with_fmt_ci() -> None:
     summary = {"id": "a", "verdict": "INCONCLUSIVE", "shape": "association", "parts": [part]}
     summary |= {"p_support_hypothesis": 0.2, "n_replicates": 5}
     assert fmt_ci(math.nan, 0.5) in index.render_index([summary])
+
+
+def test_a_value_that_rounds_to_zero_has_no_sign() -> None:
+    assert fmt(-1e-9) == fmt(0.0) == fmt(-0.0) == "0.000"
+    assert fmt(-0.0004, 3) == "0.000" and fmt(-0.0006, 3) == "-0.001"

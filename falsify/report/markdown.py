@@ -26,7 +26,9 @@ def fmt(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        text = f"{v:.{digits}f}"
+        # A value that rounds to zero is 0, whatever its sign: no "-0.000" in a table.
+        return text[1:] if text.startswith("-") and float(text) == 0 else text
     return str(v)
 
 
