@@ -17,14 +17,22 @@ from falsify.data.generated_images import GeneratedImagesData
 
 DATA = "{kind: generated_images, n_train: 500, n_test: 240, noise: 0.5%s}"
 
-ASSOCIATION = """\
-id: %(id)s
-claim: Units of a small MLP that are more class-selective matter more.
+# The population of the association and targeted files.
+POPULATION = """\
 population:
   data: %(data)s
   model: {kind: mlp, hidden: [24]}
   training: {epochs: 2, batch_size: 64}
   seeds: 3
+"""
+
+ASSOCIATION = (
+    """\
+id: %(id)s
+claim: Units of a small MLP that are more class-selective matter more.
+"""
+    + POPULATION
+    + """\
 test:
   kind: association
   layers: [hidden1]
@@ -32,15 +40,15 @@ test:
   y: {kind: unit_ablation, value: mean}
 prediction: {direction: positive, sesoi: 0.1}
 """
+)
 
-TARGETED = """\
+TARGETED = (
+    """\
 id: %(id)s
 claim: Ablating the most selective units hurts more than ablating matched random ones.
-population:
-  data: %(data)s
-  model: {kind: mlp, hidden: [24]}
-  training: {epochs: 2, batch_size: 64}
-  seeds: 3
+"""
+    + POPULATION
+    + """\
 test:
   kind: targeted
   layers: [hidden1]
@@ -50,6 +58,7 @@ test:
   random: {match: activation, strata: 3}
 prediction: {direction: positive, sesoi: 0.01}
 """
+)
 
 # Label noise makes the training labels differ from the items' labels, and the selectivity
 # regularizer's achieved selectivity is read on the streamed test split.

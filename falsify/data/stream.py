@@ -36,7 +36,6 @@ __all__ = [
     "model_batches",
     "n_examples",
     "on_device",
-    "source_of",
     "with_labels",
 ]
 
@@ -181,12 +180,6 @@ def with_labels(x: torch.Tensor | TorchDataset, y: torch.Tensor, labels: torch.T
     if not is_stream(x) or labels is y:
         return x
     return Relabelled(x, labels)  # type: ignore[arg-type]
-
-
-def source_of(x: torch.Tensor | TorchDataset, y: torch.Tensor) -> Source:
-    """The :data:`Source` a kind reads: ``x`` itself when it is a streamed split (its items
-    carry the labels ``y``, :meth:`StreamedDataset.split`), else the pair ``(x, y)``."""
-    return x if is_stream(x) else (x, y)
 
 
 def first_inputs(x: torch.Tensor | TorchDataset, n: int = 1) -> torch.Tensor:
