@@ -154,9 +154,10 @@ def _train_ensemble(
                     p.grad = None
                 logits = net.forward(x[idx])
                 if b not in loss_plans:
-                    loss_plans[b] = plan_loss(s, b, logits.shape[-1], device) if exact else 0
-                # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient.
-                yb = torch.gather(ys, 1, idx)
+                    loss_plans[b] = plan_loss(tuple(logits.shape), device) if exact else 0
+                # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient
+                # (labels [S, B], or [S, B, T] for sequences).
+                yb = ys[torch.arange(s, device=device).unsqueeze(1), idx]
                 losses = LOSS[loss_plans[b]](logits, yb)
                 losses.sum().backward()
                 net.gather_grad()
