@@ -3,8 +3,8 @@
 The replicates of a population share an architecture; :mod:`falsify.models.stacked` stacks
 their weights (``[S, *shape]``) so that one forward, backward and optimizer step does the work
 of S sequential steps with one round of Python and kernel-launch overhead. The built-in MLP
-(with or without batch norm and dropout), cnn and resnet20 are supported. The replicates stay
-independent:
+(with or without batch norm and dropout), cnn, resnet20 and transformer
+(:mod:`falsify.models.stacked_transformer`) are supported. The replicates stay independent:
 
 * each is built exactly as :func:`falsify.models.training.train_replicate` builds it (the global
   RNG forked and seeded with its seed), so its initial weights are the sequential ones;
@@ -12,7 +12,8 @@ independent:
   its own dropout masks from a generator holding the global RNG's state after its model was
   built, which is where sequential training draws them;
 * batch norm normalizes each replicate's batch with its own statistics and running averages;
-* the loss is the sum of the replicates' mean cross-entropies, so the gradient of replicate s's
+* the loss is the sum of the replicates' mean cross-entropies (a sequence's at its scored
+  positions), so the gradient of replicate s's
   weights is the gradient of its own loss alone, and Adam / AdamW / SGD (elementwise updates,
   the same step count and learning-rate schedule for every replicate) keep one state per
   weight, i.e. per replicate.
