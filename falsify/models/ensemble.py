@@ -45,6 +45,7 @@ from falsify.models.training import (
     one_thread,
     record_metrics,
 )
+from falsify.models.transformer import TransformerSpec
 
 __all__ = ["NotBatchable", "ensemble_speedup", "supports_ensemble", "train_ensemble"]
 
@@ -67,9 +68,13 @@ def ensemble_speedup(population: Population) -> float:
     population trains on one CPU thread, as measured by benchmarks/ensemble_training.py
     (docs/performance.md): dense nets are bound by per-operation overhead, which the ensemble
     pays once for all seeds (measured 2.8–3.4×); conv nets by their convolutions' arithmetic,
-    which it does not reduce (cnn 1.65–1.9×, resnet20 1.2×). The runner weighs it against the
-    processes of ``--jobs``."""
-    return 3.0 if isinstance(population.model, MLPSpec) else 1.5
+    which it does not reduce (cnn 1.65–1.9×, resnet20 1.2×); the transformer by its attention's
+    batched products of thousands of tiny matrices, which it does not reduce either (1.2–1.25×
+    in CPU time for the bundled recipes). The runner weighs it against the processes of
+    ``--jobs``."""
+    if isinstance(population.model, MLPSpec):
+        return 3.0
+    return 1.2 if isinstance(population.model, TransformerSpec) else 1.5
 
 
 class NotBatchable(Exception):
