@@ -2,15 +2,20 @@
 
 Two recipes on the population of hypotheses/selectivity_predicts_importance.yaml (digits, Adam
 lr 1e-3, batches of 64): its MLP 64→64→64→10 with batch norm and dropout 0.2 (30 epochs), and
-the default cnn (channels 16, 32; 5 epochs unless ``--epochs``). For each, in one run, it times
-sequential training (:func:`falsify.models.training.train_replicate` per seed), the exact
-ensemble (:func:`falsify.models.ensemble.train_ensemble`, bit-identical to sequential), the fast
-ensemble (``exact=False``: always the batched kernels) and a plain ``torch.func.vmap`` ensemble
-(``stack_module_state`` + ``functional_call``, ``randomness="different"``: its dropout masks are
-not the sequential ones), and prints times, ratios against sequential and against vmap, and how
-far each method's weights are from the sequential ones. See docs/performance.md.
+the default cnn (channels 16, 32; 5 epochs unless ``--epochs``). With ``--arch transformer``,
+instead the populations of two bundled transformer files, as they are (AdamW with warm-up,
+``steps``; ``--steps`` shortens them): modular addition (one layer with an MLP, full batch of
+577) and induction (two attention-only layers, batches of 100 sequences of 17 tokens). For
+each, in one run, it times sequential training (:func:`falsify.models.training.train_replicate`
+per seed), the exact ensemble (:func:`falsify.models.ensemble.train_ensemble`, bit-identical to
+sequential), the fast ensemble (``exact=False``: always the batched kernels) and a plain
+``torch.func.vmap`` ensemble (``stack_module_state`` + ``functional_call``,
+``randomness="different"``: its dropout masks are not the sequential ones), and prints times,
+ratios against sequential and against vmap, and how far each method's weights are from the
+sequential ones. See docs/performance.md.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ensemble_training.py
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ensemble_training.py --arch transformer
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import copy
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
-from torch.nn import functional as F
 
 from benchmarks.common import Timing, describe_machine, timed
 from falsify.data import Dataset, load_dataset
@@ -31,7 +35,15 @@ from falsify.models import build_model
 from falsify.models.cnn import CNNSpec
 from falsify.models.ensemble import train_ensemble
 from falsify.models.mlp import MLPSpec
-from falsify.models.training import TrainResult, evaluate, one_thread, train_replicate
+from falsify.models.training import (
+    TrainResult,
+    _cross_entropy,
+    _optimizer,
+    _warmup,
+    evaluate,
+    one_thread,
+    train_replicate,
+)
 
 # name -> (architecture from the file's MLP, default epochs)
 MODELS = {
@@ -41,14 +53,22 @@ MODELS = {
     ),
     "cnn": (lambda _: CNNSpec(kind="cnn"), 5),
 }
+# --arch transformer: name -> the file whose population (model and recipe) is trained.
+TRANSFORMERS = {
+    "transformer-addition": "hypotheses/modular_addition_uses_few_frequencies.yaml",
+    "transformer-induction": "hypotheses/induction_heads_are_necessary.yaml",
+}
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--file", default="hypotheses/selectivity_predicts_importance.yaml")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--arch", choices=["dense-and-conv", "transformer"], default="dense-and-conv")
+    names = [*MODELS, *TRANSFORMERS]
+    p.add_argument("--models", nargs="+", default=None, choices=names, help="default: --arch's")
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs")
+    p.add_argument("--steps", type=int, default=None, help="override a transformer's steps")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -70,7 +90,8 @@ def train_vmap(
     pop: Population, data: Dataset, seeds: list[int], device: torch.device
 ) -> list[TrainResult]:
     """The plain torch.func ensemble: each replicate's initial weights and batch order as in
-    sequential training, one vmapped forward and loss, Adam on the stacked weights."""
+    sequential training, one vmapped forward and loss, the recipe's optimizer and warm-up on the
+    stacked weights."""
     with one_thread():
         models: list[nn.Module] = []
         for seed in seeds:
@@ -81,49 +102,71 @@ def train_vmap(
         base = copy.deepcopy(models[0]).to("meta").train()
 
         def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+            return _cross_entropy(functional_call(base, (p, b), (x,)), y)
 
         losses = vmap(loss, randomness="different")
         spec = pop.training
-        opt = torch.optim.Adam(list(params.values()), lr=spec.lr, weight_decay=spec.weight_decay)
+        opt = _optimizer(list(params.values()), spec)
+        schedule = _warmup(opt, spec.warmup_steps)
         x, y = data.x_train.to(device), data.y_train.to(device)
         n = len(y)
+        per_epoch = -(-n // spec.batch_size)
+        epochs = -(-spec.steps // per_epoch) if spec.steps is not None else spec.epochs
+        left = spec.steps
         shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
-        for _ in range(spec.epochs):
+        for _ in range(epochs):
             orders = torch.stack([torch.randperm(n, generator=g) for g in shuffles]).to(device)
             for start in range(0, n, spec.batch_size):
+                if left == 0:
+                    break
                 idx = orders[:, start : start + spec.batch_size]
                 if idx.shape[1] < 2:
                     continue  # batch norm cannot normalize a batch of one
                 opt.zero_grad(set_to_none=True)
                 losses(params, buffers, x[idx], y[idx]).sum().backward()
                 opt.step()
+                if schedule is not None:
+                    schedule.step()
+                left = None if left is None else left - 1
         out = []
+        state = models[0].state_dict()
         for i, model in enumerate(models):
-            model.load_state_dict({k: v[i] for k, v in (params | buffers).items()})
+            model.load_state_dict({k: v[i] for k, v in (params | buffers).items() if k in state})
             acc = evaluate(model, data.x_test.to(device), data.y_test.to(device))
             out.append(TrainResult(model=model, train_loss=float("nan"), test_accuracy=acc))
         return out
 
 
-def bench(name: str, base: Population, data: Dataset, args: argparse.Namespace) -> None:
+def recipe(name: str, base: Population, args: argparse.Namespace) -> Population:
+    """The population ``name`` trains: a digits recipe on ``base``, or a transformer file's."""
+    seeds = tuple(range(args.seeds))
+    if name in TRANSFORMERS:
+        pop = load(TRANSFORMERS[name], []).hypothesis.population
+        spec = pop.training
+        if args.steps:
+            spec = spec.model_copy(update={"steps": args.steps})
+        return pop.model_copy(update={"seeds": seeds, "training": spec})
     make, default_epochs = MODELS[name]
-    device = torch.device(args.device)
-    seeds = list(range(args.seeds))
     spec = base.training
-    epochs = args.epochs or default_epochs or spec.epochs
-    spec = spec.model_copy(update={"epochs": epochs})
-    pop = base.model_copy(
-        update={"model": make(base.model), "seeds": tuple(seeds), "training": spec}
-    )
+    spec = spec.model_copy(update={"epochs": args.epochs or default_epochs or spec.epochs})
+    return base.model_copy(update={"model": make(base.model), "seeds": seeds, "training": spec})
+
+
+def bench(name: str, pop: Population, args: argparse.Namespace) -> None:
+    data = load_dataset(pop.data)
+    device = torch.device(args.device)
+    seeds = list(pop.seeds)
+    spec = pop.training
+    length = f"{spec.steps} steps" if spec.steps is not None else f"{spec.epochs} epochs"
     print()
     print(
         f"## {name}: {len(seeds)} seeds of {pop.model.model_dump(exclude_defaults=True)}, "
-        f"{spec.optimizer} lr {spec.lr}, {epochs} epochs, batches of {spec.batch_size}, "
+        f"{spec.optimizer} lr {spec.lr}, {length}, batches of {spec.batch_size}, "
         f"{len(data.y_train)} examples"
     )
     # Warm-up: the first optimizer step of a process imports and initializes lazily.
-    warm = pop.model_copy(update={"training": spec.model_copy(update={"epochs": 1})})
+    short = {"epochs": 1} if spec.steps is None else {"steps": 2}
+    warm = pop.model_copy(update={"training": spec.model_copy(update=short)})
     train_replicate(warm, data, 0, device)
     train_ensemble(warm, data, seeds[:2], device)
     train_vmap(warm, data, seeds[:2], device)
@@ -161,14 +204,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = load(args.file, []).hypothesis.population
-    data = load_dataset(base.data)
+    names = args.models or list(TRANSFORMERS if args.arch == "transformer" else MODELS)
     print(f"# ensemble training: {describe_machine(torch.device(args.device))}")
     print(
         "×seq, ×vmap: the baseline's median wall time over the method's (higher is faster); "
         "cpu ×: the same for CPU time (steadier on a shared machine)"
     )
-    for name in args.models:
-        bench(name, base, data, args)
+    for name in names:
+        bench(name, recipe(name, base, args), args)
 
 
 if __name__ == "__main__":

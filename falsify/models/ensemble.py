@@ -3,8 +3,8 @@
 The replicates of a population share an architecture; :mod:`falsify.models.stacked` stacks
 their weights (``[S, *shape]``) so that one forward, backward and optimizer step does the work
 of S sequential steps with one round of Python and kernel-launch overhead. The built-in MLP
-(with or without batch norm and dropout), cnn and resnet20 are supported. The replicates stay
-independent:
+(with or without batch norm and dropout), cnn, resnet20 and transformer
+(:mod:`falsify.models.stacked_transformer`) are supported. The replicates stay independent:
 
 * each is built exactly as :func:`falsify.models.training.train_replicate` builds it (the global
   RNG forked and seeded with its seed), so its initial weights are the sequential ones;
@@ -12,7 +12,8 @@ independent:
   its own dropout masks from a generator holding the global RNG's state after its model was
   built, which is where sequential training draws them;
 * batch norm normalizes each replicate's batch with its own statistics and running averages;
-* the loss is the sum of the replicates' mean cross-entropies, so the gradient of replicate s's
+* the loss is the sum of the replicates' mean cross-entropies (a sequence's at its scored
+  positions), so the gradient of replicate s's
   weights is the gradient of its own loss alone, and Adam / AdamW / SGD (elementwise updates,
   the same step count and learning-rate schedule for every replicate) keep one state per
   weight, i.e. per replicate.
@@ -45,6 +46,7 @@ from falsify.models.training import (
     one_thread,
     record_metrics,
 )
+from falsify.models.transformer import TransformerSpec
 
 __all__ = ["NotBatchable", "ensemble_speedup", "supports_ensemble", "train_ensemble"]
 
@@ -67,9 +69,13 @@ def ensemble_speedup(population: Population) -> float:
     population trains on one CPU thread, as measured by benchmarks/ensemble_training.py
     (docs/performance.md): dense nets are bound by per-operation overhead, which the ensemble
     pays once for all seeds (measured 2.8–3.4×); conv nets by their convolutions' arithmetic,
-    which it does not reduce (cnn 1.65–1.9×, resnet20 1.2×). The runner weighs it against the
-    processes of ``--jobs``."""
-    return 3.0 if isinstance(population.model, MLPSpec) else 1.5
+    which it does not reduce (cnn 1.65–1.9×, resnet20 1.2×); the transformer by its attention's
+    batched products of thousands of tiny matrices, which it does not reduce either (1.2–1.25×
+    in CPU time for the bundled recipes). The runner weighs it against the processes of
+    ``--jobs``."""
+    if isinstance(population.model, MLPSpec):
+        return 3.0
+    return 1.2 if isinstance(population.model, TransformerSpec) else 1.5
 
 
 class NotBatchable(Exception):
@@ -169,9 +175,10 @@ def _train_ensemble(
                     p.grad = None
                 logits = net.forward(x[idx] if torch.is_tensor(x) else _rows(x, idx))
                 if b not in loss_plans:
-                    loss_plans[b] = plan_loss(s, b, logits.shape[-1], device) if exact else 0
-                # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient.
-                yb = torch.gather(ys, 1, idx)
+                    loss_plans[b] = plan_loss(tuple(logits.shape), device) if exact else 0
+                # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient
+                # (labels [S, B], or [S, B, T] for sequences).
+                yb = ys[torch.arange(s, device=device).unsqueeze(1), idx]
                 losses = LOSS[loss_plans[b]](logits, yb)
                 losses.sum().backward()
                 net.gather_grad()

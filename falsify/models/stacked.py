@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from falsify.data.base import IGNORE
 from falsify.models.cnn import CNN
 from falsify.models.mlp import MLP
 from falsify.models.resnet import ResNet20
@@ -62,14 +63,22 @@ _GRAD_BIAS = (
     lambda g: torch.stack([g[s].sum(dim=0) for s in range(len(g))]),
 )
 
-# Each replicate's mean cross-entropy (logits [S, B, C], labels [S, B] -> [S]).
+
+# Each replicate's mean cross-entropy (logits [S, B, C], labels [S, B] -> [S]); for sequences
+# (logits [S, B, T, C], labels [S, B, T]) over the scored positions, the others being IGNORE.
+def _batched_loss(lg: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1), reduction="none")
+    if lg.dim() == 3:
+        return ce.view(y.shape).mean(dim=1)
+    return ce.view(len(y), -1).sum(dim=1) / (y != IGNORE).view(len(y), -1).sum(dim=1)
+
+
 LOSS = (
-    lambda lg, y: (
-        F.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1), reduction="none")
-        .view(y.shape)
-        .mean(dim=1)
+    _batched_loss,
+    # One replicate's loss as falsify.models.training._cross_entropy computes it.
+    lambda lg, y: torch.stack(
+        [F.cross_entropy(a.flatten(0, -2), b.flatten()) for a, b in zip(lg, y, strict=True)]
     ),
-    lambda lg, y: torch.stack([F.cross_entropy(a, b) for a, b in zip(lg, y, strict=True)]),
 )
 
 
@@ -120,19 +129,26 @@ def _plan_linear(s: int, b: int, d_in: int, d_out: int, device: torch.device) ->
     )
 
 
-def plan_loss(s: int, b: int, c: int, device: torch.device) -> int:
-    """The first variant of ``LOSS`` whose gradient equals ``nn.CrossEntropyLoss``'s exactly.
+def plan_loss(shape: tuple[int, ...], device: torch.device) -> int:
+    """The first variant of ``LOSS`` whose gradient equals ``nn.CrossEntropyLoss``'s exactly,
+    for logits of ``shape`` (``[S, B, C]``, or ``[S, B, T, C]`` with about half the positions
+    unscored).
 
     The batched variant's loss value may differ from the per-replicate mean in the last bit
     (its sum runs in another order); only the gradient moves the weights.
     """
     gen = torch.Generator().manual_seed(1)
-    logits = (3 * torch.randn(s, b, c, generator=gen)).to(device)
-    y = torch.randint(0, c, (s, b), generator=gen).to(device)
+    s, c = shape[0], shape[-1]
+    logits = (3 * torch.randn(*shape, generator=gen)).to(device)
+    y = torch.randint(0, c, shape[:-1], generator=gen)
+    if len(shape) == 4:
+        y[torch.rand(shape[:-1], generator=gen) < 0.5] = IGNORE
+        y[:, :, -1] = 0  # every replicate scores some position
+    y = y.to(device)
     ref = []
     for i in range(s):
         li = logits[i].clone().requires_grad_()
-        F.cross_entropy(li, y[i]).backward()
+        F.cross_entropy(li.flatten(0, -2), y[i].flatten()).backward()
         ref.append(li.grad)
     for k, fn in enumerate(LOSS):
         lg = logits.clone().requires_grad_()
@@ -661,7 +677,11 @@ def stack(
     models: list[nn.Module], gens: list[torch.Generator], device: torch.device, exact: bool
 ) -> StackedNet | None:
     """The stacked network of ``models`` (one built-in architecture), or None if it has none."""
-    kind = _STACKED.get(type(models[0]))
+    # Imported here: the stacked transformer builds on StackedNet.
+    from falsify.models.stacked_transformer import StackedTransformer
+    from falsify.models.transformer import Transformer
+
+    kind = (_STACKED | {Transformer: StackedTransformer}).get(type(models[0]))
     if kind is None:
         return None
     net = kind(models, gens, device, exact)

@@ -246,6 +246,7 @@ class TransformerSpec(ArchitectureKind):
     n_ctx: int | None = Field(None, ge=1)  # None: the task's sequence length
 
     label: ClassVar[str] = "decoder-only transformer"
+    ensemble: ClassVar[bool] = True
     docs: ClassVar[str] = "docs/sequence-models.md"
 
     def build(self, input_shape: tuple[int, ...], n_classes: int) -> Transformer:
