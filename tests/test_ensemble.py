@@ -128,7 +128,11 @@ def test_a_dropout_model_does_not_depend_on_the_other_members() -> None:
 
 @pytest.mark.parametrize(
     "training",
-    [{"control": "permuted_labels"}, {"control": "shuffled"}, {"selectivity": {"alpha": 1}}],
+    [
+        {"control": "permuted_labels"},
+        {"control": "shuffled"},
+        {"enmeshment": {"lam": 0.1, "k": 2}},  # its term reads the weights
+    ],
 )
 def test_recipes_it_cannot_reproduce_are_trained_sequentially(tmp_path, training) -> None:
     pop = population(**training)

@@ -351,8 +351,9 @@ class RegularizerKind(Kind):
     slot: ClassVar[str] = "regularizers"
     # Reads its inputs in batches when the data is streamed (``population.data.stream``).
     streams: ClassVar[bool] = False
-    # While active, a stacked ensemble (falsify.models.ensemble) still reproduces the recipe;
-    # that trainer adds no term to the loss, so only a term that leaves training as it is may.
+    # A stacked ensemble (falsify.models.ensemble) reproduces the recipe with the term on: the
+    # term reads only the layers' outputs and the labels (not the weights), so that trainer
+    # adds it replicate by replicate.
     ensemble: ClassVar[bool] = False
     metric: ClassVar[str] = ""  # the model-level record of what it achieved; "" for none
     # Deprecated flat names of ``training`` (before the blocks) -> this block's field.

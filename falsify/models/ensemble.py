@@ -13,15 +13,21 @@ of S sequential steps with one round of Python and kernel-launch overhead. The b
   built, which is where sequential training draws them;
 * batch norm normalizes each replicate's batch with its own statistics and running averages;
 * the loss is the sum of the replicates' mean cross-entropies (a sequence's at its scored
-  positions), so the gradient of replicate s's
-  weights is the gradient of its own loss alone, and Adam / AdamW / SGD (elementwise updates,
-  the same step count and learning-rate schedule for every replicate) keep one state per
-  weight, i.e. per replicate.
+  positions) plus each replicate's regularizer terms, computed replicate by replicate on its
+  own layer outputs and labels as sequential training computes them, so the gradient of
+  replicate s's weights is the gradient of its own loss alone, and Adam / AdamW / SGD
+  (elementwise updates, the same step count and learning-rate schedule for every replicate)
+  keep one state per weight, i.e. per replicate.
+
+A term's gradient reaches a layer's stacked output in one piece and is added there to the
+gradient from the layers above: a sum of two numbers, which is the same in either order, as in
+sequential training, where the layer's output also has those two consumers.
 
 Each batched operation is checked to sum in the order of the sequential one (see
 :mod:`falsify.models.stacked`), so every model equals its sequentially trained self bit for bit;
-docs/performance.md gives the measurements. Recipes it cannot reproduce (regularizers that change
-the loss, controls, other architectures, dropout off the CPU) make
+docs/performance.md gives the measurements. Recipes it cannot reproduce (a regularizer whose
+term reads the weights, such as enmeshment, or layers the stacked network does not keep;
+controls, other architectures, dropout off the CPU) make
 :func:`supports_ensemble` false or raise :class:`NotBatchable`, and the caller trains them one
 seed at a time.
 """
@@ -37,6 +43,7 @@ from falsify.data.stream import Inputs, StreamedDataset, inputs_of
 from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.mlp import MLPSpec
+from falsify.models.regularizers import RegularizerTerm, scheduled_terms
 from falsify.models.stacked import LOSS, NotExact, StackedNet, plan_loss, stack
 from falsify.models.training import (
     TrainResult,
@@ -54,14 +61,14 @@ __all__ = ["NotBatchable", "ensemble_speedup", "supports_ensemble", "train_ensem
 def supports_ensemble(population: Population) -> bool:
     """True when :func:`train_ensemble` reproduces this population's sequential recipe."""
     training = population.training
-    # The stacked trainer adds no regularizer term, and trains no controls.
-    plain_loss = training.control == "none" and all(
-        r.ensemble or not r.active for r in training.regularizers()
+    # The stacked trainer adds the terms of regularizers that declare ``ensemble`` (their terms
+    # read activations and labels only), in their windows; it trains no controls.
+    reproduced = training.control == "none" and all(
+        r.ensemble or not r.trains for r in training.regularizers()
     )
-    # The stacked trainer keeps no checkpoints. A regularizer's window needs no check here: only
-    # a term that leaves training as it is may be on at all (``ensemble``), in a window or not.
+    # The stacked trainer keeps no checkpoints.
     no_checkpoints = not training.checkpoint_epochs
-    return population.model.ensemble_ready() and plain_loss and no_checkpoints
+    return population.model.ensemble_ready() and reproduced and no_checkpoints
 
 
 def ensemble_speedup(population: Population) -> float:
@@ -125,6 +132,24 @@ def _build(
     return net
 
 
+def _terms(
+    net: StackedNet, terms: list[list[RegularizerTerm]], labels: torch.Tensor
+) -> torch.Tensor:
+    """The sum over replicates of each one's regularizer terms (``terms[s]``), each computed
+    on replicate s's own layer outputs and batch labels (``labels[s]``), as
+    :func:`falsify.models.training.train_replicate` computes it."""
+    missing = sorted(net.keep - net.kept.keys())
+    if missing:
+        raise NotBatchable(f"the stacked network does not keep the outputs of {missing}")
+    outputs = {layer: net.replicate_outputs(layer) for layer in net.keep}
+    total = torch.zeros((), device=labels.device)
+    for i, replicate_terms in enumerate(terms):
+        acts = {layer: out[i] for layer, out in outputs.items()}
+        for term in replicate_terms:
+            total = total + term(net.models[i], acts, labels[i])
+    return total
+
+
 def _rows(x: Inputs, idx: torch.Tensor) -> torch.Tensor:
     """``x[idx]`` for streamed inputs and an index ``[S, B]``: ``[S, B, …]``."""
     rows = x[idx.flatten()]
@@ -139,7 +164,7 @@ def _train_ensemble(
     exact: bool,
 ) -> list[TrainResult]:
     if not supports_ensemble(population):
-        raise NotBatchable("regularizers and controls are trained one seed at a time")
+        raise NotBatchable("this recipe's regularizers or control train one seed at a time")
     net = _build(population, data, seeds, device, exact)
     has_batch_norm = any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.models[0].modules()
@@ -157,10 +182,14 @@ def _train_ensemble(
     opt = _optimizer([net.flat], spec)
     schedule = _warmup(opt, spec.warmup_steps)
     shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
+    # Each replicate's regularizer terms, built from its own model as sequential training does.
+    schedules = [scheduled_terms(spec, m, data.n_classes, steps) for m in net.models]
+    net.keep = {layer for sched in schedules for _, t in sched for layer in t.layers}
     loss_plans: dict[int, int] = {}
     last = torch.zeros(s, dtype=torch.float64)
     try:
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            terms = [[t for r, t in sched if r.on_in_epoch(epoch)] for sched in schedules]
             orders = torch.stack([torch.randperm(n, generator=g) for g in shuffles]).to(device)
             total = torch.zeros(s, dtype=torch.float64, device=device)
             seen = 0
@@ -180,7 +209,10 @@ def _train_ensemble(
                 # (labels [S, B], or [S, B, T] for sequences).
                 yb = ys[torch.arange(s, device=device).unsqueeze(1), idx]
                 losses = LOSS[loss_plans[b]](logits, yb)
-                losses.sum().backward()
+                loss = losses.sum()
+                if any(terms):
+                    loss = loss + _terms(net, terms, yb)
+                loss.backward()
                 net.gather_grad()
                 opt.step()
                 if schedule is not None:

@@ -133,6 +133,7 @@ class Selectivity(RegularizerKind):
     docs: ClassVar[str] = "docs/between-conditions.md"
     metric: ClassVar[str] = "mean_selectivity"
     streams: ClassVar[bool] = True
+    ensemble: ClassVar[bool] = True  # its term reads activations and labels only
     example: ClassVar[dict[str, Any]] = {"alpha": -1.0, "layers": ["hidden1"]}
     legacy_fields: ClassVar[dict[str, str]] = {
         "selectivity_alpha": "alpha",

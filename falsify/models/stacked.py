@@ -519,6 +519,10 @@ class StackedNet:
         }
         self._plans: dict[tuple, Any] = {}
         self.dropout = 0.0  # set by the architecture
+        # Unit layers whose outputs a forward pass keeps (for regularizer terms), and what the
+        # latest forward kept: name -> (output in its stacked layout, laid out as rows).
+        self.keep: set[str] = set()
+        self.kept: dict[str, tuple[torch.Tensor, bool]] = {}
 
     def _plan(self, key: tuple, probe: Callable[[], Any], fast: Any) -> Any:
         if key not in self._plans:
@@ -581,6 +585,22 @@ class StackedNet:
         shape = tuple(x.shape[1:]) if rows else (x.shape[0], x.shape[1] // self.s, *x.shape[2:])
         return x * _dropout_mask(shape, self.dropout, self.gens, rows).to(x.device)
 
+    def _keep(self, name: str, h: torch.Tensor, rows: bool) -> torch.Tensor:
+        """Record block ``name``'s output ``h`` of this forward if it is asked for."""
+        if name in self.keep:
+            self.kept[name] = (h, rows)
+        return h
+
+    def replicate_outputs(self, name: str) -> list[torch.Tensor]:
+        """Each replicate's output of unit layer ``name`` in the latest forward, as the module
+        gives it in sequential training (``[B, …]``, contiguous) and with its autograd history:
+        a term built from it sends its gradient to the stacked output in one piece (the
+        backward of one ``unbind``), which is added to the rest of that output's gradient."""
+        h, rows = self.kept[name]
+        if rows:  # [S, B, F]: each [B, F] slice is contiguous
+            return list(h.unbind(0))
+        return [t.contiguous() for t in h.unflatten(1, (self.s, -1)).unbind(1)]
+
     def gather_grad(self) -> None:
         """Set ``flat.grad`` to the parameters' gradients, after a backward pass."""
         grads = [p.grad for p in self.params.values()]
@@ -614,7 +634,7 @@ class _StackedMLP(StackedNet):
             h = self.linear(h, f"{block}.linear")
             if isinstance(model.get_submodule(f"{block}.norm"), nn.BatchNorm1d):
                 h = self.batch_norm(h, f"{block}.norm", rows=True)
-            h = self.drop(torch.relu(h), rows=True)
+            h = self._keep(block, self.drop(torch.relu(h), rows=True), rows=True)
         return self.linear(h, "head")
 
 
@@ -631,7 +651,7 @@ class _StackedCNN(StackedNet):
             h = torch.relu(h)
             if isinstance(model.get_submodule(f"{block}.pool"), nn.MaxPool2d):
                 h = self.max_pool(h)
-            h = self.drop(h, rows=False)
+            h = self._keep(block, self.drop(h, rows=False), rows=False)
         return self.linear(_rows(h, self.s), "head")
 
 
@@ -648,6 +668,7 @@ class _StackedResNet20(StackedNet):
                 out = torch.relu(self.batch_norm(out, f"{name}.bn1", rows=False))
                 out = self.batch_norm(self.conv(out, f"{name}.conv2"), f"{name}.bn2", False)
                 h = torch.relu(out + self._shortcut(h, block.stride, block.pad))
+                self._keep(name, h, rows=False)
         pooled = h.mean(dim=(2, 3))  # [B, S·C]
         return self.linear(_rows(pooled, self.s), "head")
 
