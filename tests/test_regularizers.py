@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from falsify.cli.main import main
 from falsify.data import load_dataset
 from falsify.data.digits import DigitsData
+from falsify.data.modular_addition import ModularAddition
 from falsify.errors import FalsifyDeprecationWarning, HypothesisError
 from falsify.hypothesis.conditions import expand
 from falsify.hypothesis.loader import HypothesisFile, load, loads
-from falsify.hypothesis.schema import TrainingSpec
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.measures.selectivity import selectivity_index
 from falsify.models.ensemble import supports_ensemble
 from falsify.models.mlp import MLP
@@ -25,6 +27,7 @@ from falsify.models.regularizers import (
     captured_activations,
 )
 from falsify.models.training import train_replicate
+from falsify.models.transformer import TransformerSpec
 from falsify.runner.cache import replicate_key
 from falsify.runner.replicates import recipe_of
 
@@ -228,4 +231,47 @@ def test_only_an_active_regularizer_records_what_it_achieved() -> None:
     off, on = (c.population for c in expand(grid))
     assert train_replicate(off, data, 0, CPU).metrics == {}
     assert 0.0 <= train_replicate(on, data, 0, CPU).metrics["mean_selectivity"] <= 1.0
-    assert supports_ensemble(off) and not supports_ensemble(on)
+    # Its term reads activations and labels only: the stacked ensemble adds it per replicate.
+    assert supports_ensemble(off) and supports_ensemble(on)
+
+
+def test_selectivity_regularizes_a_transformer_on_the_answer_classes() -> None:
+    # Modular addition scores one position per sequence: its answer is the class.
+    data_spec = ModularAddition(kind="modular_addition", p=11, train_fraction=0.5)
+    model = TransformerSpec(kind="transformer", d_model=8, n_heads=2, d_head=4, d_mlp=16)
+
+    def pop(alpha: float) -> Population:
+        training = TrainingSpec(
+            steps=5,
+            lr=0.01,
+            selectivity={"alpha": alpha, "layers": ["blocks.0.mlp.hook_post"]},
+        )
+        return Population(data=data_spec, model=model, training=training, seeds=2)
+
+    data = load_dataset(data_spec)
+    plain, regularized = (train_replicate(pop(a), data, 0, CPU) for a in (0.0, -1.0))
+    assert 0.0 <= regularized.metrics["mean_selectivity"] <= 1.0
+    before, after = plain.model.state_dict(), regularized.model.state_dict()
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_selectivity_on_a_task_without_a_class_per_example_fails_at_check(
+    tmp_path: Path, capsys
+) -> None:
+    # Induction scores every position of a sequence's second half: no class per example.
+    text = (HYPOTHESES / "induction_heads_are_necessary.yaml").read_text()
+    text = text.replace(
+        "batch_size: 100}",
+        "batch_size: 100, selectivity: {alpha: -1.0, layers: [blocks.0.attn.hook_z]}}",
+    )
+    path = tmp_path / "h.yaml"
+    path.write_text(text)
+    cache = tmp_path / "cache"
+    assert main(["check", str(path), "--cache", str(cache), "--no-estimate"]) == 1
+    err = capsys.readouterr().err.strip()
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "selectivity:" in s)
+    assert err.startswith(
+        f"error: The 'population.training.selectivity' of {path} (line {line}) must be off for "
+        "a task without a class per example (this one scores "
+    )
+    assert not any(cache.rglob("*.safetensors"))

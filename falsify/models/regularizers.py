@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from falsify.data.base import IGNORE, answer_labels
 from falsify.data.stream import is_stream, model_batches
 from falsify.errors import FalsifyError, LocatedError
 from falsify.hooks import hooked
@@ -70,11 +71,13 @@ def batch_selectivity(
     """Mean class selectivity index of a layer's units on one mini-batch, differentiably.
 
     ``act`` is the layer's output, read as ``[batch, units]`` through its unit ``view``
-    (:mod:`falsify.units`); the class-conditional means are taken over the classes present in
+    (:mod:`falsify.units`); ``labels`` are classes ``[batch]``, or a sequence task's labels
+    ``[batch, T]`` with one scored position (its answer is the class); the class-conditional means are taken over the classes present in
     the batch, as in Leavitt & Morcos (2021), and fed to
     :func:`falsify.selectivity.selectivity_index`. A batch with fewer than two classes has no
     selectivity and contributes 0.
     """
+    labels = answer_labels(labels)  # a sequence task's answer at its one scored position
     per_unit = view.read(act)  # [batch, units]
     counts = torch.bincount(labels, minlength=n_classes)
     present = counts > 0
@@ -155,6 +158,21 @@ class Selectivity(RegularizerKind):
                 (*loc, "layers"), "named (the model declares no unit layers)", list(self.layers)
             ) from None
 
+    def check_data(self, data: Any, loc: tuple[str | int, ...]) -> None:
+        """Before training: a class per training example (a sequence task scores one
+        position, whose answer is the class)."""
+        try:
+            answer_labels(data.y_train)
+        except ValueError:
+            scored = int((data.y_train[0] != IGNORE).sum())
+            raise LocatedError(
+                loc,
+                "off for a task without a class per example (this one scores "
+                f"{scored} positions per sequence; a sequence task scored at one position, "
+                "such as modular_addition, has one)",
+                self.model_dump(exclude_defaults=True),
+            ) from None
+
     def build(self, model: nn.Module, n_classes: int, steps_per_epoch: int) -> SelectivityTerm:
         return SelectivityTerm(self.alpha, default_layers(model, self.layers), n_classes)
 
@@ -173,7 +191,7 @@ class Selectivity(RegularizerKind):
                     model, layers, partial(model_batches, model, x, y), None, n_classes
                 )
             }
-        return {self.metric: mean_selectivity(model, layers, x, y, n_classes)}
+        return {self.metric: mean_selectivity(model, layers, x, answer_labels(y), n_classes)}
 
     def recipe(self) -> dict[str, Any]:
         # The flat names the cache recipe has always used, on or off, so keys stay as they were.

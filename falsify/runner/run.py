@@ -104,7 +104,7 @@ def _validate_against_model(hf: HypothesisFile, data: Dataset | StreamedDataset)
             _holds_weights(hf, model, layer, loc)
     unit_fields = {layer: loc for loc, layer, holds in located if holds == "units"}
     check_undeclared(model.eval(), unit_fields, first_inputs(data.split("test")[0], 2))
-    _check_regularizers(hyp.population, model)
+    _check_regularizers(hyp.population, model, data)
     check_checkpoints(hyp)
     if hyp.population.conditions and not hyp.test.compares_conditions:
         grid = [tag for tag, cls in SHAPES.items() if cls.compares_conditions]
@@ -132,8 +132,11 @@ def _holds_weights(
         ) from None
 
 
-def _check_regularizers(population: Population, model: nn.Module) -> None:
-    """Each regularizer's own check, once per distinct setting some condition switches on."""
+def _check_regularizers(
+    population: Population, model: nn.Module, data: Dataset | StreamedDataset
+) -> None:
+    """Each regularizer's own checks (against the model, then the data), once per distinct
+    setting some condition switches on."""
     seen: set[str] = set()
     for condition in expand(population):
         training = condition.population.training
@@ -142,6 +145,7 @@ def _check_regularizers(population: Population, model: nn.Module) -> None:
             if regularizer.active and key not in seen:
                 seen.add(key)
                 regularizer.check(model, ("population", "training", name))
+                regularizer.check_data(data, ("population", "training", name))
 
 
 @contextmanager
