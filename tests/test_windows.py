@@ -189,11 +189,15 @@ def test_what_changes_a_key_and_what_does_not() -> None:
 # --- the ensemble trainer ---------------------------------------------------------------------------
 
 
-def test_the_ensemble_trainer_refuses_checkpoints_and_windowed_terms_and_falls_back() -> None:
+def test_the_ensemble_trainer_refuses_checkpoints_and_falls_back() -> None:
     assert supports_ensemble(_population())
     assert not supports_ensemble(_population(checkpoint_epochs=[2]))
-    assert not supports_ensemble(_population(selectivity={"alpha": -1, "window": [0, 2]}))
-    assert not supports_ensemble(_population(enmeshment={"lam": 0.5, "window": [0, 0]}))
+    # A windowed selectivity term is added per replicate in its epochs
+    # (tests/test_ensemble_regularized.py); an enmeshment term reads the weights, unless its
+    # window is empty and it is never added.
+    assert supports_ensemble(_population(selectivity={"alpha": -1, "window": [0, 2]}))
+    assert not supports_ensemble(_population(enmeshment={"lam": 0.5, "window": [0, 2]}))
+    assert supports_ensemble(_population(enmeshment={"lam": 0.5, "window": [0, 0]}))
     pop = _population(checkpoint_epochs=[2])
     results = list(train_seeds(pop, load_dataset(DATA), [0, 1], CPU, False))
     assert [trainer for *_, trainer in results] == ["sequential", "sequential"]
