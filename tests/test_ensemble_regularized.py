@@ -13,9 +13,15 @@ from falsify.data import load_dataset
 from falsify.data.digits import DigitsData
 from falsify.hypothesis.kinds import ArchitectureKind, DataKind
 from falsify.hypothesis.schema import Population, TrainingSpec
+from falsify.models import regularizers
 from falsify.models.cnn import CNNSpec
 from falsify.models.ensemble import NotBatchable, supports_ensemble, train_ensemble
 from falsify.models.mlp import MLPSpec
+from falsify.models.regularizers import (
+    SelectivityTerm,
+    batch_selectivity,
+    stacked_batch_selectivity,
+)
 from falsify.models.resnet import ResNet20Spec
 from falsify.models.training import train_replicate
 from falsify.runner.cache import ModelCache
@@ -110,3 +116,53 @@ def test_a_layer_the_stacked_network_does_not_keep_falls_back_to_sequential(tmp_
     reps = obtain_replicates(pop, data, ModelCache(tmp_path), CPU, progress=False)
     assert _trainers(tmp_path, reps) == {"sequential"}
     assert same_weights(reps[1].model, train_replicate(pop, data, 1, CPU).model)
+
+
+def test_stacked_selectivity_is_each_replicates_batch_selectivity() -> None:
+    gen = torch.Generator().manual_seed(0)
+    act = torch.rand(3, 40, 6, generator=gen)
+    labels = torch.randint(0, 5, (3, 40), generator=gen)
+    labels[1][labels[1] == 2] = 0  # class 2 absent from replicate 1's batch
+    labels[2] = 4  # a single class: no selectivity
+    got = stacked_batch_selectivity(act, labels, 5)
+    want = torch.stack([batch_selectivity(a, y, 5) for a, y in zip(act, labels, strict=True)])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert got[2] == 0
+
+
+def _count_stacked(monkeypatch) -> list[int]:
+    calls = [0]
+    original = SelectivityTerm.stacked
+
+    def counted(self, *args):
+        calls[0] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(SelectivityTerm, "stacked", counted)
+    return calls
+
+
+def test_the_mlp_terms_run_for_all_replicates_at_once(monkeypatch) -> None:
+    calls = _count_stacked(monkeypatch)
+    model, training = RECIPES["mlp, all layers"]
+    pop = population(model, **training)
+    data = load_dataset(DIGITS)
+    together = train_ensemble(pop, data, list(pop.seeds), CPU)
+    assert calls[0] > 30  # the probe, then every step (2 epochs of 15 batches)
+    assert same_weights(together[2].model, train_replicate(pop, data, 2, CPU).model)
+
+
+def test_a_stacked_term_the_probe_rejects_runs_replicate_by_replicate(monkeypatch) -> None:
+    # A stacked term whose gradient is not the per-replicate one's must not be used.
+    wrong = regularizers.stacked_batch_selectivity
+    monkeypatch.setattr(
+        regularizers, "stacked_batch_selectivity", lambda *a, **k: 1.5 * wrong(*a, **k)
+    )
+    model, training = RECIPES["mlp, all layers"]
+    pop = population(model, **training)
+    data = load_dataset(DIGITS)
+    calls = _count_stacked(monkeypatch)
+    together = train_ensemble(pop, data, list(pop.seeds), CPU)
+    assert calls[0] == 2  # the probes only: one per batch shape (100, and the last 37)
+    for seed, ens in zip(pop.seeds, together, strict=True):
+        assert same_weights(ens.model, train_replicate(pop, data, seed, CPU).model)

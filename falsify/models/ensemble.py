@@ -138,17 +138,63 @@ def _terms(
 ) -> torch.Tensor:
     """The sum over replicates of each one's regularizer terms (``terms[s]``), each computed
     on replicate s's own layer outputs and batch labels (``labels[s]``), as
-    :func:`falsify.models.training.train_replicate` computes it."""
+    :func:`falsify.models.training.train_replicate` computes it: for all replicates at once
+    where the terms offer ``stacked`` and a probe finds its gradient equal to the
+    per-replicate terms' (:func:`_stacked_terms_exact`), else replicate by replicate."""
     missing = sorted(net.keep - net.kept.keys())
     if missing:
         raise NotBatchable(f"the stacked network does not keep the outputs of {missing}")
-    outputs = {layer: net.replicate_outputs(layer) for layer in net.keep}
+    first = terms[0]
+    if (
+        all(t == first for t in terms)
+        and all(callable(getattr(term, "stacked", None)) for term in first)
+        and all(rows for _, rows in net.kept.values())
+    ):
+        outputs = {layer: h for layer, (h, _) in net.kept.items()}
+        key = ("terms", *first, *((n, tuple(h.shape)) for n, h in outputs.items()))
+        probe = lambda: _stacked_terms_exact(net, first, outputs, labels)  # noqa: E731
+        if net._plan(key, probe, True):
+            return torch.stack([term.stacked(outputs, labels).sum() for term in first]).sum()
+    replicates = {layer: net.replicate_outputs(layer) for layer in net.keep}
     total = torch.zeros((), device=labels.device)
     for i, replicate_terms in enumerate(terms):
-        acts = {layer: out[i] for layer, out in outputs.items()}
+        acts = {layer: out[i] for layer, out in replicates.items()}
         for term in replicate_terms:
             total = total + term(net.models[i], acts, labels[i])
     return total
+
+
+def _stacked_terms_exact(
+    net: StackedNet,
+    terms: list[RegularizerTerm],
+    outputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+) -> bool:
+    """Whether ``stacked`` gives every replicate's layer outputs the gradient of its own terms
+    bit for bit, probed on random non-negative outputs of the same shapes and random labels
+    (one replicate's batch of a single class, another's missing class 0)."""
+    gen = torch.Generator().manual_seed(3)
+    n_classes = max(getattr(term, "n_classes", 2) for term in terms)
+    y = torch.randint(0, n_classes, labels.shape, generator=gen)
+    y[0] = 1 % n_classes
+    if len(y) > 1:
+        y[1][y[1] == 0] = 1 % n_classes
+    y = y.to(labels.device)
+    data = {n: torch.rand(h.shape, generator=gen).to(h.device) for n, h in outputs.items()}
+    stacked = {n: t.clone().requires_grad_() for n, t in data.items()}
+    torch.stack([term.stacked(stacked, y).sum() for term in terms]).sum().backward()
+    for i, model in enumerate(net.models):
+        single = {n: t[i].clone().requires_grad_() for n, t in data.items()}
+        total = torch.zeros((), device=labels.device)
+        for term in terms:
+            total = total + term(model, single, y[i])
+        total.backward()
+        for n, t in single.items():
+            got = stacked[n].grad
+            want = t.grad if t.grad is not None else torch.zeros_like(t)
+            if got is None or not torch.equal(got[i], want):
+                return False
+    return True
 
 
 def _rows(x: Inputs, idx: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ __all__ = [
     "build_regularizers",
     "captured_activations",
     "scheduled_terms",
+    "stacked_batch_selectivity",
 ]
 
 
@@ -89,6 +90,41 @@ def batch_selectivity(
     return selectivity_index(means, epsilon).mean()
 
 
+def stacked_batch_selectivity(
+    per_unit: torch.Tensor, labels: torch.Tensor, n_classes: int, epsilon: float = 1e-7
+) -> torch.Tensor:
+    """:func:`batch_selectivity` of S replicates at once: ``per_unit`` ``[S, batch, units]``
+    (each replicate's layer read as ``[batch, units]``), ``labels`` ``[S, batch]`` → ``[S]``.
+
+    Each replicate's classes absent from its batch are left out of its maximum and its mean of
+    the other classes, as :func:`batch_selectivity` leaves them out; a replicate with fewer
+    than two classes gets 0 and no gradient. Whether this sums in :func:`batch_selectivity`'s
+    order is the backend's business: the ensemble trainer probes it before it uses it
+    (:func:`falsify.models.ensemble.train_ensemble`).
+    """
+    s, b, units = per_unit.shape
+    labels = torch.stack([answer_labels(y) for y in labels])
+    offset = (labels + n_classes * torch.arange(s, device=labels.device)[:, None]).flatten()
+    counts = torch.bincount(offset, minlength=s * n_classes).view(s, n_classes)
+    present = counts > 0
+    n_present = present.sum(dim=1)  # [S]
+    sums = torch.zeros(s * n_classes, units, dtype=per_unit.dtype, device=per_unit.device)
+    sums = sums.index_add(0, offset, per_unit.reshape(s * b, units)).view(s, n_classes, units)
+    means = sums / counts.clamp(min=1).to(per_unit.dtype)[:, :, None]  # absent classes: 0
+    # Each replicate's present classes first, in class order, as batch_selectivity's
+    # means[present] has them: its sums then see the same values in the same places, and the
+    # absent classes' zeros after them (how a reduction over few classes is split among
+    # accumulators depends on where its values sit).
+    order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)
+    means = means.gather(1, order[:, :, None].expand(-1, -1, units))
+    present = present.gather(1, order)
+    mu_max = means.masked_fill(~present[:, :, None], float("-inf")).max(dim=1).values
+    rest = (n_present - 1).clamp(min=1).to(per_unit.dtype)[:, None]
+    mu_rest = (means.sum(dim=1) - mu_max) / rest
+    si = ((mu_max - mu_rest) / (mu_max + mu_rest + epsilon)).mean(dim=1)
+    return torch.where(n_present >= 2, si, torch.zeros_like(si))
+
+
 @dataclass(frozen=True)
 class SelectivityTerm:
     """−α · mean over ``layers`` of the mean SI over units (Leavitt & Morcos 2021, PRODUCT §6).
@@ -118,6 +154,19 @@ class SelectivityTerm:
             ]
         )
         return -self.alpha * si.mean()
+
+    def stacked(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The term of S replicates at once, ``[S]``, from each layer's outputs laid out
+        ``[S, batch, units]`` (a dense layer's units on its last axis, as the MLP's blocks
+        give them) and labels ``[S, batch]``."""
+        si = torch.stack(
+            [
+                stacked_batch_selectivity(outputs[layer], labels, self.n_classes, self.epsilon)
+                for layer in self.layers
+            ],
+            dim=1,
+        )
+        return -self.alpha * si.mean(dim=1)
 
 
 @register
