@@ -105,11 +105,12 @@ def test_ray_instance_started_is_shut_down_and_job_errors_arrive_plain() -> None
 
 
 def test_killed_run_leaves_whole_cache_and_resumes(write, tiny_yaml, tmp_path) -> None:
-    # A regularizer keeps training sequential (one model at a time): kills land between saves.
+    # A term that reads the weights keeps training sequential (one model at a time, not one
+    # stacked ensemble saved at the end): kills land between saves.
     slow = (
         tiny_yaml.replace("seeds: 3", "seeds: 8")
         .replace("epochs: 3", "epochs: 40")
-        .replace("lr: 0.01}", "lr: 0.01, selectivity: {alpha: 0.1}}")
+        .replace("lr: 0.01}", "lr: 0.01, enmeshment: {lam: 0.1, k: 2}}")
     )
     path = write(slow)
     out, cache = tmp_path / "out", tmp_path / "cache"
