@@ -58,10 +58,11 @@ def _check_published(cache: Path, out: Path, clean: Path) -> str:
 
 @pytest.mark.slow
 def test_killed_runs_rerun_to_the_clean_result(write, tiny_yaml, tmp_path) -> None:
-    # A regularizer keeps training sequential, so kills also land between the cache writes.
+    # A term that reads the weights keeps training sequential, so kills also land between the
+    # cache writes.
     path = write(
         tiny_yaml.replace("epochs: 3", "epochs: 15").replace(
-            "lr: 0.01}", "lr: 0.01, selectivity: {alpha: 0.1}}"
+            "lr: 0.01}", "lr: 0.01, enmeshment: {lam: 0.1, k: 2}}"
         )
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
