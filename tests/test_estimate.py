@@ -74,6 +74,24 @@ def test_with_steps_the_estimate_counts_steps_not_epochs(tiny_yaml) -> None:
     assert 0 < est.seconds < 600  # 20 steps of a 16-unit MLP, not 10⁹ epochs
 
 
+def test_the_probe_trains_its_few_steps_not_the_recipes(tiny_yaml, monkeypatch) -> None:
+    # A recipe's `steps` must not make each probe train that many steps on its slice.
+    counted: list[int] = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        counted.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    pop = loads(tiny_yaml, "tiny.yaml", ["population.training.steps=500"]).hypothesis.population
+    data = falsify.data.load_dataset(pop.data)
+    est = estimate_training(pop, data, ModelCache("/nonexistent"), torch.device("cpu"))
+    assert est.seconds > 0
+    # A warm-up of one step, then twice one step and twice 8 steps (one stacked ensemble).
+    assert len(counted) == 1 + 2 * 1 + 2 * 8
+
+
 def test_run_refuses_work_beyond_max_hours(write, tiny_yaml, tmp_path, capsys) -> None:
     path, cache, out = write(tiny_yaml), tmp_path / "cache", tmp_path / "reports"
     args = ["run", str(path), "--cache", str(cache), "--out", str(out), "--quiet"]

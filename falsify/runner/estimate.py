@@ -72,8 +72,10 @@ def _probe(
         )
     else:
         small = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+    # One epoch of the slice is ``steps`` steps; a recipe's own ``steps`` would instead train
+    # that many steps on the slice (as many epochs as it takes).
     probe = population.model_copy(
-        update={"training": population.training.model_copy(update={"epochs": 1})}
+        update={"training": population.training.model_copy(update={"epochs": 1, "steps": None})}
     )
     start = time.perf_counter()
     for _ in train_seeds(probe, small, seeds, device, False):
