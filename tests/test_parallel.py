@@ -25,8 +25,9 @@ def _run(path: Path, out: Path, cache: Path, *extra: str) -> None:
 
 
 def test_parallel_run_equals_sequential(write, tiny_yaml, tmp_path) -> None:
-    # A regularizer keeps the recipe off the ensemble trainer, so '--jobs 2' does use the pool.
-    path = write(tiny_yaml.replace("lr: 0.01}", "lr: 0.01, selectivity: {alpha: 0.1}}"))
+    # A term that reads the weights keeps the recipe off the ensemble trainer, so '--jobs 2'
+    # does use the pool.
+    path = write(tiny_yaml.replace("lr: 0.01}", "lr: 0.01, enmeshment: {lam: 0.1, k: 2}}"))
     _run(path, tmp_path / "seq", tmp_path / "c1")
     _run(path, tmp_path / "par", tmp_path / "c2", "--jobs", "2")
     assert (tmp_path / "par" / "tiny.csv").read_bytes() == (
