@@ -19,8 +19,8 @@ from falsify.models.training import train_replicate
 from falsify.runner.cache import ModelCache
 from falsify.runner.executors import LocalPool
 from falsify.runner.replicates import _ensemble_is_faster, obtain_replicates
+from tests.ensembles import CPU, assert_equals_sequential, same_weights
 
-CPU = torch.device("cpu")
 DATA = DigitsData(kind="digits")
 
 
@@ -34,11 +34,6 @@ def population(model: ArchitectureKind | None = None, **training: object) -> Pop
     )
 
 
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 @pytest.mark.parametrize(
     "training",
     [
@@ -50,13 +45,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_each_model_equals_sequential_training_bit_for_bit(training) -> None:
     pop = population(**training)
     data = load_dataset(DATA)
-    together = train_ensemble(pop, data, list(pop.seeds), CPU)
-    for seed, ens in zip(pop.seeds, together, strict=True):
-        seq = train_replicate(pop, data, seed, CPU)
-        assert same_weights(ens.model, seq.model), seed
-        assert ens.train_loss == seq.train_loss
-        assert ens.test_accuracy == seq.test_accuracy
-    assert not same_weights(together[0].model, together[1].model)
+    assert_equals_sequential(pop, data)
 
 
 def test_a_model_does_not_depend_on_the_other_members() -> None:
@@ -108,14 +97,7 @@ def test_every_architecture_equals_sequential_training_bit_for_bit(name) -> None
     pop = population(model, **training)
     assert supports_ensemble(pop)
     data = load_dataset(DATA)
-    together = train_ensemble(pop, data, list(pop.seeds), CPU)
-    for seed, ens in zip(pop.seeds, together, strict=True):
-        seq = train_replicate(pop, data, seed, CPU)
-        # Weights and batch norm's running statistics.
-        assert same_weights(ens.model, seq.model), seed
-        assert ens.train_loss == seq.train_loss
-        assert ens.test_accuracy == seq.test_accuracy
-    assert not same_weights(together[0].model, together[1].model)
+    assert_equals_sequential(pop, data)
 
 
 def test_a_dropout_model_does_not_depend_on_the_other_members() -> None:

@@ -26,8 +26,8 @@ from falsify.models.resnet import ResNet20Spec
 from falsify.models.training import train_replicate
 from falsify.runner.cache import ModelCache
 from falsify.runner.replicates import obtain_replicates
+from tests.ensembles import CPU, assert_equals_sequential, same_weights
 
-CPU = torch.device("cpu")
 DIGITS = DigitsData(kind="digits")
 MLP = MLPSpec(kind="mlp", hidden=(16, 8))
 
@@ -39,11 +39,6 @@ def population(model: ArchitectureKind, data: DataKind = DIGITS, **training: obj
         training=TrainingSpec(**({"epochs": 2, "batch_size": 100, "lr": 0.01} | training)),
         seeds=3,
     )
-
-
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 RECIPES = {
@@ -71,14 +66,8 @@ def test_each_regularized_model_equals_sequential_training_bit_for_bit(name) -> 
     pop = population(model, **training)
     assert supports_ensemble(pop)
     data = load_dataset(DIGITS)
-    together = train_ensemble(pop, data, list(pop.seeds), CPU)
-    for seed, ens in zip(pop.seeds, together, strict=True):
-        seq = train_replicate(pop, data, seed, CPU)
-        assert same_weights(ens.model, seq.model), seed
-        assert ens.train_loss == seq.train_loss
-        assert ens.test_accuracy == seq.test_accuracy
+    for ens, seq in assert_equals_sequential(pop, data):
         assert ens.metrics == seq.metrics  # the selectivity it achieved
-    assert not same_weights(together[0].model, together[1].model)
 
 
 def test_the_term_changes_what_the_ensemble_trains() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from falsify.data import load_dataset
 from falsify.data.induction import InductionTask
@@ -18,8 +17,8 @@ from falsify.models.training import train_replicate
 from falsify.models.transformer import TransformerSpec
 from falsify.runner.cache import ModelCache
 from falsify.runner.replicates import obtain_replicates
+from tests.ensembles import CPU, assert_equals_sequential, same_weights
 
-CPU = torch.device("cpu")
 ADDITION = ModularAddition(kind="modular_addition", p=11, train_fraction=0.5)  # 60 examples
 INDUCTION = InductionTask(kind="induction", vocab=10, half=5, min_half=3, n_train=120, n_test=40)
 ADAMW = {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.1, "warmup_steps": 3}
@@ -47,24 +46,13 @@ RECIPES = {
 }
 
 
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 @pytest.mark.parametrize("name", RECIPES)
 def test_each_transformer_equals_sequential_training_bit_for_bit(name) -> None:
     data_spec, model, training = RECIPES[name]
     pop = population(data_spec, model, **training)
     assert supports_ensemble(pop)
     data = load_dataset(data_spec)
-    together = train_ensemble(pop, data, list(pop.seeds), CPU)
-    for seed, ens in zip(pop.seeds, together, strict=True):
-        seq = train_replicate(pop, data, seed, CPU)
-        assert same_weights(ens.model, seq.model), seed
-        assert ens.train_loss == seq.train_loss
-        assert ens.test_accuracy == seq.test_accuracy
-    assert not same_weights(together[0].model, together[1].model)
+    assert_equals_sequential(pop, data)
 
 
 def test_a_transformer_does_not_depend_on_the_other_members() -> None:
