@@ -479,10 +479,9 @@ def _plan_conv(chain: _Chain, lin: int, probe: torch.Tensor) -> _ConvPlan:
     otherwise."""
     conv, block = _conv_of(chain.suffix[lin])
     h = chain.run_suffix(chain.run_prefix(probe), 0, lin)
-    dense = _dense_responses(conv, tuple(h.shape[1:]))
-    exact = _ConvPlan(conv, block, list(chain.suffix[lin + 1 :]), dense)
+    shape, rest = tuple(h.shape[1:]), list(chain.suffix[lin + 1 :])
     if block is None:
-        fast = _ConvPlan(conv, None, _channels_last_tail(exact.rest), dense)
+        fast = _ConvPlan(conv, None, _channels_last_tail(rest), _dense_responses(conv, shape))
         z = conv(h).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # as _conv_delta's
         got = _run(fast.rest, z)
     elif callable(getattr(block, "folded", None)):
@@ -490,16 +489,18 @@ def _plan_conv(chain: _Chain, lin: int, probe: torch.Tensor) -> _ConvPlan:
         fast = _ConvPlan(
             fast_block.conv1,
             fast_block,
-            _folded(chain.suffix[lin + 1 :]),
-            _dense_responses(fast_block.conv1, tuple(h.shape[1:])),
+            _folded(rest),
+            _dense_responses(fast_block.conv1, shape),
         )
         got = _run(fast.rest, fast_block(h))
     else:
-        return exact
+        return _ConvPlan(conv, block, rest, _dense_responses(conv, shape))
     want = chain.run_suffix(h, lin)
     # A guard against a wrong rewrite (an error of the order of the logits), not the precision
     # bound: the effects' 1e-6 agreement with the hook loop is what the tests check.
-    return fast if bool((got - want).abs().max() <= 1e-4 * (1 + want.abs().max())) else exact
+    if bool((got - want).abs().max() <= 1e-4 * (1 + want.abs().max())):
+        return fast
+    return _ConvPlan(conv, block, rest, _dense_responses(conv, shape))
 
 
 # The dense form of the conv update is used while the input map has at most this many positions

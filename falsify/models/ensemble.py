@@ -34,6 +34,8 @@ seed at a time.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -151,7 +153,7 @@ def _terms(
     ):
         outputs = {layer: h for layer, (h, _) in net.kept.items()}
         key = ("terms", *first, *((n, tuple(h.shape)) for n, h in outputs.items()))
-        probe = lambda: _stacked_terms_exact(net, first, outputs, labels)  # noqa: E731
+        probe = partial(_stacked_terms_exact, net, first, outputs, labels)
         if net._plan(key, probe, True):
             return torch.stack([term.stacked(outputs, labels).sum() for term in first]).sum()
     replicates = {layer: net.replicate_outputs(layer) for layer in net.keep}

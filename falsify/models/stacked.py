@@ -514,8 +514,13 @@ class StackedNet:
             view = self.flat[offset : offset + t.numel()].view(t.shape)
             self.params[n] = view.detach().requires_grad_()
             offset += t.numel()
+        # The persistent buffers (running statistics), those write_back copies into the models;
+        # others (a transformer's causal masks) are the same in every replicate.
+        state = models[0].state_dict()
         self.buffers = {
-            n: torch.stack([m.get_buffer(n) for m in models]) for n, _ in models[0].named_buffers()
+            n: torch.stack([m.get_buffer(n) for m in models])
+            for n, _ in models[0].named_buffers()
+            if n in state
         }
         self._plans: dict[tuple, Any] = {}
         self.dropout = 0.0  # set by the architecture

@@ -159,18 +159,6 @@ class StackedTransformer(StackedNet):
     """S replicates of :class:`falsify.models.transformer.Transformer` (token ids ``[S, B,
     T]`` -> logits ``[S, B, T, classes]``)."""
 
-    def __init__(
-        self,
-        models: list[nn.Module],
-        gens: list[torch.Generator],
-        device: torch.device,
-        exact: bool,
-    ) -> None:
-        super().__init__(models, gens, device, exact)
-        # The causal masks are buffers outside the state dict (the same in every replicate).
-        state = models[0].state_dict()
-        self.buffers = {n: t for n, t in self.buffers.items() if n in state}
-
     def _run(self, name: str, op: _Op, *args: torch.Tensor) -> torch.Tensor:
         key = (name, *(tuple(a.shape) for a in args))
         fn = self._plan(key, lambda: _probe(op, args), op.batched[0] if op.batched else None)
