@@ -5,7 +5,8 @@ for it: it has a label and a docs page that mentions it; it validates from its d
 example; every per-unit measure, per-unit effect and model-level outcome runs on a real model
 normally and with a forced error and leaves no hook behind and the weights unchanged; every
 shape has a calibration simulator and a figure the report can draw; every constrained field,
-given a bad value in a YAML file, yields one line naming the file, the line and the field.
+given a bad value in a YAML file, yields one line naming the file, the line and the field;
+every regularizer that declares ``ensemble`` trains as a stacked ensemble bit for bit.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ from falsify.hypothesis.kinds import (
     UNIT_MEASURES,
     Kind,
 )
-from falsify.hypothesis.schema import Population
+from falsify.hypothesis.schema import Population, TrainingSpec
 from falsify.measures.model_level import TrainedModel
 from falsify.models import build_model
+from falsify.models.ensemble import supports_ensemble
+from falsify.models.mlp import MLPSpec
 from falsify.models.planted import planted_model
 from falsify.models.transformer import TransformerSpec
 from falsify.report.drawers import DRAWERS
 from falsify.report.kinds import kinds_markdown
 from falsify.stats.calibration import SIMULATORS
+from tests.ensembles import assert_equals_sequential
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = [(slot, tag, cls) for slot, reg in REGISTRIES.items() for tag, cls in reg.items()]
@@ -333,3 +337,21 @@ def test_every_shape_leaves_no_hook_and_unchanged_weights(
         assert _hooks(r.model) == 0
         for k, v in r.model.state_dict().items():
             assert torch.equal(v, state[k]), k
+
+
+ENSEMBLE_TERMS = [(tag, cls) for tag, cls in REGISTRIES["regularizers"].items() if cls.ensemble]
+
+
+@pytest.mark.parametrize(("tag", "cls"), ENSEMBLE_TERMS, ids=[t for t, _ in ENSEMBLE_TERMS])
+def test_every_regularizer_declaring_ensemble_trains_as_one_bit_for_bit(
+    tag: str, cls: type[Kind]
+) -> None:
+    # `ensemble` promises a term that reads layer outputs and labels only (docs/extending.md),
+    # so the stacked trainer must reproduce sequential training with it on.
+    training = TrainingSpec(epochs=2, lr=0.01, **{tag: dict(cls.example)})
+    pop = Population(
+        data=SPEC, model=MLPSpec(kind="mlp", hidden=(16, 8)), training=training, seeds=2
+    )
+    assert next(r for r in training.regularizers() if r.tag() == tag).trains
+    assert supports_ensemble(pop)
+    assert_equals_sequential(pop, load_dataset(SPEC))
