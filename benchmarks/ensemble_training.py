@@ -1,16 +1,20 @@
 """Benchmark 2: train 8 seeds of a recipe as one ensemble vs one after another vs torch.func.vmap.
 
-Two recipes on the population of hypotheses/selectivity_predicts_importance.yaml (digits, Adam
-lr 1e-3, batches of 64): its MLP 64→64→64→10 with batch norm and dropout 0.2 (30 epochs), and
-the default cnn (channels 16, 32; 5 epochs unless ``--epochs``). With ``--arch transformer``,
-instead the populations of two bundled transformer files, as they are (AdamW with warm-up,
-``steps``; ``--steps`` shortens them): modular addition (one layer with an MLP, full batch of
-577) and induction (two attention-only layers, batches of 100 sequences of 17 tokens). For
-each, in one run, it times sequential training (:func:`falsify.models.training.train_replicate`
-per seed), the exact ensemble (:func:`falsify.models.ensemble.train_ensemble`, bit-identical to
-sequential), the fast ensemble (``exact=False``: always the batched kernels) and a plain
+Recipes on the population of hypotheses/selectivity_predicts_importance.yaml (digits, Adam
+lr 1e-3, batches of 64): its MLP 64→64→64→10 with batch norm and dropout 0.2 (30 epochs), the
+same MLP under the selectivity regularizer (α = −1), the default cnn (channels 16, 32; 5 epochs
+unless ``--epochs``) and resnet20 (width 16, 1 epoch). With ``--arch transformer``, instead the
+populations of two bundled transformer files, as they are (AdamW with warm-up, ``steps``;
+``--steps`` shortens them): modular addition (one layer with an MLP, full batch of 577) and
+induction (two attention-only layers, batches of 100 sequences of 17 tokens).
+
+For each, in one run, it times sequential training
+(:func:`falsify.models.training.train_replicate` per seed); the exact ensemble
+(:func:`falsify.models.ensemble.train_ensemble`, bit-identical to sequential) with its
+operations probed in the warm-up, as a process probes them once, and again with the probes in
+every call; the fast ensemble (``exact=False``: always the batched kernels); and a plain
 ``torch.func.vmap`` ensemble (``stack_module_state`` + ``functional_call``,
-``randomness="different"``: its dropout masks are not the sequential ones), and prints times,
+``randomness="different"``: its dropout masks are not the sequential ones). It prints times,
 ratios against sequential and against vmap, and how far each method's weights are from the
 sequential ones. See docs/performance.md.
 
@@ -35,6 +39,8 @@ from falsify.models import build_model
 from falsify.models.cnn import CNNSpec
 from falsify.models.ensemble import train_ensemble
 from falsify.models.mlp import MLPSpec
+from falsify.models.resnet import ResNet20Spec
+from falsify.models.stacked import OP_PLANS
 from falsify.models.training import (
     TrainResult,
     _cross_entropy,
@@ -52,6 +58,7 @@ MODELS = {
         None,
     ),
     "cnn": (lambda _: CNNSpec(kind="cnn"), 5),
+    "resnet20": (lambda _: ResNet20Spec(kind="resnet20"), 1),
     # The file's MLP as the bundled selectivity files train it at α = −1 (30 epochs).
     "mlp-selectivity": (lambda mlp: MLPSpec(kind="mlp", hidden=mlp.hidden), None),
 }
@@ -174,7 +181,7 @@ def bench(name: str, pop: Population, args: argparse.Namespace) -> None:
     short = {"epochs": 1} if spec.steps is None else {"steps": 2}
     warm = pop.model_copy(update={"training": spec.model_copy(update=short)})
     train_replicate(warm, data, 0, device)
-    train_ensemble(warm, data, seeds[:2], device)
+    train_ensemble(warm, data, seeds, device)  # and probes the operations (kept for the process)
     with_vmap = name not in REGULARIZED
     if with_vmap:
         train_vmap(warm, data, seeds[:2], device)
@@ -187,6 +194,13 @@ def bench(name: str, pop: Population, args: argparse.Namespace) -> None:
     rows.append(("sequential (train_replicate per seed)", t_seq, seq))
     t, out = timed(lambda: train_ensemble(pop, data, seeds, device), args.repeats)
     rows.append(("ensemble, exact", t, out))
+
+    def fresh() -> list[TrainResult]:
+        OP_PLANS.clear()  # as in a new process: every operation probed again
+        return train_ensemble(pop, data, seeds, device)
+
+    t, out = timed(fresh, args.repeats)
+    rows.append(("ensemble, exact, probes included", t, out))
     t, out = timed(lambda: train_ensemble(pop, data, seeds, device, exact=False), args.repeats)
     rows.append(("ensemble, fast (exact=False)", t, out))
     t_vmap = None

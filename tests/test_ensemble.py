@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -108,6 +109,40 @@ def test_a_dropout_model_does_not_depend_on_the_other_members() -> None:
     assert same_weights(alone.model, among.model)
 
 
+def test_the_fastest_exact_variant_is_taken() -> None:
+    # Variant 0 is exact but slow, 1 fast but wrong, 2 fast and exact.
+    def slow() -> int:
+        time.sleep(0.03)
+        return 1
+
+    variants = [slow, lambda: 2, lambda: 1]
+    assert stacked.fastest_exact(variants, lambda got: got == 1, CPU) == 2
+    assert stacked.fastest_exact(variants[:2], lambda got: got == 1, CPU) == 0
+    with pytest.raises(stacked.NotExact):
+        stacked.fastest_exact(variants, lambda got: got == 3, CPU)
+
+
+def test_a_probe_runs_once_per_process_and_shape(monkeypatch) -> None:
+    calls = []
+    probe = stacked._plan_linear
+
+    def counted(*args: object) -> stacked._LinearPlan:
+        calls.append(args)
+        return probe(*args)
+
+    monkeypatch.setattr(stacked, "_plan_linear", counted)
+    monkeypatch.setattr(stacked, "OP_PLANS", {})
+    pop = population()
+    data = load_dataset(DATA)
+    first = train_ensemble(pop, data, [0, 1], CPU)
+    probed = len(calls)
+    again = train_ensemble(pop, data, [0, 1], CPU)
+    assert probed > 0 and len(calls) == probed  # the second ensemble reuses the plans
+    assert all(same_weights(a.model, b.model) for a, b in zip(first, again, strict=True))
+    train_ensemble(pop, data, [0, 1, 2], CPU)  # three replicates: other shapes, probed anew
+    assert len(calls) > probed
+
+
 @pytest.mark.parametrize(
     "training",
     [
@@ -130,6 +165,7 @@ def test_no_exact_batched_arithmetic_falls_back_to_sequential(tmp_path, monkeypa
     # A bias gradient that no longer matches nn.Linear's: the probe must refuse to batch.
     wrong = (lambda g: g.sum(dim=1) * 1.5, lambda g: g.sum(dim=1) * 1.5)
     monkeypatch.setattr(stacked, "_GRAD_BIAS", wrong)
+    monkeypatch.setattr(stacked, "OP_PLANS", {})  # probe again, with the wrong variants
     pop = population(lr=0.01)
     data = load_dataset(DATA)
     with pytest.raises(NotBatchable):

@@ -46,6 +46,7 @@ from falsify.hypothesis.schema import Population
 from falsify.models import build_model
 from falsify.models.mlp import MLPSpec
 from falsify.models.regularizers import RegularizerTerm, scheduled_terms
+from falsify.models.resnet import ResNet20Spec
 from falsify.models.stacked import LOSS, NotExact, StackedNet, plan_loss, stack
 from falsify.models.training import (
     TrainResult,
@@ -78,13 +79,15 @@ def ensemble_speedup(population: Population) -> float:
     population trains on one CPU thread, as measured by benchmarks/ensemble_training.py
     (docs/performance.md): dense nets are bound by per-operation overhead, which the ensemble
     pays once for all seeds (measured 2.8–3.4×); conv nets by their convolutions' arithmetic,
-    which it does not reduce (cnn 1.65–1.9×, resnet20 1.2×); the transformer by its attention's
-    batched products of thousands of tiny matrices, which it does not reduce either (1.2–1.25×
-    in CPU time for the bundled recipes). The MLP with the selectivity term, batched across
-    the replicates, measured 4.6×. The runner weighs it against the processes of ``--jobs``."""
-    if isinstance(population.model, MLPSpec):
+    which it does not reduce (cnn 1.8×; resnet20 1.0×, its convolutions no faster grouped than
+    one replicate at a time); the transformer by its attention's batched products of thousands
+    of tiny matrices, which it does not reduce either (1.2–1.25× in CPU time for the bundled
+    recipes). The MLP with the selectivity term, batched across the replicates, measured 4.6×.
+    The runner weighs it against the processes of ``--jobs``."""
+    model = population.model
+    if isinstance(model, MLPSpec):
         return 3.0
-    return 1.2 if isinstance(population.model, TransformerSpec) else 1.5
+    return {TransformerSpec: 1.2, ResNet20Spec: 1.0}.get(type(model), 1.8)
 
 
 class NotBatchable(Exception):
@@ -154,7 +157,7 @@ def _terms(
         outputs = {layer: h for layer, (h, _) in net.kept.items()}
         key = ("terms", *first, *((n, tuple(h.shape)) for n, h in outputs.items()))
         probe = partial(_stacked_terms_exact, net, first, outputs, labels)
-        if net._plan(key, probe, True):
+        if net._plan(key, probe, True, shared=False):
             return torch.stack([term.stacked(outputs, labels).sum() for term in first]).sum()
     replicates = {layer: net.replicate_outputs(layer) for layer in net.keep}
     total = torch.zeros((), device=labels.device)
@@ -233,7 +236,6 @@ def _train_ensemble(
     # Each replicate's regularizer terms, built from its own model as sequential training does.
     schedules = [scheduled_terms(spec, m, data.n_classes, steps) for m in net.models]
     net.keep = {layer for sched in schedules for _, t in sched for layer in t.layers}
-    loss_plans: dict[int, int] = {}
     last = torch.zeros(s, dtype=torch.float64)
     try:
         for epoch in range(epochs):
@@ -251,12 +253,12 @@ def _train_ensemble(
                 for p in net.params.values():
                     p.grad = None
                 logits = net.forward(x[idx] if torch.is_tensor(x) else _rows(x, idx))
-                if b not in loss_plans:
-                    loss_plans[b] = plan_loss(tuple(logits.shape), device) if exact else 0
+                shape = tuple(logits.shape)
+                k = net._plan(("loss", shape), partial(plan_loss, shape, device), 0)
                 # Each replicate's own mean cross-entropy, with nn.CrossEntropyLoss's gradient
                 # (labels [S, B], or [S, B, T] for sequences).
                 yb = ys[torch.arange(s, device=device).unsqueeze(1), idx]
-                losses = LOSS[loss_plans[b]](logits, yb)
+                losses = LOSS[k](logits, yb)
                 loss = losses.sum()
                 if any(terms):
                     loss = loss + _terms(net, terms, yb)
@@ -268,8 +270,8 @@ def _train_ensemble(
                 # The reported loss as sequential training sums it: each replicate's own
                 # F.cross_entropy value (the batched mean may differ in the last bit), in float64.
                 with torch.no_grad():
-                    values = losses if loss_plans[b] == 1 else LOSS[1](logits, yb)
-                total += values.to(torch.float64) * b
+                    values = losses if k == 1 else LOSS[1](logits, yb)
+                    total += values.to(torch.float64) * b
                 seen += b
                 left = None if left is None else left - 1
             last = (total / (n if left is None else max(seen, 1))).cpu()

@@ -7,16 +7,17 @@ that each operation runs once for all replicates:
 * dense activations (MLP blocks, heads) as ``rows`` ``[S, batch, features]``: a linear layer
   is one batched matrix product (``torch.baddbmm``);
 * image activations as ``channels`` ``[batch, S·C, H, W]``, replicate s owning channels
-  ``s·C … (s+1)·C - 1``: a convolution is one grouped convolution (``groups=S``), batch norm
+  ``s·C … (s+1)·C - 1``: a convolution can be one grouped convolution (``groups=S``), batch norm
   over the S·C channels is each replicate's own batch norm, ReLU and max pooling act per
   channel.
 
 Whether a batched kernel sums in the same order as the single-replicate kernel sequential
 training uses depends on the backend and the shapes, not on the values. So each operation is
 probed once per shape, on random data, against the sequential operation (``nn.Linear``,
-``nn.Conv2d``, ``nn.BatchNorm*d`` and their autograd backward, one replicate at a time); the
-batched variant is used where it is bit-identical, a per-replicate loop of the sequential
-operation otherwise, and :class:`NotExact` is raised if neither matches. Dropout draws each
+``nn.Conv2d``, ``nn.BatchNorm*d`` and their autograd backward, one replicate at a time); of
+the variants (the batched kernel, a per-replicate loop of the sequential operation, for a
+convolution each on contiguous or channels-last tensors) the fastest bit-identical one is used
+(:func:`fastest_exact`), and :class:`NotExact` is raised if none matches. Dropout draws each
 replicate's mask from that replicate's own generator, with the shape and call sequential
 training uses, so the masks are the sequential ones. See docs/performance.md ("Ensemble
 training").
@@ -24,8 +25,11 @@ training").
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -37,7 +41,7 @@ from falsify.models.cnn import CNN
 from falsify.models.mlp import MLP
 from falsify.models.resnet import ResNet20
 
-__all__ = ["LOSS", "NotExact", "StackedNet", "plan_loss", "stack"]
+__all__ = ["LOSS", "OP_PLANS", "NotExact", "StackedNet", "fastest_exact", "plan_loss", "stack"]
 
 
 class NotExact(Exception):
@@ -82,12 +86,47 @@ LOSS = (
 )
 
 
-def _pick(variants: tuple, args: tuple, ref: list[torch.Tensor | None]) -> int:
-    for k, fn in enumerate(variants):
-        got = fn(*args)
-        if all(torch.equal(got[i], r) for i, r in enumerate(ref) if r is not None):
-            return k
-    raise NotExact
+def fastest_exact(
+    variants: list[Callable[[], Any]], exact: Callable[[Any], bool], device: torch.device
+) -> int:
+    """The index of the fastest of ``variants`` whose result ``exact`` accepts.
+
+    Each variant is called once for the check (which also warms up the backend's kernel); if
+    more than one is accepted, each of those is then timed: the best of up to three calls, one
+    if a call takes longer than 20 ms. Exact variants compute the same bits, so the choice
+    changes only the speed; it is measured rather than assumed because the faster kernel
+    depends on the backend and the shapes (on this CPU a grouped convolution beats a loop of
+    single ones on 4×4 images and loses on 32×32 ones; docs/performance.md, "Ensemble
+    training").
+    """
+    accepted = [k for k, fn in enumerate(variants) if exact(fn())]
+    if not accepted:
+        raise NotExact
+    if len(accepted) == 1:
+        return accepted[0]
+    times: dict[int, float] = {}
+    for k in accepted:
+        fn = variants[k]
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
+            if best > 0.02:
+                break
+        times[k] = best
+    return min(times, key=times.__getitem__)
+
+
+def _pick(
+    variants: tuple, args: tuple, ref: list[torch.Tensor | None], device: torch.device
+) -> int:
+    def exact(got: torch.Tensor) -> bool:
+        return all(torch.equal(got[i], r) for i, r in enumerate(ref) if r is not None)
+
+    return fastest_exact([partial(fn, *args) for fn in variants], exact, device)
 
 
 @dataclass(frozen=True)
@@ -103,7 +142,7 @@ class _LinearPlan:
 def _plan_linear(s: int, b: int, d_in: int, d_out: int, device: torch.device) -> _LinearPlan:
     """Probe which variants equal ``F.linear`` and its backward exactly for these shapes.
 
-    The batched variant is preferred (it is faster), the per-replicate loop is the fallback.
+    The fastest exact variant of each is taken (:func:`fastest_exact`).
     """
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(s, b, d_in, generator=gen).to(device)
@@ -122,15 +161,15 @@ def _plan_linear(s: int, b: int, d_in: int, d_out: int, device: torch.device) ->
         ref_gw.append(wi.grad)
         ref_gb.append(bi.grad)
     return _LinearPlan(
-        forward=_pick(_FORWARD, (h, w, bias), ref_out),
-        grad_input=_pick(_GRAD_INPUT, (g, w), ref_gin),
-        grad_weight=_pick(_GRAD_WEIGHT, (g, h), ref_gw),
-        grad_bias=_pick(_GRAD_BIAS, (g,), ref_gb),
+        forward=_pick(_FORWARD, (h, w, bias), ref_out, device),
+        grad_input=_pick(_GRAD_INPUT, (g, w), ref_gin, device),
+        grad_weight=_pick(_GRAD_WEIGHT, (g, h), ref_gw, device),
+        grad_bias=_pick(_GRAD_BIAS, (g,), ref_gb, device),
     )
 
 
 def plan_loss(shape: tuple[int, ...], device: torch.device) -> int:
-    """The first variant of ``LOSS`` whose gradient equals ``nn.CrossEntropyLoss``'s exactly,
+    """The fastest variant of ``LOSS`` whose gradient equals ``nn.CrossEntropyLoss``'s exactly,
     for logits of ``shape`` (``[S, B, C]``, or ``[S, B, T, C]`` with about half the positions
     unscored).
 
@@ -150,12 +189,16 @@ def plan_loss(shape: tuple[int, ...], device: torch.device) -> int:
         li = logits[i].clone().requires_grad_()
         F.cross_entropy(li.flatten(0, -2), y[i].flatten()).backward()
         ref.append(li.grad)
-    for k, fn in enumerate(LOSS):
+
+    def grad(fn: Callable[..., torch.Tensor]) -> torch.Tensor | None:
         lg = logits.clone().requires_grad_()
         fn(lg, y).sum().backward()
-        if lg.grad is not None and all(torch.equal(lg.grad[i], r) for i, r in enumerate(ref)):
-            return k
-    raise NotExact
+        return lg.grad
+
+    def exact(got: torch.Tensor | None) -> bool:
+        return got is not None and all(torch.equal(got[i], r) for i, r in enumerate(ref))
+
+    return fastest_exact([partial(grad, fn) for fn in LOSS], exact, device)
 
 
 class _StackedLinear(torch.autograd.Function):
@@ -180,10 +223,16 @@ class _StackedLinear(torch.autograd.Function):
 
 # ---------------------------------------------------------------------------------------------
 # Convolutions, channels layout: x [B, S·Cin, H, W], w [S, Cout, Cin, k, k], b [S, Cout] | None.
+# Each variant takes and returns contiguous tensors; those in channels-last memory format convert
+# on the way in and out (the backend's kernel, and so its summation order, depends on the
+# format), and that conversion is part of what is timed.
+_CL = torch.channels_last
+
+
 @dataclass(frozen=True)
 class _ConvPlan:
-    forward: int  # 0: one grouped convolution, 1: a loop of single convolutions
-    backward: int  # 0: one grouped convolution_backward, 1: a loop of single ones
+    forward: int  # an index into _CONV_FORWARD
+    backward: int  # an index into _CONV_BACKWARD
 
 
 def _chunks(t: torch.Tensor, s: int) -> list[torch.Tensor]:
@@ -191,67 +240,108 @@ def _chunks(t: torch.Tensor, s: int) -> list[torch.Tensor]:
     return [c.contiguous() for c in t.chunk(s, dim=1)]
 
 
-def _conv_forward(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, variant: int
+def _grouped_forward(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, fmt: torch.memory_format
 ) -> torch.Tensor:
-    s = w.shape[0]
-    pad = w.shape[-1] // 2
-    if variant == 0:
-        flat_b = None if b is None else b.flatten()
-        return F.conv2d(x, w.flatten(0, 1), flat_b, stride, pad, 1, s)
-    xs = _chunks(x, s)
-    return torch.cat(
-        [F.conv2d(xs[i], w[i], None if b is None else b[i], stride, pad) for i in range(s)], 1
+    flat_b = None if b is None else b.flatten()
+    x = x.contiguous(memory_format=fmt)
+    return F.conv2d(
+        x, w.flatten(0, 1), flat_b, stride, w.shape[-1] // 2, 1, w.shape[0]
+    ).contiguous()
+
+
+def _looped_forward(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, fmt: torch.memory_format
+) -> torch.Tensor:
+    s, pad = w.shape[0], w.shape[-1] // 2
+    xs = [c.contiguous(memory_format=fmt) for c in x.chunk(s, dim=1)]
+    outs = [F.conv2d(xs[i], w[i], None if b is None else b[i], stride, pad) for i in range(s)]
+    return torch.cat(outs, 1).contiguous()
+
+
+def _conv_backward_call(
+    g: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    c_out: int | None,
+    stride: int,
+    groups: int,
+    mask: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    pad = [w.shape[-1] // 2] * 2
+    return torch.ops.aten.convolution_backward(
+        g,
+        x,
+        w,
+        None if c_out is None else [c_out],
+        [stride] * 2,
+        pad,
+        [1, 1],
+        False,
+        [0, 0],
+        groups,
+        mask,
     )
 
 
-def _conv_backward(
+_ConvGrads = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]
+
+
+def _grouped_backward(
     g: torch.Tensor,
     x: torch.Tensor,
     w: torch.Tensor,
     bias: bool,
     stride: int,
     mask: list[bool],
-    variant: int,
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-    """``(grad input, grad weight [S, …], grad bias [S, Cout] | None)`` as autograd's."""
+    fmt: torch.memory_format,
+) -> _ConvGrads:
     s, c_out = w.shape[0], w.shape[1]
-    pad = [w.shape[-1] // 2] * 2
-    conv_backward = torch.ops.aten.convolution_backward
-    if variant == 0:
-        gi, gw, gb = conv_backward(
-            g,
-            x,
-            w.flatten(0, 1),
-            [s * c_out] if bias else None,
-            [stride] * 2,
-            pad,
-            [1, 1],
-            False,
-            [0, 0],
-            s,
-            mask,
-        )
-        return gi, gw.view_as(w), gb.view(s, c_out) if bias else None
+    g, x = g.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt)
+    gi, gw, gb = _conv_backward_call(
+        g, x, w.flatten(0, 1), s * c_out if bias else None, stride, s, mask
+    )
+    return (
+        gi.contiguous() if mask[0] else None,
+        gw.reshape(w.shape),
+        gb.view(s, c_out) if bias else None,
+    )
+
+
+def _looped_backward(
+    g: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: bool,
+    stride: int,
+    mask: list[bool],
+    fmt: torch.memory_format,
+) -> _ConvGrads:
+    s, c_out = w.shape[0], w.shape[1]
+    gs = [c.contiguous(memory_format=fmt) for c in g.chunk(s, dim=1)]
+    xs = [c.contiguous(memory_format=fmt) for c in x.chunk(s, dim=1)]
     parts = [
-        conv_backward(
-            gi,
-            xi,
-            w[i],
-            [c_out] if bias else None,
-            [stride] * 2,
-            pad,
-            [1, 1],
-            False,
-            [0, 0],
-            1,
-            mask,
-        )
-        for i, (gi, xi) in enumerate(zip(_chunks(g, s), _chunks(x, s), strict=True))
+        _conv_backward_call(gs[i], xs[i], w[i], c_out if bias else None, stride, 1, mask)
+        for i in range(s)
     ]
-    g_in = torch.cat([p[0] for p in parts], 1) if mask[0] else None
+    g_in = torch.cat([p[0] for p in parts], 1).contiguous() if mask[0] else None
     g_b = torch.stack([p[2] for p in parts]) if bias else None
-    return g_in, torch.stack([p[1] for p in parts]), g_b
+    return g_in, torch.stack([p[1].contiguous() for p in parts]), g_b
+
+
+# The grouped variants first: the fast plan (``exact=False``) uses index 0 for both.
+_CONV_FORWARD: tuple[Callable[..., torch.Tensor], ...] = (
+    partial(_grouped_forward, fmt=torch.contiguous_format),
+    partial(_grouped_forward, fmt=_CL),
+    partial(_looped_forward, fmt=torch.contiguous_format),
+    partial(_looped_forward, fmt=_CL),
+)
+_CONV_BACKWARD: tuple[Callable[..., _ConvGrads], ...] = (
+    partial(_grouped_backward, fmt=torch.contiguous_format),
+    partial(_grouped_backward, fmt=_CL),
+    partial(_looped_backward, fmt=torch.contiguous_format),
+    partial(_looped_backward, fmt=_CL),
+)
 
 
 class _StackedConv(torch.autograd.Function):
@@ -269,14 +359,14 @@ class _StackedConv(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(x, w)
         ctx.plan, ctx.stride, ctx.bias = plan, stride, b is not None
-        return _conv_forward(x, w, b, stride, plan.forward)
+        return _CONV_FORWARD[plan.forward](x, w, b, stride)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, w = ctx.saved_tensors
         g = g.contiguous()  # as probed
         mask = [ctx.needs_input_grad[0], True, ctx.bias]
-        gi, gw, gb = _conv_backward(g, x, w, ctx.bias, ctx.stride, mask, ctx.plan.backward)
+        gi, gw, gb = _CONV_BACKWARD[ctx.plan.backward](g, x, w, ctx.bias, ctx.stride, mask)
         return gi, gw, gb, None, None
 
 
@@ -291,9 +381,9 @@ def _plan_conv(
     input_grad: bool,
     device: torch.device,
 ) -> _ConvPlan:
-    """Probe the grouped convolution against ``F.conv2d`` and its autograd, replicate by
-    replicate (images ``hw``, a replicate's weight ``shape``; the kernel the backend picks
-    depends on all of them)."""
+    """Probe each variant against ``F.conv2d`` and its autograd, replicate by replicate (images
+    ``hw``, a replicate's weight ``shape``; the kernel the backend picks depends on all of them),
+    and take the fastest exact forward and backward (:func:`fastest_exact`)."""
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(b, s * c_in, *hw, generator=gen).to(device)
     w = torch.randn(s, *shape, generator=gen).to(device)
@@ -310,12 +400,12 @@ def _plan_conv(
         out.backward(gi)
         refs.append((out.detach(), xi.grad, wi.grad, None if bi is None else bi.grad))
 
-    def forward_ok(k: int) -> bool:
-        parts = _chunks(_conv_forward(x, w, bb, stride, k), s)
+    def forward_ok(out: torch.Tensor) -> bool:
+        parts = _chunks(out, s)
         return all(torch.equal(p, r[0]) for p, r in zip(parts, refs, strict=True))
 
-    def backward_ok(k: int) -> bool:
-        gi, gw, gb = _conv_backward(g, x, w, bias, stride, mask, k)
+    def backward_ok(grads: _ConvGrads) -> bool:
+        gi, gw, gb = grads
         for i, r in enumerate(refs):
             if gi is not None and not torch.equal(_chunks(gi, s)[i], r[1]):
                 return False
@@ -323,11 +413,11 @@ def _plan_conv(
                 return False
         return True
 
-    fwd = next((k for k in (0, 1) if forward_ok(k)), None)
-    bwd = next((k for k in (0, 1) if backward_ok(k)), None)
-    if fwd is None or bwd is None:
-        raise NotExact
-    return _ConvPlan(fwd, bwd)
+    fwd = [partial(fn, x, w, bb, stride) for fn in _CONV_FORWARD]
+    bwd = [partial(fn, g, x, w, bias, stride, mask) for fn in _CONV_BACKWARD]
+    return _ConvPlan(
+        fastest_exact(fwd, forward_ok, device), fastest_exact(bwd, backward_ok, device)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +463,7 @@ _BATCH_NORM = (_bn_batched, _bn_looped)
 def _plan_batch_norm(
     s: int, shape: tuple[int, ...], rows: bool, momentum: float, eps: float, device: torch.device
 ) -> int:
-    """The first variant of ``_BATCH_NORM`` equal to ``F.batch_norm`` (outputs, gradients and
+    """The fastest variant of ``_BATCH_NORM`` equal to ``F.batch_norm`` (outputs, gradients and
     running statistics), replicate by replicate; ``shape`` is one replicate's input shape."""
     gen = torch.Generator().manual_seed(3)
     c = shape[1]
@@ -395,30 +485,35 @@ def _plan_batch_norm(
         out = F.batch_norm(xi, mi, vi, wi, bi, True, momentum, eps)
         out.backward(part(g, i))
         refs.append((out.detach(), xi.grad, wi.grad, bi.grad, mi, vi))
-    for k, fn in enumerate(_BATCH_NORM):
+
+    def run(fn: Callable[..., torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
         xk = x.clone().requires_grad_()
         wk, bk = w.clone().requires_grad_(), b.clone().requires_grad_()
         mk, vk = mean.clone(), var.clone()
         out = fn(xk, rows, wk, bk, mk, vk, momentum, eps)
         out.backward(g)
-        got = [
+        return [
             (part(out.detach(), i), part(xk.grad, i), wk.grad[i], bk.grad[i], mk[i], vk[i])  # type: ignore[index]
             for i in range(s)
         ]
-        if all(
+
+    def exact(got: list[tuple[torch.Tensor, ...]]) -> bool:
+        return all(
             torch.equal(u, v)
             for gi, ri in zip(got, refs, strict=True)
             for u, v in zip(gi, ri, strict=True)
-        ):
-            return k
-    raise NotExact
+        )
+
+    return fastest_exact([partial(run, fn) for fn in _BATCH_NORM], exact, device)
 
 
 # ---------------------------------------------------------------------------------------------
-# 2×2 max pooling, channels layout. The channels-last forward kernel is several times faster on
-# the CPU for these small images than the contiguous one; the backward (a scatter to the
-# indices) stays contiguous. Both kernels take the first maximum of a window, so even ties
-# agree (probed).
+# ReLU then 2×2 max pooling, channels layout. The channels-last forward kernel is several times
+# faster on the CPU for these small images than the contiguous one; the backward (a scatter to
+# the indices) stays contiguous. Both kernels take the first maximum of a window, so even ties
+# agree (probed). ReLU commutes with the maximum, values and gradients alike (a window whose
+# maximum is not positive passes no gradient either way), so it can act on the pooled output, a
+# quarter of the size.
 class _ChannelsLastMaxPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -436,34 +531,41 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
         )
 
 
-_MAX_POOL: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
-    _ChannelsLastMaxPool.apply,  # type: ignore[assignment]
-    lambda x: F.max_pool2d(x, 2),
+_RELU_MAX_POOL: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
+    lambda x: torch.relu(_ChannelsLastMaxPool.apply(x)),  # type: ignore[arg-type]
+    lambda x: _ChannelsLastMaxPool.apply(torch.relu(x)),  # type: ignore[misc]
+    lambda x: F.max_pool2d(torch.relu(x), 2),
 )
 
 
-def _plan_max_pool(s: int, shape: tuple[int, ...], device: torch.device) -> int:
-    """The first variant of ``_MAX_POOL`` equal to ``F.max_pool2d`` and its backward, replicate
-    by replicate, on data with many ties (``shape`` is one replicate's input shape)."""
+def _plan_relu_max_pool(s: int, shape: tuple[int, ...], device: torch.device) -> int:
+    """The fastest variant of ``_RELU_MAX_POOL`` equal to ``F.max_pool2d(F.relu(x), 2)`` and
+    its backward, replicate by replicate, on data with many ties, zeros and negative windows
+    (``shape`` is one replicate's input shape)."""
     gen = torch.Generator().manual_seed(4)
     full = (shape[0], s * shape[1], *shape[2:])
-    x = (2 * torch.randn(*full, generator=gen)).round().clamp(min=0).to(device)
+    x = (2 * torch.randn(*full, generator=gen)).round().to(device)
     refs = []
     for xi in _chunks(x, s):
         xi = xi.clone().requires_grad_()
-        out = F.max_pool2d(xi, 2)
+        out = F.max_pool2d(F.relu(xi), 2)
         g = torch.arange(out.numel(), dtype=out.dtype, device=device).view(out.shape)
         out.backward(g)
         refs.append((out.detach(), g, xi.grad))
-    for k, fn in enumerate(_MAX_POOL):
+    g = torch.cat([r[1] for r in refs], 1)
+
+    def run(fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         xk = x.clone().requires_grad_()
         out = fn(xk)
-        out.backward(torch.cat([r[1] for r in refs], 1))
+        out.backward(g)
         assert xk.grad is not None
-        parts = zip(_chunks(out.detach(), s), _chunks(xk.grad, s), refs, strict=True)
-        if all(torch.equal(o, r[0]) and torch.equal(gr, r[2]) for o, gr, r in parts):
-            return k
-    raise NotExact
+        return out.detach(), xk.grad
+
+    def exact(got: tuple[torch.Tensor, torch.Tensor]) -> bool:
+        parts = zip(_chunks(got[0], s), _chunks(got[1], s), refs, strict=True)
+        return all(torch.equal(o, r[0]) and torch.equal(gr, r[2]) for o, gr, r in parts)
+
+    return fastest_exact([partial(run, fn) for fn in _RELU_MAX_POOL], exact, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,6 +582,10 @@ def _dropout_mask(
     masks = [torch.empty(shape).bernoulli_(1 - p, generator=g) for g in gens]
     noise = torch.stack(masks) if rows else torch.cat(masks, 1)
     return noise.div_(1 - p)
+
+
+# The operations' probed variants in this process, by device, threads, replicates and key.
+OP_PLANS: dict[tuple, Any] = {}
 
 
 class StackedNet:
@@ -529,10 +635,20 @@ class StackedNet:
         self.keep: set[str] = set()
         self.kept: dict[str, tuple[torch.Tensor, bool]] = {}
 
-    def _plan(self, key: tuple, probe: Callable[[], Any], fast: Any) -> Any:
-        if key not in self._plans:
-            self._plans[key] = probe() if self.exact else fast
-        return self._plans[key]
+    def _plan(self, key: tuple, probe: Callable[[], Any], fast: Any, shared: bool = True) -> Any:
+        """The variant ``probe`` finds for ``key`` (``fast`` without ``exact``). An operation's
+        probe depends only on the backend, the shapes, the number of replicates, the device and
+        the number of threads, so its answer is kept for the process (:data:`OP_PLANS`, by all
+        of them) and later ensembles skip it;
+        ``shared=False`` keeps it for this network only (a probe that reads the models)."""
+        if not self.exact:
+            return fast
+        plans, full = self._plans, key
+        if shared:
+            plans, full = OP_PLANS, (str(self.device), torch.get_num_threads(), self.s, *key)
+        if full not in plans:
+            plans[full] = probe()
+        return plans[full]
 
     def linear(self, h: torch.Tensor, name: str) -> torch.Tensor:
         w, b = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
@@ -579,10 +695,13 @@ class StackedNet:
         w, b = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
         return _BATCH_NORM[k](x, rows, w, b, mean, var, momentum, eps)
 
-    def max_pool(self, x: torch.Tensor) -> torch.Tensor:
+    def relu_max_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.max_pool2d(F.relu(x), 2)``, per replicate."""
         shape = (x.shape[0], x.shape[1] // self.s, *x.shape[2:])
-        k = self._plan(("pool", shape), lambda: _plan_max_pool(self.s, shape, self.device), 0)
-        return _MAX_POOL[k](x)
+        k = self._plan(
+            ("relu-pool", shape), lambda: _plan_relu_max_pool(self.s, shape, self.device), 0
+        )
+        return _RELU_MAX_POOL[k](x)
 
     def drop(self, x: torch.Tensor, rows: bool) -> torch.Tensor:
         if self.dropout == 0:
@@ -653,9 +772,10 @@ class _StackedCNN(StackedNet):
             h = self.conv(h, f"{block}.conv")
             if isinstance(model.get_submodule(f"{block}.norm"), nn.BatchNorm2d):
                 h = self.batch_norm(h, f"{block}.norm", rows=False)
-            h = torch.relu(h)
             if isinstance(model.get_submodule(f"{block}.pool"), nn.MaxPool2d):
-                h = self.max_pool(h)
+                h = self.relu_max_pool(h)
+            else:
+                h = torch.relu(h)
             h = self._keep(block, self.drop(h, rows=False), rows=False)
         return self.linear(_rows(h, self.s), "head")
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from falsify.models.stacked import NotExact, StackedNet
+from falsify.models.stacked import StackedNet, fastest_exact
 from falsify.models.transformer import Transformer
 
 __all__ = ["StackedTransformer"]
@@ -52,8 +53,8 @@ def _looped(single: Fn) -> Fn:
 
 
 def _probe(op: _Op, args: tuple[torch.Tensor, ...]) -> Fn:
-    """The first of ``op.batched`` equal to ``op.single`` replicate by replicate (output and the
-    gradients of the floating-point arguments), else the loop of ``op.single``.
+    """The fastest of ``op.batched`` and the loop of ``op.single`` that equals ``op.single``
+    replicate by replicate (output and the gradients of the floating-point arguments).
 
     Floating-point arguments are replaced by random ones of the same shape; integer ones (token
     ids) are kept, since their repeats decide how an embedding's gradient is accumulated.
@@ -72,20 +73,26 @@ def _probe(op: _Op, args: tuple[torch.Tensor, ...]) -> Fn:
         out.backward(g)
         refs.append((out.detach(), g, [p.grad for p in parts]))
     g_all = torch.stack([r[1] for r in refs])
-    for fn in (*op.batched, _looped(op.single)):
+
+    def run(fn: Fn) -> tuple[torch.Tensor, list[torch.Tensor]]:
         parts = [a.clone().requires_grad_(a.is_floating_point()) for a in probe]
         out = fn(*parts)
         out.backward(g_all)
-        if all(
-            torch.equal(out[i].detach(), r[0])
+        return out.detach(), parts
+
+    def exact(got: tuple[torch.Tensor, list[torch.Tensor]]) -> bool:
+        out, parts = got
+        return all(
+            torch.equal(out[i], r[0])
             and all(
                 gr is None or (p.grad is not None and torch.equal(p.grad[i], gr))
                 for p, gr in zip(parts, r[2], strict=True)
             )
             for i, r in enumerate(refs)
-        ):
-            return fn
-    raise NotExact
+        )
+
+    variants = (*op.batched, _looped(op.single))
+    return variants[fastest_exact([partial(run, fn) for fn in variants], exact, args[0].device)]
 
 
 # ---------------------------------------------------------------------------------------------
