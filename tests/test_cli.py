@@ -106,7 +106,10 @@ def test_sesoi_must_fit_a_correlation(write, tiny_yaml, dirs, capsys) -> None:
         (lambda t: t + "extra: 1\n", "is not a known field"),
         (lambda t: t.replace("epochs: 3", "epochs: -1"), "greater than or equal to 1"),
         (lambda t: t.replace("layers: [hidden1]", "layers: [hiden1]"), "Did you mean 'hidden1'"),
-        (lambda t: t.replace("kind: digits", "kind: mnist2"), "must be one of ['cifar10', 'digits'"),
+        (
+            lambda t: t.replace("kind: digits", "kind: mnist2"),
+            "must be one of ['cifar10', 'digits'",
+        ),
         (lambda t: t.replace("seeds: 3", "seeds: 1"), "at least 2 seeds"),
     ],
 )
@@ -147,7 +150,6 @@ def test_list_is_a_light_read(write, tiny_yaml) -> None:
         "tiny\tassociation\tSelective units matter more (a fast test population).",
         "[]",
     ]
-
 
 
 def test_a_reader_that_leaves_early_is_not_an_internal_error(write, tiny_yaml) -> None:

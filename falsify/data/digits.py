@@ -16,7 +16,6 @@ from falsify.hypothesis.types import Seed
 __all__ = ["load_digits_dataset"]
 
 
-
 @register
 class DigitsData(DataKind):
     """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes)."""

@@ -54,7 +54,6 @@ _CIFAR_RECORD = 1 + 3 * 32 * 32
 _UBYTE = 0x08
 
 
-
 class _StandardData(FromFiles, DataKind):
     root: str = Field(min_length=1)
     limit_train: int | None = Field(None, ge=10)

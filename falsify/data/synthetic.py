@@ -20,8 +20,6 @@ from falsify.hypothesis.types import Seed
 __all__ = ["SyntheticData", "load_synthetic"]
 
 
-
-
 @register
 class SyntheticData(DataKind):
     """A generated task with planted ground truth (see :mod:`falsify.data.synthetic`)."""
@@ -72,5 +70,3 @@ def load_synthetic(spec: SyntheticData) -> Dataset:
         y_test=torch.from_numpy(y_te),
         n_classes=spec.n_classes,
     )
-
-

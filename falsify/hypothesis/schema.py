@@ -205,8 +205,7 @@ class TrainingSpec(Frozen):
         if renamed:
             warnings.warn(
                 FalsifyDeprecationWarning(
-                    f"deprecated names in 'training': {', '.join(renamed)}; see "
-                    "docs/file-format.md"
+                    f"deprecated names in 'training': {', '.join(renamed)}; see docs/file-format.md"
                 ),
                 stacklevel=2,
             )
@@ -337,7 +336,6 @@ class Population(Frozen):
         return v
 
 
-
 # --- the claim ----------------------------------------------------------------------------------
 
 
@@ -377,4 +375,3 @@ class Hypothesis(Frozen):
         if not _ID.match(v):
             raise ValueError("letters, digits, '_' and '-' only (it names the report file)")
         return v
-

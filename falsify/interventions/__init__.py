@@ -35,4 +35,3 @@ __all__ = [
     "single_unit_masks",
     "top_k_masks",
 ]
-

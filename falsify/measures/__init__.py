@@ -20,4 +20,3 @@ __all__ = [
     "selectivity_index",
     "unit_activations",
 ]
-

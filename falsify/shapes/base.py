@@ -35,7 +35,14 @@ if TYPE_CHECKING:
 
     from falsify.hypothesis.loader import HypothesisFile
 
-__all__ = ["PARTS_TABLE", "Evidence", "Figure", "TooFewReplicates", "require_replicates", "run_shape"]
+__all__ = [
+    "PARTS_TABLE",
+    "Evidence",
+    "Figure",
+    "TooFewReplicates",
+    "require_replicates",
+    "run_shape",
+]
 
 
 class _PartsTable:

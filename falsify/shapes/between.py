@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["BetweenConditionsTest", "OutcomePart"]
 
 
-
 class OutcomePart(Frozen):
     """One of several outcomes of a between-conditions test, with its own predicted direction
     and, optionally, its own comparison (default: the test's ``compare``)."""
@@ -209,7 +208,10 @@ class BetweenConditionsTest(ShapeKind):
                 for name, key in part_keys
             ]
         settings = pd.DataFrame(
-            [{"condition": c.name, **{k: format_value(v) for k, v in c.settings}} for c in conditions]
+            [
+                {"condition": c.name, **{k: format_value(v) for k, v in c.settings}}
+                for c in conditions
+            ]
         )
         tidy = replicates.rename(columns={"part": "condition", "statistic": "value"}).merge(
             settings, on="condition", how="left"
@@ -217,14 +219,18 @@ class BetweenConditionsTest(ShapeKind):
         if details:
             extra = pd.DataFrame(details).drop(columns="value")
             keys = ["condition", "seed"] + (["outcome"] if several else [])
-            tidy = tidy.merge(extra if several else extra.drop(columns="outcome"), on=keys, how="left")
+            tidy = tidy.merge(
+                extra if several else extra.drop(columns="outcome"), on=keys, how="left"
+            )
         if not several:
             tidy = tidy.rename(columns={"value": "outcome"})
         outcome_labels = {op.name: op.outcome.described() for op in named}
         label = named[0].outcome.described() if not several else "outcome"
         # Each outcome's statistic, by its own comparison (a difference, a slope, a level).
         kinds = [compare.wording for compare, _ in test.comparisons()]
-        own = {op.name: f"{k} {outcome_labels[op.name]}" for op, k in zip(named, kinds, strict=True)}
+        own = {
+            op.name: f"{k} {outcome_labels[op.name]}" for op, k in zip(named, kinds, strict=True)
+        }
         mixed = len(set(kinds)) > 1
         statistic = (
             " and ".join(f"{stat} ({name})" for name, stat in own.items())

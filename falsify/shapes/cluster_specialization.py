@@ -107,9 +107,7 @@ class ClusterSpecializationTest(ShapeKind):
                 test.m,
             )
 
-    def replicate_evidence(
-        self, hf: HypothesisFile, data: Any, rep: Any
-    ) -> list[_LayerResult]:
+    def replicate_evidence(self, hf: HypothesisFile, data: Any, rep: Any) -> list[_LayerResult]:
         """Per layer of one replicate: its clusters' and random groups' specialization, the
         replicate's mean difference, and the clusters' damage (for the heatmap)."""
         test = self

@@ -70,7 +70,12 @@ class ReferenceContrast(_Contrast):
         find_condition(hf, conditions, self.reference, (*loc, "reference"))
 
     def fit(
-        self, hf: HypothesisFile, table: pd.DataFrame, conditions: list[Condition], loc: Loc, model: str
+        self,
+        hf: HypothesisFile,
+        table: pd.DataFrame,
+        conditions: list[Condition],
+        loc: Loc,
+        model: str,
     ) -> tuple[BetweenFit, list[tuple[str, str]]]:
         names = [c.name for c in conditions]
         ref = find_condition(hf, conditions, self.reference, (*loc, "reference")).name
@@ -111,7 +116,12 @@ class TrendContrast(_Contrast):
             )
 
     def fit(
-        self, hf: HypothesisFile, table: pd.DataFrame, conditions: list[Condition], loc: Loc, model: str
+        self,
+        hf: HypothesisFile,
+        table: pd.DataFrame,
+        conditions: list[Condition],
+        loc: Loc,
+        model: str,
     ) -> tuple[BetweenFit, list[tuple[str, str]]]:
         position = {c.name: i for i, c in enumerate(conditions)}
         value = {c.name: c.value(self.factor) for c in conditions}
@@ -149,7 +159,12 @@ class LevelContrast(_Contrast):
         self._chosen(hf, conditions, loc)
 
     def fit(
-        self, hf: HypothesisFile, table: pd.DataFrame, conditions: list[Condition], loc: Loc, model: str
+        self,
+        hf: HypothesisFile,
+        table: pd.DataFrame,
+        conditions: list[Condition],
+        loc: Loc,
+        model: str,
     ) -> tuple[BetweenFit, list[tuple[str, str]]]:
         chosen = [c.name for c in self._chosen(hf, conditions, loc)]
         return fit_levels(table, chosen), [(f"{c} vs 0", c) for c in chosen]
