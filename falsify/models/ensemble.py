@@ -79,10 +79,10 @@ def ensemble_speedup(population: Population) -> float:
     population trains on one CPU thread, as measured by benchmarks/ensemble_training.py
     (docs/performance.md): dense nets are bound by per-operation overhead, which the ensemble
     pays once for all seeds (measured 2.8–3.4×); conv nets by their convolutions' arithmetic,
-    which it does not reduce (cnn 1.6–2.3×; resnet20 1.0–1.3×, its convolutions no faster grouped than
-    one replicate at a time); the transformer by its attention's batched products of thousands
-    of tiny matrices, which it does not reduce either (1.2–1.25× in CPU time for the bundled
-    recipes). The MLP with the selectivity term, batched across the replicates, measured 4.6×.
+    which it does not reduce (cnn 1.6–2.3×; resnet20 1.0–1.3×, its convolutions no faster
+    grouped than one replicate at a time); the transformer by its attention's batched products
+    of thousands of tiny matrices, which it does not reduce either (1.2–1.25× in CPU time for
+    the bundled recipes). The MLP with the selectivity term, batched across the replicates, measured 4.6×.
     The runner weighs it against the processes of ``--jobs``."""
     model = population.model
     if isinstance(model, MLPSpec):
