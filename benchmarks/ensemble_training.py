@@ -3,10 +3,11 @@
 Recipes on the population of hypotheses/selectivity_predicts_importance.yaml (digits, Adam
 lr 1e-3, batches of 64): its MLP 64→64→64→10 with batch norm and dropout 0.2 (30 epochs), the
 same MLP under the selectivity regularizer (α = −1), the default cnn (channels 16, 32; 5 epochs
-unless ``--epochs``) and resnet20 (width 16, 1 epoch). With ``--arch transformer``, instead the
-populations of two bundled transformer files, as they are (AdamW with warm-up, ``steps``;
-``--steps`` shortens them): modular addition (one layer with an MLP, full batch of 577) and
-induction (two attention-only layers, batches of 100 sequences of 17 tokens).
+unless ``--epochs``) without and with the regularizer, and resnet20 (width 16, 1 epoch). With
+``--arch transformer``, instead the populations of two bundled transformer files, as they are
+(AdamW with warm-up, ``steps``; ``--steps`` shortens them): modular addition (one layer with an
+MLP, full batch of 577) and induction (two attention-only layers, batches of 100 sequences of 17
+tokens).
 
 For each, in one run, it times sequential training
 (:func:`falsify.models.training.train_replicate` per seed); the exact ensemble
@@ -61,9 +62,13 @@ MODELS = {
     "resnet20": (lambda _: ResNet20Spec(kind="resnet20"), 1),
     # The file's MLP as the bundled selectivity files train it at α = −1 (30 epochs).
     "mlp-selectivity": (lambda mlp: MLPSpec(kind="mlp", hidden=mlp.hidden), None),
+    "cnn-selectivity": (lambda _: CNNSpec(kind="cnn"), 5),
 }
 # name -> regularizer blocks added to the recipe's training (the vmap baseline has no terms).
-REGULARIZED = {"mlp-selectivity": {"selectivity": {"alpha": -1.0}}}
+REGULARIZED = {
+    "mlp-selectivity": {"selectivity": {"alpha": -1.0}},
+    "cnn-selectivity": {"selectivity": {"alpha": -1.0}},
+}
 # --arch transformer: name -> the file whose population (model and recipe) is trained.
 TRANSFORMERS = {
     "transformer-addition": "hypotheses/modular_addition_uses_few_frequencies.yaml",

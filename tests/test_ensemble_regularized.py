@@ -131,13 +131,15 @@ def _count_stacked(monkeypatch) -> list[int]:
     return calls
 
 
-def test_the_mlp_terms_run_for_all_replicates_at_once(monkeypatch) -> None:
+@pytest.mark.parametrize(("name", "steps"), [("mlp, all layers", 30), ("cnn", 30), ("resnet20", 4)])
+def test_the_terms_run_for_all_replicates_at_once(monkeypatch, name, steps) -> None:
+    # Dense outputs as they are, conv outputs' channels averaged over space in one read.
     calls = _count_stacked(monkeypatch)
-    model, training = RECIPES["mlp, all layers"]
+    model, training = RECIPES[name]
     pop = population(model, **training)
     data = load_dataset(DIGITS)
     together = train_ensemble(pop, data, list(pop.seeds), CPU)
-    assert calls[0] > 30  # the probe, then every step (2 epochs of 15 batches)
+    assert calls[0] > steps  # the probe, then every step
     assert same_weights(together[2].model, train_replicate(pop, data, 2, CPU).model)
 
 

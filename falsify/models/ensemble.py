@@ -149,15 +149,15 @@ def _terms(
     if missing:
         raise NotBatchable(f"the stacked network does not keep the outputs of {missing}")
     first = terms[0]
-    if (
-        all(t == first for t in terms)
-        and all(callable(getattr(term, "stacked", None)) for term in first)
-        and all(rows for _, rows in net.kept.values())
+    if all(t == first for t in terms) and all(
+        callable(getattr(term, "stacked", None)) for term in first
     ):
-        outputs = {layer: h for layer, (h, _) in net.kept.items()}
-        key = ("terms", *first, *((n, tuple(h.shape)) for n, h in outputs.items()))
-        probe = partial(_stacked_terms_exact, net, first, outputs, labels)
-        if net._plan(key, probe, True, shared=False):
+        outputs = {layer: net.unit_rows(layer, h, rows) for layer, (h, rows) in net.kept.items()}
+        key = ("terms", *first, *((n, tuple(h.shape), rows) for n, (h, rows) in net.kept.items()))
+        probe = partial(_stacked_terms_exact, net, first, labels)
+        if all(o is not None for o in outputs.values()) and net._plan(
+            key, probe, True, shared=False
+        ):
             return torch.stack([term.stacked(outputs, labels).sum() for term in first]).sum()
     replicates = {layer: net.replicate_outputs(layer) for layer in net.keep}
     total = torch.zeros((), device=labels.device)
@@ -169,14 +169,12 @@ def _terms(
 
 
 def _stacked_terms_exact(
-    net: StackedNet,
-    terms: list[RegularizerTerm],
-    outputs: dict[str, torch.Tensor],
-    labels: torch.Tensor,
+    net: StackedNet, terms: list[RegularizerTerm], labels: torch.Tensor
 ) -> bool:
-    """Whether ``stacked`` gives every replicate's layer outputs the gradient of its own terms
-    bit for bit, probed on random non-negative outputs of the same shapes and random labels
-    (one replicate's batch of a single class, another's missing class 0)."""
+    """Whether ``stacked``, on the kept outputs read through :meth:`StackedNet.unit_rows`,
+    gives every replicate's layer outputs the gradient of its own terms bit for bit, probed on
+    random non-negative outputs of the kept shapes and layouts and random labels (one
+    replicate's batch of a single class, another's missing class 0)."""
     gen = torch.Generator().manual_seed(3)
     n_classes = max(getattr(term, "n_classes", 2) for term in terms)
     y = torch.randint(0, n_classes, labels.shape, generator=gen)
@@ -184,19 +182,24 @@ def _stacked_terms_exact(
     if len(y) > 1:
         y[1][y[1] == 0] = 1 % n_classes
     y = y.to(labels.device)
-    data = {n: torch.rand(h.shape, generator=gen).to(h.device) for n, h in outputs.items()}
+    layouts = {n: rows for n, (_, rows) in net.kept.items()}
+    data = {n: torch.rand(h.shape, generator=gen).to(h.device) for n, (h, _) in net.kept.items()}
     stacked = {n: t.clone().requires_grad_() for n, t in data.items()}
-    torch.stack([term.stacked(stacked, y).sum() for term in terms]).sum().backward()
+    rows_of = {n: net.unit_rows(n, t, layouts[n]) for n, t in stacked.items()}
+    torch.stack([term.stacked(rows_of, y).sum() for term in terms]).sum().backward()
+    got = {
+        n: net.split(t.grad if t.grad is not None else torch.zeros_like(t), layouts[n])
+        for n, t in stacked.items()
+    }
     for i, model in enumerate(net.models):
-        single = {n: t[i].clone().requires_grad_() for n, t in data.items()}
+        single = {n: net.split(t, layouts[n])[i].clone().requires_grad_() for n, t in data.items()}
         total = torch.zeros((), device=labels.device)
         for term in terms:
             total = total + term(model, single, y[i])
         total.backward()
         for n, t in single.items():
-            got = stacked[n].grad
             want = t.grad if t.grad is not None else torch.zeros_like(t)
-            if got is None or not torch.equal(got[i], want):
+            if not torch.equal(got[n][i], want):
                 return False
     return True
 

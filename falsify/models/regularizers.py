@@ -156,9 +156,10 @@ class SelectivityTerm:
         return -self.alpha * si.mean()
 
     def stacked(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """The term of S replicates at once, ``[S]``, from each layer's outputs laid out
-        ``[S, batch, units]`` (a dense layer's units on its last axis, as the MLP's blocks
-        give them) and labels ``[S, batch]``."""
+        """The term of S replicates at once, ``[S]``, from each layer's units as its unit view
+        reads them, ``[S, batch, units]`` (:meth:`falsify.models.stacked.StackedNet.unit_rows`:
+        a dense layer's outputs as they are, a conv layer's channels averaged over space), and
+        labels ``[S, batch]``."""
         si = torch.stack(
             [
                 stacked_batch_selectivity(outputs[layer], labels, self.n_classes, self.epsilon)

@@ -40,6 +40,7 @@ from falsify.data.base import IGNORE
 from falsify.models.cnn import CNN
 from falsify.models.mlp import MLP
 from falsify.models.resnet import ResNet20
+from falsify.units import CHANNELS, unit_view
 
 __all__ = ["LOSS", "OP_PLANS", "NotExact", "StackedNet", "fastest_exact", "plan_loss", "stack"]
 
@@ -720,10 +721,24 @@ class StackedNet:
         gives it in sequential training (``[B, …]``, contiguous) and with its autograd history:
         a term built from it sends its gradient to the stacked output in one piece (the
         backward of one ``unbind``), which is added to the rest of that output's gradient."""
-        h, rows = self.kept[name]
+        return self.split(*self.kept[name])
+
+    def split(self, h: torch.Tensor, rows: bool) -> list[torch.Tensor]:
+        """A stacked output ``h`` (rows or channels layout) as each replicate's own, contiguous."""
         if rows:  # [S, B, F]: each [B, F] slice is contiguous
             return list(h.unbind(0))
         return [t.contiguous() for t in h.unflatten(1, (self.s, -1)).unbind(1)]
+
+    def unit_rows(self, name: str, h: torch.Tensor, rows: bool) -> torch.Tensor | None:
+        """A stacked output ``h`` of unit layer ``name`` read through the layer's unit view for
+        all replicates at once, ``[S, B, units]`` (replicate s's rows are what the view reads
+        from its own output), or None where the view is not units on axis 1, averaged over
+        the rest (:data:`falsify.units.CHANNELS`, the built-in layers' view)."""
+        if unit_view(self.models[0], name) != CHANNELS:
+            return None
+        if rows:
+            return h if h.dim() == 3 else None
+        return CHANNELS.read(h).unflatten(1, (self.s, -1)).transpose(0, 1)
 
     def gather_grad(self) -> None:
         """Set ``flat.grad`` to the parameters' gradients, after a backward pass."""
