@@ -480,6 +480,10 @@ def _plan_conv(chain: _Chain, lin: int, probe: torch.Tensor) -> _ConvPlan:
     conv, block = _conv_of(chain.suffix[lin])
     h = chain.run_suffix(chain.run_prefix(probe), 0, lin)
     shape, rest = tuple(h.shape[1:]), list(chain.suffix[lin + 1 :])
+
+    def exact() -> _ConvPlan:  # the dense responses are built only for the plan returned
+        return _ConvPlan(conv, block, rest, _dense_responses(conv, shape))
+
     if block is None:
         fast = _ConvPlan(conv, None, _channels_last_tail(rest), _dense_responses(conv, shape))
         z = conv(h).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # as _conv_delta's
@@ -494,13 +498,11 @@ def _plan_conv(chain: _Chain, lin: int, probe: torch.Tensor) -> _ConvPlan:
         )
         got = _run(fast.rest, fast_block(h))
     else:
-        return _ConvPlan(conv, block, rest, _dense_responses(conv, shape))
+        return exact()
     want = chain.run_suffix(h, lin)
     # A guard against a wrong rewrite (an error of the order of the logits), not the precision
     # bound: the effects' 1e-6 agreement with the hook loop is what the tests check.
-    if bool((got - want).abs().max() <= 1e-4 * (1 + want.abs().max())):
-        return fast
-    return _ConvPlan(conv, block, rest, _dense_responses(conv, shape))
+    return fast if bool((got - want).abs().max() <= 1e-4 * (1 + want.abs().max())) else exact()
 
 
 # The dense form of the conv update is used while the input map has at most this many positions

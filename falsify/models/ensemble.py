@@ -57,6 +57,7 @@ from falsify.models.training import (
     record_metrics,
 )
 from falsify.models.transformer import TransformerSpec
+from falsify.units import CHANNELS, unit_view
 
 __all__ = ["NotBatchable", "ensemble_speedup", "supports_ensemble", "train_ensemble"]
 
@@ -152,12 +153,10 @@ def _terms(
     if all(t == first for t in terms) and all(
         callable(getattr(term, "stacked", None)) for term in first
     ):
-        outputs = {layer: net.unit_rows(layer, h, rows) for layer, (h, rows) in net.kept.items()}
         key = ("terms", *first, *((n, tuple(h.shape), rows) for n, (h, rows) in net.kept.items()))
         probe = partial(_stacked_terms_exact, net, first, labels)
-        if all(o is not None for o in outputs.values()) and net._plan(
-            key, probe, True, shared=False
-        ):
+        if net._plan(key, probe, True, shared=False):
+            outputs = {layer: net.unit_rows(h, rows) for layer, (h, rows) in net.kept.items()}
             return torch.stack([term.stacked(outputs, labels).sum() for term in first]).sum()
     replicates = {layer: net.replicate_outputs(layer) for layer in net.keep}
     total = torch.zeros((), device=labels.device)
@@ -174,7 +173,10 @@ def _stacked_terms_exact(
     """Whether ``stacked``, on the kept outputs read through :meth:`StackedNet.unit_rows`,
     gives every replicate's layer outputs the gradient of its own terms bit for bit, probed on
     random non-negative outputs of the kept shapes and layouts and random labels (one
-    replicate's batch of a single class, another's missing class 0)."""
+    replicate's batch of a single class, another's missing class 0). False for a layer whose
+    units are read another way than :data:`falsify.units.CHANNELS`, which ``unit_rows`` reads."""
+    if any(unit_view(net.models[0], layer) != CHANNELS for layer in net.kept):
+        return False
     gen = torch.Generator().manual_seed(3)
     n_classes = max(getattr(term, "n_classes", 2) for term in terms)
     y = torch.randint(0, n_classes, labels.shape, generator=gen)
@@ -185,14 +187,15 @@ def _stacked_terms_exact(
     layouts = {n: rows for n, (_, rows) in net.kept.items()}
     data = {n: torch.rand(h.shape, generator=gen).to(h.device) for n, (h, _) in net.kept.items()}
     stacked = {n: t.clone().requires_grad_() for n, t in data.items()}
-    rows_of = {n: net.unit_rows(n, t, layouts[n]) for n, t in stacked.items()}
+    rows_of = {n: net.unit_rows(t, layouts[n]) for n, t in stacked.items()}
     torch.stack([term.stacked(rows_of, y).sum() for term in terms]).sum().backward()
     got = {
         n: net.split(t.grad if t.grad is not None else torch.zeros_like(t), layouts[n])
         for n, t in stacked.items()
     }
+    replicates = {n: net.split(t, layouts[n]) for n, t in data.items()}
     for i, model in enumerate(net.models):
-        single = {n: net.split(t, layouts[n])[i].clone().requires_grad_() for n, t in data.items()}
+        single = {n: parts[i].clone().requires_grad_() for n, parts in replicates.items()}
         total = torch.zeros((), device=labels.device)
         for term in terms:
             total = total + term(model, single, y[i])

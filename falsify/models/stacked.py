@@ -40,7 +40,7 @@ from falsify.data.base import IGNORE
 from falsify.models.cnn import CNN
 from falsify.models.mlp import MLP
 from falsify.models.resnet import ResNet20
-from falsify.units import CHANNELS, unit_view
+from falsify.units import CHANNELS
 
 __all__ = ["LOSS", "OP_PLANS", "NotExact", "StackedNet", "fastest_exact", "plan_loss", "stack"]
 
@@ -236,9 +236,12 @@ class _ConvPlan:
     backward: int  # an index into _CONV_BACKWARD
 
 
-def _chunks(t: torch.Tensor, s: int) -> list[torch.Tensor]:
-    """Replicate i's part of a channels-layout tensor, contiguous (as sequential has it)."""
-    return [c.contiguous() for c in t.chunk(s, dim=1)]
+def _chunks(
+    t: torch.Tensor, s: int, fmt: torch.memory_format = torch.contiguous_format
+) -> list[torch.Tensor]:
+    """Replicate i's part of a channels-layout tensor, contiguous (as sequential has it) or in
+    memory format ``fmt``."""
+    return [c.contiguous(memory_format=fmt) for c in t.chunk(s, dim=1)]
 
 
 def _grouped_forward(
@@ -255,7 +258,7 @@ def _looped_forward(
     x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, fmt: torch.memory_format
 ) -> torch.Tensor:
     s, pad = w.shape[0], w.shape[-1] // 2
-    xs = [c.contiguous(memory_format=fmt) for c in x.chunk(s, dim=1)]
+    xs = _chunks(x, s, fmt)
     outs = [F.conv2d(xs[i], w[i], None if b is None else b[i], stride, pad) for i in range(s)]
     return torch.cat(outs, 1).contiguous()
 
@@ -319,8 +322,7 @@ def _looped_backward(
     fmt: torch.memory_format,
 ) -> _ConvGrads:
     s, c_out = w.shape[0], w.shape[1]
-    gs = [c.contiguous(memory_format=fmt) for c in g.chunk(s, dim=1)]
-    xs = [c.contiguous(memory_format=fmt) for c in x.chunk(s, dim=1)]
+    gs, xs = _chunks(g, s, fmt), _chunks(x, s, fmt)
     parts = [
         _conv_backward_call(gs[i], xs[i], w[i], c_out if bias else None, stride, 1, mask)
         for i in range(s)
@@ -407,8 +409,9 @@ def _plan_conv(
 
     def backward_ok(grads: _ConvGrads) -> bool:
         gi, gw, gb = grads
+        g_in = None if gi is None else _chunks(gi, s)
         for i, r in enumerate(refs):
-            if gi is not None and not torch.equal(_chunks(gi, s)[i], r[1]):
+            if g_in is not None and not torch.equal(g_in[i], r[1]):
                 return False
             if not torch.equal(gw[i], r[2]) or (gb is not None and not torch.equal(gb[i], r[3])):
                 return False
@@ -475,33 +478,32 @@ def _plan_batch_norm(
     mean = torch.randn(s, c, generator=gen).to(device)
     var = torch.rand(s, c, generator=gen).to(device) + 0.5
 
-    def part(t: torch.Tensor, i: int) -> torch.Tensor:
-        return t[i] if rows else _chunks(t, s)[i]
+    def parts(t: torch.Tensor) -> list[torch.Tensor]:
+        return list(t) if rows else _chunks(t, s)
 
     refs = []
-    for i in range(s):
-        xi = part(x, i).clone().requires_grad_()
+    for i, (xi, gi) in enumerate(zip(parts(x), parts(g), strict=True)):
+        xi = xi.clone().requires_grad_()
         wi, bi = w[i].clone().requires_grad_(), b[i].clone().requires_grad_()
         mi, vi = mean[i].clone(), var[i].clone()
         out = F.batch_norm(xi, mi, vi, wi, bi, True, momentum, eps)
-        out.backward(part(g, i))
+        out.backward(gi)
         refs.append((out.detach(), xi.grad, wi.grad, bi.grad, mi, vi))
 
-    def run(fn: Callable[..., torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    def run(fn: Callable[..., torch.Tensor]) -> tuple[torch.Tensor, ...]:
         xk = x.clone().requires_grad_()
         wk, bk = w.clone().requires_grad_(), b.clone().requires_grad_()
         mk, vk = mean.clone(), var.clone()
         out = fn(xk, rows, wk, bk, mk, vk, momentum, eps)
         out.backward(g)
-        return [
-            (part(out.detach(), i), part(xk.grad, i), wk.grad[i], bk.grad[i], mk[i], vk[i])  # type: ignore[index]
-            for i in range(s)
-        ]
+        return out.detach(), xk.grad, wk.grad, bk.grad, mk, vk  # type: ignore[return-value]
 
-    def exact(got: list[tuple[torch.Tensor, ...]]) -> bool:
+    def exact(got: tuple[torch.Tensor, ...]) -> bool:
+        out, gx, gw, gb, mk, vk = got
+        per_replicate = zip(parts(out), parts(gx), gw, gb, mk, vk, strict=True)
         return all(
             torch.equal(u, v)
-            for gi, ri in zip(got, refs, strict=True)
+            for gi, ri in zip(per_replicate, refs, strict=True)
             for u, v in zip(gi, ri, strict=True)
         )
 
@@ -720,25 +722,20 @@ class StackedNet:
         """Each replicate's output of unit layer ``name`` in the latest forward, as the module
         gives it in sequential training (``[B, …]``, contiguous) and with its autograd history:
         a term built from it sends its gradient to the stacked output in one piece (the
-        backward of one ``unbind``), which is added to the rest of that output's gradient."""
+        backward of one split), which is added to the rest of that output's gradient."""
         return self.split(*self.kept[name])
 
     def split(self, h: torch.Tensor, rows: bool) -> list[torch.Tensor]:
         """A stacked output ``h`` (rows or channels layout) as each replicate's own, contiguous."""
-        if rows:  # [S, B, F]: each [B, F] slice is contiguous
-            return list(h.unbind(0))
-        return [t.contiguous() for t in h.unflatten(1, (self.s, -1)).unbind(1)]
+        return list(h.unbind(0)) if rows else _chunks(h, self.s)  # rows: [B, F] contiguous
 
-    def unit_rows(self, name: str, h: torch.Tensor, rows: bool) -> torch.Tensor | None:
-        """A stacked output ``h`` of unit layer ``name`` read through the layer's unit view for
-        all replicates at once, ``[S, B, units]`` (replicate s's rows are what the view reads
-        from its own output), or None where the view is not units on axis 1, averaged over
-        the rest (:data:`falsify.units.CHANNELS`, the built-in layers' view)."""
-        if unit_view(self.models[0], name) != CHANNELS:
-            return None
-        if rows:
-            return h if h.dim() == 3 else None
-        return CHANNELS.read(h).unflatten(1, (self.s, -1)).transpose(0, 1)
+    def unit_rows(self, h: torch.Tensor, rows: bool) -> torch.Tensor:
+        """A stacked output ``h`` of a unit layer whose view is :data:`falsify.units.CHANNELS`
+        (units on axis 1, averaged over the rest: the built-in layers' view) read for all
+        replicates at once, ``[S, B, units]``: replicate s's rows are what the view reads from
+        its own output (a dense layer's ``[S, B, F]`` as it is, a conv layer's channels
+        averaged over space)."""
+        return h if rows else CHANNELS.read(h).unflatten(1, (self.s, -1)).transpose(0, 1)
 
     def gather_grad(self) -> None:
         """Set ``flat.grad`` to the parameters' gradients, after a backward pass."""

@@ -52,9 +52,16 @@ def _looped(single: Fn) -> Fn:
     return run
 
 
-def _probe(op: _Op, args: tuple[torch.Tensor, ...]) -> Fn:
-    """The fastest of ``op.batched`` and the loop of ``op.single`` that equals ``op.single``
-    replicate by replicate (output and the gradients of the floating-point arguments).
+def _variants(op: _Op) -> tuple[Fn, ...]:
+    """``op``'s batched expressions, then the loop of its single one."""
+    return (*op.batched, _looped(op.single))
+
+
+def _probe(op: _Op, args: tuple[torch.Tensor, ...]) -> int:
+    """The index in :func:`_variants` of the fastest that equals ``op.single`` replicate by
+    replicate (output and the gradients of the floating-point arguments). An index, not the
+    function: an operation's expression may close over one model's state (the causal mask),
+    and plans are kept for the process.
 
     Floating-point arguments are replaced by random ones of the same shape; integer ones (token
     ids) are kept, since their repeats decide how an embedding's gradient is accumulated.
@@ -91,8 +98,7 @@ def _probe(op: _Op, args: tuple[torch.Tensor, ...]) -> Fn:
             for i, r in enumerate(refs)
         )
 
-    variants = (*op.batched, _looped(op.single))
-    return variants[fastest_exact([partial(run, fn) for fn in variants], exact, args[0].device)]
+    return fastest_exact([partial(run, fn) for fn in _variants(op)], exact, args[0].device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,8 +174,8 @@ class StackedTransformer(StackedNet):
 
     def _run(self, name: str, op: _Op, *args: torch.Tensor) -> torch.Tensor:
         key = (name, *(tuple(a.shape) for a in args))
-        fn = self._plan(key, lambda: _probe(op, args), op.batched[0] if op.batched else None)
-        return (fn or _looped(op.single))(*args)
+        k = self._plan(key, lambda: _probe(op, args), 0)  # fast: the first batched, if any
+        return _variants(op)[k](*args)
 
     def _norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
         module = self.models[0].get_submodule(name)
